@@ -1,0 +1,107 @@
+//! Host-side reduction of ranks' contributions, shared by the threaded and MPI collectives.
+
+use super::ReduceOp;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+
+/// Reduces the element range `range` of every rank's contribution (raw little-endian bytes of
+/// `dtype`, in rank order) with `op`, writing the result as bytes of `dtype` into `out`.
+///
+/// Accumulates in f32 in rank order; 16-bit values are widened first and the result is
+/// rounded once (to nearest even). `Avg` divides the f32 sum by the number of contributions.
+/// `Max` propagates NaN.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `dtype` is not a float type or the byte lengths disagree.
+pub fn reduce_into(
+    dtype: DType,
+    op: ReduceOp,
+    contributions: &[&[u8]],
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+) -> Result<()> {
+    let size = dtype.size_bytes();
+    let n = range.len();
+    if !dtype.is_float() {
+        return Err(Error::invalid(
+            "reduce",
+            "dtype",
+            format!("{dtype} cannot be reduced"),
+        ));
+    }
+    if out.len() != n * size || contributions.iter().any(|c| c.len() < range.end * size) {
+        return Err(Error::invalid(
+            "reduce",
+            "contributions",
+            "byte lengths do not match the range",
+        ));
+    }
+    let mut acc = vec![0f32; n];
+    let mut x = vec![0f32; n];
+    for (r, bytes) in contributions.iter().enumerate() {
+        widen(dtype, &bytes[range.start * size..range.end * size], &mut x);
+        if r == 0 {
+            acc.copy_from_slice(&x);
+            continue;
+        }
+        match op {
+            ReduceOp::Sum | ReduceOp::Avg => acc.iter_mut().zip(&x).for_each(|(a, v)| *a += v),
+            ReduceOp::Max => acc.iter_mut().zip(&x).for_each(|(a, v)| {
+                *a = if a.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else {
+                    a.max(*v)
+                }
+            }),
+        }
+    }
+    if op == ReduceOp::Avg && !contributions.is_empty() {
+        let world = contributions.len() as f32;
+        acc.iter_mut().for_each(|a| *a /= world);
+    }
+    narrow(dtype, &acc, out);
+    Ok(())
+}
+
+/// Little-endian bytes of a float dtype to f32.
+fn widen(dtype: DType, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+        _ => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+        }
+    }
+}
+
+/// f32 to little-endian bytes of a float dtype, rounding to nearest even.
+fn narrow(dtype: DType, values: &[f32], out: &mut [u8]) {
+    match dtype {
+        DType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        _ => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Elementwise kernels and casts on the CPU.
+
+use super::float::{BLOCK, Float};
+use super::host::{typed, typed_mut, with_float};
+use super::par::CHUNK;
+use super::{CpuBackend, map};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::kernels::{ElementwiseKernels, Validated, View, ViewMut};
+use rayon::prelude::*;
+
+impl ElementwiseKernels for CpuBackend {
+    fn fill(&self, dst: ViewMut<'_, Self>, value: f64, _: Validated) -> Result<()> {
+        match dst.dtype() {
+            DType::I32 => {
+                let v = value as i32;
+                let out = typed_mut::<i32>(dst)?;
+                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                Ok(())
+            }
+            DType::U8 => {
+                let v = value as u8;
+                let out = typed_mut::<u8>(dst)?;
+                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                Ok(())
+            }
+            dtype => with_float!(dtype, T => {
+                let v = T::from_f32(value as f32);
+                let out = typed_mut::<T>(dst)?;
+                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                Ok(())
+            }),
+        }
+    }
+
+    fn cast(&self, src: View<'_, Self>, dst: ViewMut<'_, Self>, _: Validated) -> Result<()> {
+        with_float!(src.dtype(), X => with_float!(dst.dtype(), Y => {
+            let x = typed::<X>(src)?;
+            let y = typed_mut::<Y>(dst)?;
+            self.run(|| cast_slices(x, y));
+            Ok(())
+        }))
+    }
+
+    fn scale(&self, x: ViewMut<'_, Self>, alpha: f32, _: Validated) -> Result<()> {
+        with_float!(x.dtype(), T => {
+            let x = typed_mut::<T>(x)?;
+            self.run(|| map::inplace(x, |x| x.iter_mut().for_each(|v| *v *= alpha)));
+            Ok(())
+        })
+    }
+
+    fn axpy(
+        &self,
+        alpha: f32,
+        x: View<'_, Self>,
+        y: ViewMut<'_, Self>,
+        _: Validated,
+    ) -> Result<()> {
+        with_float!(x.dtype(), X => with_float!(y.dtype(), Y => {
+            let x = typed::<X>(x)?;
+            let y = typed_mut::<Y>(y)?;
+            self.run(|| {
+                map::zip(x, y, |x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x))
+            });
+            Ok(())
+        }))
+    }
+
+    fn add(
+        &self,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        out: ViewMut<'_, Self>,
+        _: Validated,
+    ) -> Result<()> {
+        with_float!(a.dtype(), T => {
+            let (a, b, out) = (typed::<T>(a)?, typed::<T>(b)?, typed_mut::<T>(out)?);
+            self.run(|| {
+                map::binary(a, b, out, |a, b, y| {
+                    y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b)
+                })
+            });
+            Ok(())
+        })
+    }
+
+    fn mul(
+        &self,
+        a: View<'_, Self>,
+        b: View<'_, Self>,
+        out: ViewMut<'_, Self>,
+        _: Validated,
+    ) -> Result<()> {
+        with_float!(a.dtype(), T => {
+            let (a, b, out) = (typed::<T>(a)?, typed::<T>(b)?, typed_mut::<T>(out)?);
+            self.run(|| {
+                map::binary(a, b, out, |a, b, y| {
+                    y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = a * b)
+                })
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Converts `x` into `y` directly when either side is f32, else through f32 blocks.
+fn cast_slices<X: Float, Y: Float>(x: &[X], y: &mut [Y]) {
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            if let Some(x) = X::as_f32(x) {
+                return Y::store(x, y);
+            }
+            if let Some(y) = Y::as_f32_mut(y) {
+                return X::load(x, y);
+            }
+            let mut buf = [0f32; BLOCK];
+            for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+                let b = &mut buf[..x.len()];
+                X::load(x, b);
+                Y::store(b, y);
+            }
+        });
+}

@@ -1,0 +1,209 @@
+//! The CPU backend: the default, always compiled, and where ZeRO-Offload runs the optimizer.
+//!
+//! Kernels run on the backend's own rayon pool over large contiguous chunks, with inner loops
+//! written so the compiler vectorizes them; the hot ones are compiled a second time for
+//! AVX2+FMA and picked at run time, so one binary is fast on new processors and still runs on
+//! old ones. 16-bit storage is converted a block at a time and all arithmetic is f32. GEMM is
+//! the `gemm` crate's f32 kernels (BLIS-style packing with runtime-selected microkernels).
+
+mod buffer;
+mod elementwise;
+pub(crate) mod float;
+mod gemm;
+mod host;
+mod map;
+mod nn;
+mod optim;
+mod par;
+mod reduce;
+pub mod roofline;
+
+pub use buffer::CpuBuffer;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::info::{Capabilities, DeviceInfo};
+use crate::kernels::{Memory, Validated, View, ViewMut};
+use crate::memory::{MemoryStats, MemoryTracker};
+use std::sync::Arc;
+
+/// The environment variable that sets the CPU backend's default thread count.
+pub const THREADS_ENV: &str = "DS_CPU_THREADS";
+
+#[derive(Debug)]
+struct Inner {
+    pool: rayon::ThreadPool,
+    info: DeviceInfo,
+    tracker: Arc<MemoryTracker>,
+}
+
+/// The CPU backend. Clones share one thread pool and one memory account.
+#[derive(Debug, Clone)]
+pub struct CpuBackend {
+    inner: Arc<Inner>,
+}
+
+impl CpuBackend {
+    /// A backend using `DS_CPU_THREADS` threads, or every available core.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `DS_CPU_THREADS` is not a positive integer;
+    /// [`Error::Device`] when the thread pool cannot be created.
+    pub fn new() -> Result<Self> {
+        let threads = match std::env::var(THREADS_ENV) {
+            Ok(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "CpuBackend::new",
+                        THREADS_ENV,
+                        format!("`{v}` is not a positive integer"),
+                    )
+                })?,
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Self::with_threads(threads)
+    }
+
+    /// A backend using exactly `threads` threads.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for zero threads; [`Error::Device`] when the pool cannot be
+    /// created.
+    pub fn with_threads(threads: usize) -> Result<Self> {
+        if threads == 0 {
+            return Err(Error::invalid(
+                "CpuBackend::with_threads",
+                "threads",
+                "must be at least 1",
+            ));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ds-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Device {
+                device: "cpu".into(),
+                message: format!("cannot start {threads} threads: {e}"),
+            })?;
+        let info = DeviceInfo {
+            backend: "cpu",
+            name: cpu_model_name(),
+            vendor: cpu_vendor(),
+            memory_total: buffer::total_memory(),
+            compute_units: threads,
+            max_buffer_elements: None,
+            capabilities: Capabilities::all_floats(),
+        };
+        Ok(CpuBackend {
+            inner: Arc::new(Inner {
+                pool,
+                info,
+                tracker: Arc::new(MemoryTracker::default()),
+            }),
+        })
+    }
+
+    /// Threads this backend runs kernels on.
+    pub fn threads(&self) -> usize {
+        self.inner.pool.current_num_threads()
+    }
+
+    /// Runs `f` on the backend's thread pool.
+    pub(crate) fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.inner.pool.install(f)
+    }
+}
+
+impl Memory for CpuBackend {
+    type Buffer = CpuBuffer;
+
+    fn info(&self) -> &DeviceInfo {
+        &self.inner.info
+    }
+
+    fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
+        CpuBuffer::new(dtype, len, Arc::clone(&self.inner.tracker), |bytes| {
+            self.run(|| par::touch_pages(bytes))
+        })
+    }
+
+    fn upload(&self, src: &[u8], dst: ViewMut<'_, Self>, _: Validated) -> Result<()> {
+        let out = host::bytes_mut(dst)?;
+        self.run(|| par::copy_bytes(src, out));
+        Ok(())
+    }
+
+    fn download(&self, src: View<'_, Self>, dst: &mut [u8], _: Validated) -> Result<()> {
+        let data = host::bytes(src)?;
+        self.run(|| par::copy_bytes(data, dst));
+        Ok(())
+    }
+
+    fn copy(&self, src: View<'_, Self>, dst: ViewMut<'_, Self>, _: Validated) -> Result<()> {
+        let data = host::bytes(src)?;
+        let out = host::bytes_mut(dst)?;
+        self.run(|| par::copy_bytes(data, out));
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn memory_stats(&self) -> MemoryStats {
+        self.inner.tracker.stats()
+    }
+
+    fn reset_peak_memory(&self) {
+        self.inner.tracker.reset_peak();
+    }
+
+    fn host_bytes<'a>(&self, view: View<'a, Self>) -> Option<&'a [u8]> {
+        host::bytes(view).ok()
+    }
+
+    fn host_bytes_mut<'a>(&self, view: ViewMut<'a, Self>) -> Option<&'a mut [u8]> {
+        host::bytes_mut(view).ok()
+    }
+}
+
+fn cpu_model_name() -> String {
+    cpuinfo_field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn cpu_vendor() -> String {
+    cpuinfo_field("vendor_id").unwrap_or_else(|| "unknown".to_string())
+}
+
+fn cpuinfo_field(name: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// Instruction-set features the CPU kernels can use on this machine, for `ds report`.
+pub fn simd_features() -> Vec<&'static str> {
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            found.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            found.push("fma");
+        }
+        if std::arch::is_x86_feature_detected!("f16c") {
+            found.push("f16c");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push("avx512f");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    found.push("neon");
+    found
+}

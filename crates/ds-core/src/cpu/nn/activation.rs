@@ -1,0 +1,90 @@
+//! GELU (tanh form) and ReLU, forward and backward.
+
+use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::{CpuBackend, map};
+use crate::error::Result;
+use crate::kernels::{View, ViewMut};
+
+/// sqrt(2/pi).
+pub(crate) const GELU_C: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh approximation.
+pub(crate) const GELU_A: f32 = 0.044_715;
+
+#[inline(always)]
+fn gelu_one(x: f32) -> f32 {
+    let t = (GELU_C * (x + GELU_A * x * x * x)).tanh();
+    0.5 * x * (1.0 + t)
+}
+
+#[inline(always)]
+fn gelu_grad_one(x: f32) -> f32 {
+    let t = (GELU_C * (x + GELU_A * x * x * x)).tanh();
+    let sech2 = 1.0 - t * t;
+    // Once tanh saturates the second term is exactly 0; skipping it avoids 0 * inf = NaN when
+    // x^3 overflows.
+    let slope = if sech2 == 0.0 {
+        0.0
+    } else {
+        0.5 * x * sech2 * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
+    };
+    0.5 * (1.0 + t) + slope
+}
+
+pub(super) fn gelu(
+    be: &CpuBackend,
+    x: View<'_, CpuBackend>,
+    y: ViewMut<'_, CpuBackend>,
+) -> Result<()> {
+    with_float!(x.dtype(), T => {
+        let (x, y) = (typed::<T>(x)?, typed_mut::<T>(y)?);
+        be.run(|| map::unary(x, y, |x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y = gelu_one(*x))));
+        Ok(())
+    })
+}
+
+pub(super) fn gelu_backward(
+    be: &CpuBackend,
+    x: View<'_, CpuBackend>,
+    dy: View<'_, CpuBackend>,
+    dx: ViewMut<'_, CpuBackend>,
+) -> Result<()> {
+    with_float!(x.dtype(), T => {
+        let (x, dy, dx) = (typed::<T>(x)?, typed::<T>(dy)?, typed_mut::<T>(dx)?);
+        be.run(|| {
+            map::binary(x, dy, dx, |x, dy, dx| {
+                dx.iter_mut().zip(x.iter().zip(dy)).for_each(|(dx, (x, dy))| *dx = dy * gelu_grad_one(*x))
+            })
+        });
+        Ok(())
+    })
+}
+
+pub(super) fn relu(
+    be: &CpuBackend,
+    x: View<'_, CpuBackend>,
+    y: ViewMut<'_, CpuBackend>,
+) -> Result<()> {
+    with_float!(x.dtype(), T => {
+        let (x, y) = (typed::<T>(x)?, typed_mut::<T>(y)?);
+        // `!(x <= 0)` keeps NaN and maps -0 to +0.
+        be.run(|| map::unary(x, y, |x, y| y.iter_mut().zip(x).for_each(|(y, x)| *y = if *x <= 0.0 { 0.0 } else { *x })));
+        Ok(())
+    })
+}
+
+pub(super) fn relu_backward(
+    be: &CpuBackend,
+    x: View<'_, CpuBackend>,
+    dy: View<'_, CpuBackend>,
+    dx: ViewMut<'_, CpuBackend>,
+) -> Result<()> {
+    with_float!(x.dtype(), T => {
+        let (x, dy, dx) = (typed::<T>(x)?, typed::<T>(dy)?, typed_mut::<T>(dx)?);
+        be.run(|| {
+            map::binary(x, dy, dx, |x, dy, dx| {
+                dx.iter_mut().zip(x.iter().zip(dy)).for_each(|(dx, (x, dy))| *dx = if *x > 0.0 { *dy } else { 0.0 })
+            })
+        });
+        Ok(())
+    })
+}

@@ -1,0 +1,82 @@
+//! The shared loop of the fused optimizer steps: split every stream into the same chunks,
+//! run chunks in parallel, and inside a chunk feed the update f32 blocks (converting a 16-bit
+//! gradient in, writing the weight copy out).
+
+use crate::cpu::float::{BLOCK, Float};
+use crate::cpu::par::CHUNK;
+use rayon::prelude::*;
+
+/// One chunk's slices of every stream of an update.
+pub(crate) struct Part<'a, G, C> {
+    pub p: &'a mut [f32],
+    pub g: &'a [G],
+    pub s1: Option<&'a mut [f32]>,
+    pub s2: Option<&'a mut [f32]>,
+    pub copy: Option<&'a mut [C]>,
+}
+
+fn split_mut<T>(s: Option<&mut [T]>, parts: usize) -> Vec<Option<&mut [T]>> {
+    match s {
+        Some(s) => s.chunks_mut(CHUNK).map(Some).collect(),
+        None => (0..parts).map(|_| None).collect(),
+    }
+}
+
+/// Runs `update(p, g, s1, s2)` over matching f32 blocks of all streams in parallel, then
+/// writes each updated block of `p` to `copy` when present.
+pub(crate) fn for_each_block<G: Float, C: Float>(
+    p: &mut [f32],
+    g: &[G],
+    s1: Option<&mut [f32]>,
+    s2: Option<&mut [f32]>,
+    copy: Option<&mut [C]>,
+    update: impl Fn(&mut [f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>) + Sync,
+) {
+    let n = p.len().div_ceil(CHUNK);
+    let parts: Vec<Part<'_, G, C>> = p
+        .chunks_mut(CHUNK)
+        .zip(g.chunks(CHUNK))
+        .zip(split_mut(s1, n))
+        .zip(split_mut(s2, n))
+        .zip(split_mut(copy, n))
+        .map(|((((p, g), s1), s2), copy)| Part { p, g, s1, s2, copy })
+        .collect();
+    parts
+        .into_par_iter()
+        .for_each(|part| run_part(part, &update));
+}
+
+fn run_part<G: Float, C: Float>(
+    part: Part<'_, G, C>,
+    update: &(impl Fn(&mut [f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>) + Sync),
+) {
+    let Part {
+        p,
+        g,
+        mut s1,
+        mut s2,
+        mut copy,
+    } = part;
+    if copy.is_none()
+        && let Some(g) = G::as_f32(g)
+    {
+        return update(p, g, s1, s2);
+    }
+    let mut gbuf = [0f32; BLOCK];
+    for (i, (p, g)) in p.chunks_mut(BLOCK).zip(g.chunks(BLOCK)).enumerate() {
+        let range = i * BLOCK..i * BLOCK + p.len();
+        let g = match G::as_f32(g) {
+            Some(g) => g,
+            None => {
+                G::load(g, &mut gbuf[..g.len()]);
+                &gbuf[..g.len()]
+            }
+        };
+        let b1 = s1.as_deref_mut().and_then(|s| s.get_mut(range.clone()));
+        let b2 = s2.as_deref_mut().and_then(|s| s.get_mut(range.clone()));
+        update(p, g, b1, b2);
+        if let Some(c) = copy.as_deref_mut().and_then(|c| c.get_mut(range)) {
+            C::store(p, c);
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! ds-core: the contract every ds backend implements, and the CPU backend.
+//!
+//! Everything above this crate (the engine, ZeRO, the layers) is written against three
+//! things defined here:
+//!
+//! - [`Backend`]: what a device must provide (memory, `sync`, and the kernel families in
+//!   [`kernels`]), written as a few small traits so a vendor implements exactly the raw
+//!   operations and nothing else;
+//! - [`Device`]: the checked front door over any backend. Every public operation validates its
+//!   arguments once, here, for all backends, and names the offending argument in the error;
+//!   backends receive a [`Validated`] token proving it happened and may rely on it;
+//! - [`Collectives`]: data-parallel communication over backend buffers, with a single-rank and
+//!   an in-process threaded implementation here (MPI, NCCL and RCCL live in their crates).
+//!
+//! The CPU backend ([`cpu::CpuBackend`]) is always compiled and is the default.
+
+pub mod collectives;
+pub mod cpu;
+mod device;
+pub mod dtype;
+pub mod error;
+pub mod info;
+pub mod kernel;
+pub mod kernels;
+pub mod memory;
+pub mod params;
+pub mod slice;
+mod validate;
+
+pub use collectives::{Collectives, ReduceOp, SingleRank};
+pub use device::Device;
+pub use dtype::{DType, Element};
+pub use error::{Error, Result};
+pub use info::{Capabilities, DeviceInfo, KernelFamily};
+pub use kernel::Kernel;
+pub use kernels::{Backend, Validated};
+pub use memory::MemoryStats;
+pub use slice::{BufferExt, DeviceBuffer, Slice, SliceMut};
+
+/// Re-exported so users name the same 16-bit types the kernels store.
+pub use half::{bf16, f16};
