@@ -1,0 +1,160 @@
+//! Run-time backend selection.
+//!
+//! Generic code is written once against [`ds_core::Backend`]; [`with_backend`] maps a name to
+//! a concrete backend and dispatches into it exactly once. The match over [`BackendKind`] has
+//! no wildcard arm, so a backend added to the enum but not wired here fails to compile.
+
+use ds_core::cpu::CpuBackend;
+use ds_core::{Backend, Device, Error, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// The backends ds knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The CPU backend (always compiled, the default).
+    Cpu,
+    /// NVIDIA GPUs through CUDA.
+    Cuda,
+    /// AMD GPUs through ROCm.
+    Rocm,
+    /// Any Vulkan, Metal or DX12 adapter through wgpu.
+    Wgpu,
+}
+
+impl BackendKind {
+    /// Every backend, in report order.
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Cpu,
+        BackendKind::Cuda,
+        BackendKind::Rocm,
+        BackendKind::Wgpu,
+    ];
+
+    /// The name used on the command line and in configs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Rocm => "rocm",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this build contains the backend.
+    pub const fn compiled(self) -> bool {
+        match self {
+            BackendKind::Cpu => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Rocm => cfg!(feature = "rocm"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "backend",
+                    "name",
+                    format!("unknown backend `{s}`; expected one of cpu, cuda, rocm, wgpu"),
+                )
+            })
+    }
+}
+
+/// Generic work to run on whichever backend is chosen.
+pub trait DeviceTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on an opened device.
+    fn run<B: Backend>(self, device: Device<B>) -> Self::Output;
+}
+
+/// Why a backend this build names cannot be opened yet.
+fn unavailable(kind: BackendKind) -> Error {
+    let reason = if kind.compiled() {
+        format!(
+            "the {kind} backend is compiled in, but ds-backend-{kind} is still a placeholder in this version; \
+             use --backend cpu"
+        )
+    } else {
+        format!(
+            "the {kind} backend is not compiled into this build; rebuild with `--features {kind}`"
+        )
+    };
+    Error::NoDevice {
+        backend: kind.name(),
+        reason,
+    }
+}
+
+/// Opens the backend `kind` and runs `task` on it.
+///
+/// # Errors
+/// [`Error::NoDevice`] when the backend is not compiled in or cannot open a device; the
+/// backend's own construction errors.
+pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Output> {
+    match kind {
+        BackendKind::Cpu => Ok(task.run(Device::new(CpuBackend::new()?))),
+        BackendKind::Cuda => Err(unavailable(kind)),
+        BackendKind::Rocm => Err(unavailable(kind)),
+        BackendKind::Wgpu => Err(unavailable(kind)),
+    }
+}
+
+/// Whether MPI support is compiled in, and what it does yet.
+pub fn mpi_status() -> &'static str {
+    if cfg!(feature = "mpi") {
+        "compiled in; ds-comm-mpi is a placeholder in this version"
+    } else {
+        "not compiled in (rebuild with `--features mpi`)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Name;
+    impl DeviceTask for Name {
+        type Output = &'static str;
+        fn run<B: Backend>(self, device: Device<B>) -> &'static str {
+            device.info().backend
+        }
+    }
+
+    #[test]
+    fn names_parse_and_cpu_opens() {
+        assert_eq!("CPU".parse::<BackendKind>().ok(), Some(BackendKind::Cpu));
+        assert!("tpu".parse::<BackendKind>().is_err());
+        assert_eq!(with_backend(BackendKind::Cpu, Name).ok(), Some("cpu"));
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_says_how_to_get_it() {
+        for kind in [BackendKind::Cuda, BackendKind::Rocm, BackendKind::Wgpu] {
+            let err = with_backend(kind, Name)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(kind.name()), "{err}");
+            assert!(
+                err.contains("--features") || err.contains("placeholder"),
+                "{err}"
+            );
+        }
+    }
+}

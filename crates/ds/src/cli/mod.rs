@@ -1,0 +1,4 @@
+//! The `ds` command's subcommands, as library functions so tests can run them.
+
+pub mod conformance;
+pub mod report;

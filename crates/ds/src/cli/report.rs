@@ -1,0 +1,111 @@
+//! `ds report`: what this build of ds contains and what it finds on this machine, like
+//! DeepSpeed's `ds_report`.
+
+use crate::backends::{BackendKind, DeviceTask, mpi_status, with_backend};
+use ds_core::info::Support;
+use ds_core::{Backend, DType, Device, KernelFamily, Result};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+struct Describe;
+
+impl DeviceTask for Describe {
+    type Output = String;
+    fn run<B: Backend>(self, device: Device<B>) -> String {
+        describe(device.info())
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// One device's description and capability table.
+pub fn describe(info: &ds_core::DeviceInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "[{}] {} ({})", info.backend, info.name, info.vendor);
+    let _ = writeln!(
+        s,
+        "    memory: {:.1} GiB   compute units: {}",
+        gib(info.memory_total),
+        info.compute_units
+    );
+    if info.backend == "cpu" {
+        let _ = writeln!(s, "    simd: {}", ds_core::cpu::simd_features().join(" "));
+    }
+    if let Some(max) = info.max_buffer_elements {
+        let _ = writeln!(s, "    largest kernel argument: {max} elements");
+    }
+    let _ = writeln!(
+        s,
+        "    {:<16} {:>6} {:>6} {:>6}",
+        "kernel family", "f32", "f16", "bf16"
+    );
+    let mut reasons = Vec::new();
+    for family in KernelFamily::ALL {
+        let _ = write!(s, "    {:<16}", family.name());
+        for dtype in DType::FLOATS {
+            match info.capabilities.support(family, dtype) {
+                Support::Yes => {
+                    let _ = write!(s, " {:>6}", "yes");
+                }
+                Support::No(why) => {
+                    let _ = write!(s, " {:>6}", "no");
+                    reasons.push(format!("{family} {dtype}: {why}"));
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+    for r in reasons {
+        let _ = writeln!(s, "    {r}");
+    }
+    s
+}
+
+/// The whole report as text.
+pub fn render() -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "ds {} - DeepSpeed's training core in Rust",
+        crate::VERSION
+    );
+    let _ = writeln!(s, "{}", "-".repeat(60));
+    let _ = writeln!(s, "{:<8} {:<10} status", "backend", "compiled");
+    let mut devices = Vec::new();
+    for kind in BackendKind::ALL {
+        let compiled = if kind.compiled() { "yes" } else { "no" };
+        match with_backend(kind, Describe) {
+            Ok(desc) => {
+                let _ = writeln!(s, "{:<8} {compiled:<10} device found", kind.name());
+                devices.push(desc);
+            }
+            Err(e) => {
+                let _ = writeln!(s, "{:<8} {compiled:<10} {e}", kind.name());
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{:<8} {:<10} {}",
+        "mpi",
+        if cfg!(feature = "mpi") { "yes" } else { "no" },
+        mpi_status()
+    );
+    let _ = writeln!(s, "{}", "-".repeat(60));
+    let _ = writeln!(s, "devices");
+    for d in devices {
+        s.push_str(&d);
+    }
+    s
+}
+
+/// Prints the report.
+///
+/// # Errors
+/// None today; the signature matches the other subcommands.
+pub fn run() -> Result<ExitCode> {
+    print!("{}", render());
+    Ok(ExitCode::SUCCESS)
+}

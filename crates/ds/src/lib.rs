@@ -1,0 +1,19 @@
+//! ds: DeepSpeed's training core, in Rust, on every accelerator.
+//!
+//! This facade re-exports the public API and picks a backend at run time from its name:
+//!
+//! - [`core`]: the backend contract ([`core::Backend`], [`core::Device`],
+//!   [`core::Collectives`]), dtypes, kernels' parameters and the CPU backend;
+//! - [`backends`]: which backends this build contains and [`backends::with_backend`], which
+//!   opens one by name and runs generic code on it.
+//!
+//! Cargo features `cuda`, `rocm`, `wgpu` and `mpi` compile the corresponding crates in.
+
+pub mod backends;
+pub mod cli;
+
+pub use ds_core as core;
+pub use ds_core::{Backend, Collectives, DType, Device, Error, Result};
+
+/// The version of ds.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
