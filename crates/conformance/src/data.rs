@@ -108,8 +108,9 @@ pub fn values(rng: &mut Rng, n: usize, kind: Values, dtype: DType) -> Vec<f64> {
         .collect()
 }
 
-/// Sizes that stress boundaries: empty, one, primes, powers of two and their neighbours, and
-/// lengths past a parallel chunk or GPU workgroup grid.
+/// Sizes that stress boundaries: empty, one, primes, powers of two and their neighbours,
+/// lengths past a parallel chunk or GPU workgroup grid, and one large enough for the
+/// large-buffer paths (streaming stores).
 pub fn sizes() -> impl Strategy<Value = usize> {
     prop_oneof![
         2 => Just(0usize),
@@ -118,6 +119,8 @@ pub fn sizes() -> impl Strategy<Value = usize> {
         4 => (1u32..13).prop_flat_map(|k| prop::sample::select(vec![(1usize << k) - 1, 1 << k, (1 << k) + 1])),
         4 => 2usize..600,
         2 => prop::sample::select(vec![65_535usize, 65_537, 131_073, 300_007]),
+        // Past 8 MiB of f16 or f32: the size where backends switch to streaming stores.
+        1 => Just(4_194_319usize),
     ]
 }
 

@@ -13,6 +13,26 @@
 //!   an in-process threaded implementation here (MPI, NCCL and RCCL live in their crates).
 //!
 //! The CPU backend ([`cpu::CpuBackend`]) is always compiled and is the default.
+//!
+//! ```
+//! use ds_core::cpu::CpuBackend;
+//! use ds_core::kernels::AdamArgs;
+//! use ds_core::params::AdamParams;
+//! use ds_core::{BufferExt, DType, Device};
+//!
+//! let dev = Device::new(CpuBackend::new()?);
+//! let mut p = dev.alloc_from(&vec![1.0f32; 1024])?;
+//! let g = dev.alloc_from(&vec![0.1f32; 1024])?;
+//! let (mut m, mut v) = (dev.alloc(DType::F32, 1024)?, dev.alloc(DType::F32, 1024)?);
+//! let mut p16 = dev.alloc(DType::BF16, 1024)?;
+//! dev.adam_step(&AdamParams { weight_decay: 0.01, ..AdamParams::default() }, AdamArgs {
+//!     param: p.all_mut(), grad: g.all(), exp_avg: m.all_mut(), exp_avg_sq: v.all_mut(),
+//!     param_copy: Some(p16.all_mut()),
+//! })?;
+//! // Bad input is an error naming the argument, never a panic:
+//! assert_eq!(dev.axpy(1.0, g.range(0..10), p.all_mut()).unwrap_err().argument(), Some("y"));
+//! # Ok::<(), ds_core::Error>(())
+//! ```
 
 pub mod collectives;
 pub mod cpu;

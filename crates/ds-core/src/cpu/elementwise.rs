@@ -3,6 +3,7 @@
 use super::float::{BLOCK, Float};
 use super::host::{typed, typed_mut, with_float};
 use super::par::CHUNK;
+use super::stream::{STREAM_MIN_BYTES, fence, stream_bytes};
 use super::{CpuBackend, map};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -13,21 +14,18 @@ impl ElementwiseKernels for CpuBackend {
     fn fill(&self, dst: ViewMut<'_, Self>, value: f64, _: Validated) -> Result<()> {
         match dst.dtype() {
             DType::I32 => {
-                let v = value as i32;
                 let out = typed_mut::<i32>(dst)?;
-                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                self.run(|| fill_slice(out, value as i32));
                 Ok(())
             }
             DType::U8 => {
-                let v = value as u8;
                 let out = typed_mut::<u8>(dst)?;
-                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                self.run(|| fill_slice(out, value as u8));
                 Ok(())
             }
             dtype => with_float!(dtype, T => {
-                let v = T::from_f32(value as f32);
                 let out = typed_mut::<T>(dst)?;
-                self.run(|| out.par_iter_mut().for_each(|o| *o = v));
+                self.run(|| fill_slice(out, T::from_f32(value as f32)));
                 Ok(())
             }),
         }
@@ -104,22 +102,52 @@ impl ElementwiseKernels for CpuBackend {
     }
 }
 
-/// Converts `x` into `y` directly when either side is f32, else through f32 blocks.
+/// Converts `x` into `y` directly when either side is f32, else through f32 blocks; large
+/// outputs are written with streaming stores (they are not read back soon).
 fn cast_slices<X: Float, Y: Float>(x: &[X], y: &mut [Y]) {
+    let streaming = std::mem::size_of_val(y) >= STREAM_MIN_BYTES;
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| {
-            if let Some(x) = X::as_f32(x) {
-                return Y::store(x, y);
+            match (X::as_f32(x), streaming) {
+                (Some(x), false) => Y::store(x, y),
+                (Some(x), true) => Y::store_stream(x, y),
+                (None, _) => {
+                    if !streaming && let Some(y) = Y::as_f32_mut(&mut *y) {
+                        return X::load(x, y);
+                    }
+                    let mut buf = [0f32; BLOCK];
+                    for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+                        let b = &mut buf[..x.len()];
+                        X::load(x, b);
+                        if streaming {
+                            Y::store_stream(b, y)
+                        } else {
+                            Y::store(b, y)
+                        }
+                    }
+                }
             }
-            if let Some(y) = Y::as_f32_mut(y) {
-                return X::load(x, y);
-            }
-            let mut buf = [0f32; BLOCK];
-            for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-                let b = &mut buf[..x.len()];
-                X::load(x, b);
-                Y::store(b, y);
+            if streaming {
+                fence();
             }
         });
+}
+
+/// Sets every element of `out` to `v`, with streaming stores for large outputs.
+fn fill_slice<T: bytemuck::Pod + Send + Sync>(out: &mut [T], v: T) {
+    if std::mem::size_of_val(out) < STREAM_MIN_BYTES {
+        out.par_iter_mut().for_each(|o| *o = v);
+        return;
+    }
+    let pattern = [v; BLOCK];
+    out.par_chunks_mut(CHUNK).for_each(|chunk| {
+        for c in chunk.chunks_mut(BLOCK) {
+            stream_bytes(
+                bytemuck::cast_slice(&pattern[..c.len()]),
+                bytemuck::cast_slice_mut(c),
+            );
+        }
+        fence();
+    });
 }

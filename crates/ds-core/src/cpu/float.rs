@@ -20,6 +20,18 @@ pub(crate) trait Float: Element + Copy + Default {
     fn load(src: &[Self], dst: &mut [f32]);
     /// Converts `src` into `dst` (equal lengths), rounding to nearest even.
     fn store(src: &[f32], dst: &mut [Self]);
+    /// Like [`Float::store`] but with streaming stores (see [`super::stream`]); the caller
+    /// fences after its last streaming write.
+    fn store_stream(src: &[f32], dst: &mut [Self]) {
+        let mut out = [Self::default(); BLOCK];
+        for (s, d) in src.chunks(BLOCK).zip(dst.chunks_mut(BLOCK)) {
+            Self::store(s, &mut out[..s.len()]);
+            super::stream::stream_bytes(
+                bytemuck::cast_slice(&out[..s.len()]),
+                bytemuck::cast_slice_mut(d),
+            );
+        }
+    }
     /// The slice itself when the storage is f32 (no conversion needed).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
     /// Writable form of [`Float::as_f32`].
@@ -35,6 +47,9 @@ impl Float for f32 {
     }
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
+    }
+    fn store_stream(src: &[f32], dst: &mut [f32]) {
+        super::stream::stream_bytes(bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst));
     }
     fn as_f32(s: &[f32]) -> Option<&[f32]> {
         Some(s)
@@ -55,6 +70,9 @@ impl Float for f16 {
     }
     fn store(src: &[f32], dst: &mut [f16]) {
         f32_to_f16(src, bytemuck::cast_slice_mut(dst));
+    }
+    fn store_stream(src: &[f32], dst: &mut [f16]) {
+        super::stream::f32_to_f16_stream(src, bytemuck::cast_slice_mut(dst));
     }
     fn as_f32(_: &[f16]) -> Option<&[f32]> {
         None

@@ -17,6 +17,7 @@ mod optim;
 mod par;
 mod reduce;
 pub mod roofline;
+mod stream;
 
 pub use buffer::CpuBuffer;
 

@@ -4,6 +4,7 @@
 //! to rayon; chunk boundaries depend only on the length, so reductions combine partial results
 //! in the same order on every run (deterministic results whatever the thread timing).
 
+use super::stream::{STREAM_MIN_BYTES, fence, stream_bytes};
 use rayon::prelude::*;
 
 /// Elements per parallel task for streaming kernels: big enough that scheduling costs
@@ -20,7 +21,8 @@ pub(crate) fn touch_pages(bytes: &mut [u8]) {
     });
 }
 
-/// `dst.copy_from_slice(src)` over the pool (sizes are equal after validation).
+/// `dst.copy_from_slice(src)` over the pool (sizes are equal after validation), with
+/// streaming stores for large copies.
 pub(crate) fn copy_bytes(src: &[u8], dst: &mut [u8]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
@@ -28,9 +30,17 @@ pub(crate) fn copy_bytes(src: &[u8], dst: &mut [u8]) {
         dst.copy_from_slice(src);
         return;
     }
+    let streaming = n >= STREAM_MIN_BYTES;
     dst.par_chunks_mut(CHUNK * 4)
         .zip(src.par_chunks(CHUNK * 4))
-        .for_each(|(d, s)| d.copy_from_slice(s));
+        .for_each(|(d, s)| {
+            if streaming {
+                stream_bytes(s, d);
+                fence();
+            } else {
+                d.copy_from_slice(s);
+            }
+        });
 }
 
 /// Sums per-chunk partial results in chunk order.

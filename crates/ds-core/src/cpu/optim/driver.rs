@@ -4,6 +4,7 @@
 
 use crate::cpu::float::{BLOCK, Float};
 use crate::cpu::par::CHUNK;
+use crate::cpu::stream::{STREAM_MIN_BYTES, fence};
 use rayon::prelude::*;
 
 /// One chunk's slices of every stream of an update.
@@ -23,7 +24,9 @@ fn split_mut<T>(s: Option<&mut [T]>, parts: usize) -> Vec<Option<&mut [T]>> {
 }
 
 /// Runs `update(p, g, s1, s2)` over matching f32 blocks of all streams in parallel, then
-/// writes each updated block of `p` to `copy` when present.
+/// writes each updated block of `p` to `copy` when present (with streaming stores when the copy
+/// is large: it is only written here, so reading it into the cache first would waste
+/// bandwidth).
 pub(crate) fn for_each_block<G: Float, C: Float>(
     p: &mut [f32],
     g: &[G],
@@ -41,14 +44,20 @@ pub(crate) fn for_each_block<G: Float, C: Float>(
         .zip(split_mut(copy, n))
         .map(|((((p, g), s1), s2), copy)| Part { p, g, s1, s2, copy })
         .collect();
+    let copy_bytes: usize = parts
+        .iter()
+        .map(|p| p.copy.as_ref().map_or(0, |c| std::mem::size_of_val(&**c)))
+        .sum();
+    let streaming = copy_bytes >= STREAM_MIN_BYTES;
     parts
         .into_par_iter()
-        .for_each(|part| run_part(part, &update));
+        .for_each(|part| run_part(part, &update, streaming));
 }
 
 fn run_part<G: Float, C: Float>(
     part: Part<'_, G, C>,
     update: &(impl Fn(&mut [f32], &[f32], Option<&mut [f32]>, Option<&mut [f32]>) + Sync),
+    streaming: bool,
 ) {
     let Part {
         p,
@@ -76,7 +85,14 @@ fn run_part<G: Float, C: Float>(
         let b2 = s2.as_deref_mut().and_then(|s| s.get_mut(range.clone()));
         update(p, g, b1, b2);
         if let Some(c) = copy.as_deref_mut().and_then(|c| c.get_mut(range)) {
-            C::store(p, c);
+            if streaming {
+                C::store_stream(p, c)
+            } else {
+                C::store(p, c)
+            }
         }
+    }
+    if streaming {
+        fence();
     }
 }

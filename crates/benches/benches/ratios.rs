@@ -1,0 +1,181 @@
+//! The acceptance ratios of the foundation, measured pairwise on a noisy machine: kernels are
+//! run alternately, round after round, and compared by their medians, so a neighbour's load
+//! lands on both sides of each ratio.
+//!
+//! - fused AdamW (fp32, 64M parameters) over the in-place 4-read/3-write bandwidth kernel:
+//!   both move 28 bytes per parameter, so the ratio is the step's share of the machine's
+//!   bandwidth for that access pattern;
+//! - the same with a bf16 copy of the weights written in the pass;
+//! - the fused unscale-and-check and the f32 to f16 cast over 64M values, in milliseconds,
+//!   beside a copy of the same bytes;
+//! - f32 GEMM 1024^3 over the measured FMA peak.
+//!
+//! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
+//! number of rounds, default 15).
+
+use benches::peak::fma_peak;
+use benches::setup::{cpu, filled, threads, varied};
+use benches::timing::{interleaved, median, paired_speed};
+use ds_core::cpu::roofline;
+use ds_core::kernels::AdamArgs;
+use ds_core::params::{AdamParams, GemmSpec};
+use ds_core::{BufferExt, DType, Result};
+
+const M: usize = 1 << 20;
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    let dev = cpu()?;
+    let t = threads();
+    println!(
+        "ds ratios: {t} threads, {rounds} interleaved rounds; times are medians, ratios are medians of per-round ratios"
+    );
+
+    let n = 64 * M;
+    let (mut p, g, mut m, mut v) = (
+        varied(&dev, DType::F32, n)?,
+        varied(&dev, DType::F32, n)?,
+        filled(&dev, DType::F32, n, 0.0)?,
+        filled(&dev, DType::F32, n, 0.0)?,
+    );
+    let (mut rp, rg, mut rm, mut rv) = (
+        varied(&dev, DType::F32, n)?,
+        filled(&dev, DType::F32, n, 0.0)?,
+        varied(&dev, DType::F32, n)?,
+        varied(&dev, DType::F32, n)?,
+    );
+    let mut copy16 = dev.alloc(DType::BF16, n)?;
+    let hp = AdamParams {
+        weight_decay: 0.01,
+        ..AdamParams::default()
+    };
+    let be = dev.backend().clone();
+    let (dev_a, dev_b) = (dev.clone(), dev.clone());
+    let mut roof =
+        || roofline::inplace_4r3w(&be, rp.all_mut(), rg.all(), rm.all_mut(), rv.all_mut());
+    let mut adam = || {
+        let args = AdamArgs {
+            param: p.all_mut(),
+            grad: g.all(),
+            exp_avg: m.all_mut(),
+            exp_avg_sq: v.all_mut(),
+            param_copy: None,
+        };
+        dev_a.adam_step(&hp, args)
+    };
+    let s = interleaved(rounds, &mut [&mut roof, &mut adam])?;
+    let (t_roof, t_adam) = (median(&s[0]), median(&s[1]));
+    let bytes = 28.0 * n as f64;
+    println!("\nfused AdamW fp32, 64M parameters (28 B/param)");
+    println!(
+        "  in-place 4r/3w bandwidth kernel {:>8.2} ms  {:>6.1} GB/s",
+        t_roof * 1e3,
+        bytes / t_roof / 1e9
+    );
+    println!(
+        "  ds adam_step (AdamW)            {:>8.2} ms  {:>6.1} GB/s",
+        t_adam * 1e3,
+        bytes / t_adam / 1e9
+    );
+    println!(
+        "  ratio (adam bytes/s over bandwidth kernel): {:.1}%",
+        100.0 * paired_speed(&s[0], &s[1])
+    );
+
+    let mut adam_copy = || {
+        let args = AdamArgs {
+            param: p.all_mut(),
+            grad: g.all(),
+            exp_avg: m.all_mut(),
+            exp_avg_sq: v.all_mut(),
+            param_copy: Some(copy16.all_mut()),
+        };
+        dev_b.adam_step(&hp, args)
+    };
+    let mut roof2 =
+        || roofline::inplace_4r3w(&be, rp.all_mut(), rg.all(), rm.all_mut(), rv.all_mut());
+    let s = interleaved(rounds, &mut [&mut roof2, &mut adam_copy])?;
+    println!(
+        "  with bf16 weight copy (30 B/param) {:>8.2} ms  {:.1}% of the bandwidth kernel's bytes/s",
+        median(&s[1]) * 1e3,
+        100.0 * (30.0 / 28.0) * paired_speed(&s[0], &s[1])
+    );
+
+    let mut x = varied(&dev, DType::F32, n)?;
+    let y = varied(&dev, DType::F32, n)?;
+    let mut h = dev.alloc(DType::F16, n)?;
+    let mut flag = dev.alloc(DType::F32, 1)?;
+    let (d1, d2, d3) = (dev.clone(), dev.clone(), dev.clone());
+    let mut unscale = || d1.unscale_and_check(x.all_mut(), 1.0, flag.all_mut());
+    let mut cast = || d2.cast(y.all(), h.all_mut());
+    let mut copy = {
+        let mut z = varied(&dev, DType::F32, n)?;
+        let w = varied(&dev, DType::F32, n)?;
+        move || d3.copy(w.all(), z.all_mut())
+    };
+    let s = interleaved(rounds, &mut [&mut copy, &mut unscale, &mut cast])?;
+    let times: Vec<f64> = s.iter().map(|x| median(x)).collect();
+    println!(
+        "\n64M values (targets: PyTorch's fused check+unscale 10.7 ms, fp32->fp16 copy_ 15.4 ms)"
+    );
+    println!(
+        "  copy f32 -> f32 (8 B/value)       {:>8.2} ms  {:>6.1} GB/s",
+        times[0] * 1e3,
+        8.0 * n as f64 / times[0] / 1e9
+    );
+    println!(
+        "  unscale_and_check f32 (8 B/value) {:>8.2} ms  {:>6.1} GB/s",
+        times[1] * 1e3,
+        8.0 * n as f64 / times[1] / 1e9
+    );
+    println!(
+        "  cast f32 -> f16 (6 B/value)       {:>8.2} ms  {:>6.1} GB/s",
+        times[2] * 1e3,
+        6.0 * n as f64 / times[2] / 1e9
+    );
+
+    let s = 1024;
+    let (a, b) = (
+        varied(&dev, DType::F32, s * s)?,
+        varied(&dev, DType::F32, s * s)?,
+    );
+    let mut c = dev.alloc(DType::F32, s * s)?;
+    let spec = GemmSpec::new(s, s, s);
+    let d4 = dev.clone();
+    let mut gemm = || d4.gemm(&spec, a.all(), b.all(), c.all_mut());
+    let mut peak_flops = Vec::new();
+    let mut peak = || -> Result<()> {
+        peak_flops.push(fma_peak(t, 1));
+        Ok(())
+    };
+    let samples = interleaved(rounds, &mut [&mut peak, &mut gemm])?;
+    let flop = 2.0 * (s * s * s) as f64;
+    let gemm_flops = flop / median(&samples[1]);
+    // peak_flops[0] is the warm-up call; the rest pair with the GEMM rounds.
+    let peak_median = median(&peak_flops[1..]);
+    let per_round: Vec<f64> = peak_flops[1..]
+        .iter()
+        .zip(&samples[1])
+        .map(|(p, t)| flop / t / p)
+        .collect();
+    let gemm_share = median(&per_round);
+    println!("\nf32 GEMM {s}^3 against the measured FMA peak ({t} threads x 8-wide FMA chains)");
+    println!(
+        "  FMA peak          {:>8.1} GFLOP/s ({:.1} FLOP/cycle/thread at 2.45 GHz nominal)",
+        peak_median / 1e9,
+        peak_median / t as f64 / 2.45e9
+    );
+    println!(
+        "  gemm f32 1024^3   {:>8.1} GFLOP/s  {:>6.2} ms",
+        gemm_flops / 1e9,
+        median(&samples[1]) * 1e3
+    );
+    println!("  ratio: {:.1}% of peak", 100.0 * gemm_share);
+    Ok(())
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what the suite needs when it is missing, then runs
+# formatting, lints, every test (the conformance suite on the CPU backend included) and the
+# coverage matrix. Exits non-zero on the first failure. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+need_component() {
+  # $1: cargo subcommand to probe, $2: rustup component providing it
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1 && rustup component add "$2"; then
+      return 0
+    fi
+    echo "error: 'cargo $1' is missing and could not be installed; install it with: rustup component add $2" >&2
+    exit 1
+  fi
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is not installed; install Rust from https://rustup.rs (ds needs Rust 1.95 or newer)" >&2
+  exit 1
+fi
+need_component fmt rustfmt
+need_component clippy clippy
+
+say "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+say "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "tests (cargo test --workspace)"
+cargo test --workspace
+
+say "coverage matrix (ds conformance --backend cpu)"
+cargo run -q -p ds -- conformance --backend cpu
+
+say "all checks passed"
