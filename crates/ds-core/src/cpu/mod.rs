@@ -12,6 +12,7 @@ pub(crate) mod float;
 mod gemm;
 mod host;
 mod map;
+mod math;
 mod nn;
 mod optim;
 mod par;

@@ -4,7 +4,7 @@
 use super::bias::widen;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
-use crate::cpu::{CpuBackend, CpuBuffer};
+use crate::cpu::{CpuBackend, CpuBuffer, math};
 use crate::error::Result;
 use crate::kernels::{AttentionArgs, AttentionBackwardArgs};
 use crate::params::AttentionShape;
@@ -130,7 +130,7 @@ fn backward_typed<T: Float>(
                     let delta = dot(doi, &oh[i * d..(i + 1) * d]);
                     for j in 0..=i {
                         let kj = &kh[j * d..(j + 1) * d];
-                        let p = (sh.scale * dot(qi, kj) - lse_h[i]).exp();
+                        let p = math::exp(sh.scale * dot(qi, kj) - lse_h[i]);
                         let dp = dot(doi, &vh[j * d..(j + 1) * d]);
                         let ds = p * (dp - delta) * sh.scale;
                         gv[j * d..(j + 1) * d]

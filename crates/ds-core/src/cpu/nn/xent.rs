@@ -1,24 +1,68 @@
 //! Softmax cross-entropy over class logits with an ignore index.
 
-use crate::cpu::CpuBackend;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::{CpuBackend, math};
 use crate::error::Result;
 use crate::kernels::{View, ViewMut};
 use crate::params::Shape2;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
-/// log(sum(exp(x))) computed stably (max subtracted), in f64.
-fn log_sum_exp(x: &[f32]) -> f64 {
-    let m = x.iter().fold(
-        f32::NEG_INFINITY,
-        |a, &b| if b > a || b.is_nan() { b } else { a },
-    );
-    if !m.is_finite() {
-        return f64::from(m);
+/// The maximum of a row over eight lanes (vectorizes); NaN is skipped here and propagates
+/// through the exponentials instead.
+#[inline(always)]
+fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] = lanes[l].max(c[l]);
+        }
     }
-    let s: f64 = x.iter().map(|&v| (f64::from(v) - f64::from(m)).exp()).sum();
-    f64::from(m) + s.ln()
+    lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Replaces `x` by `exp(x - m)` and returns the sum (eight lanes, so both loops vectorize).
+#[inline(always)]
+fn exp_shifted_sum(x: &mut [f32], m: f32) -> f32 {
+    for v in x.iter_mut() {
+        *v = math::exp(*v - m);
+    }
+    let mut lanes = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// `logsumexp(row) - row[class]`; `row` is scratch and is overwritten.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn row_loss(row: &mut [f32], class: usize) -> f32 {
+    let target = row[class];
+    let m = row_max(row);
+    let s = exp_shifted_sum(row, m);
+    m + s.ln() - target
+}
+
+/// `scale * (softmax(row) - onehot(class))` in place.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn row_grad(row: &mut [f32], class: usize, scale: f32) {
+    let m = row_max(row);
+    let s = exp_shifted_sum(row, m);
+    let k = scale / s;
+    for v in row.iter_mut() {
+        *v *= k;
+    }
+    row[class] -= scale;
 }
 
 /// Whether a label selects a class, is ignored, or is invalid.
@@ -63,7 +107,7 @@ pub(super) fn forward(
                         Label::Invalid => f32::NAN,
                         Label::Class(c) => {
                             T::load(row, row32);
-                            (log_sum_exp(row32) - f64::from(row32[c])) as f32
+                            row_loss(row32, c)
                         }
                     };
                 },
@@ -95,11 +139,7 @@ fn backward_typed<T: Float>(
                         Label::Invalid => row32.fill(f32::NAN),
                         Label::Class(c) => {
                             T::load(row, row32);
-                            let lse = log_sum_exp(row32);
-                            for v in row32.iter_mut() {
-                                *v = ((f64::from(*v) - lse).exp() as f32) * scale;
-                            }
-                            row32[c] -= scale;
+                            row_grad(row32, c, scale);
                         }
                     }
                     T::store(row32, drow);
