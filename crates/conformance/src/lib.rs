@@ -67,15 +67,23 @@ pub fn assert_ok(what: &str, r: Result<usize, String>) {
 /// evaluates to `Result<B, impl Display>` and uses paths that resolve from a nested module
 /// (crate names or `crate::`). Creates module `name` with, per kernel, tests `f32`, `f16`,
 /// `bf16` and `bad_input`, and a `collectives` module.
+///
+/// Attributes written before the name go on every generated test. A backend that needs
+/// hardware CI does not have marks its tests ignored with the reason, so they are reported as
+/// ignored (never as passed) and run with `--ignored` where the hardware is:
+///
+/// ```ignore
+/// conformance::backend_tests!(#[ignore = "needs an NVIDIA GPU"] cuda, my::CudaBackend::new(0));
+/// ```
 #[macro_export]
 macro_rules! backend_tests {
-    ($name:ident, $make:expr) => {
+    ($(#[$meta:meta])* $name:ident, $make:expr) => {
         mod $name {
             #[allow(dead_code)]
             fn device() -> $crate::ds_core::Device<impl $crate::ds_core::Backend> {
                 $crate::open($make)
             }
-            $crate::__kernel_tests!(
+            $crate::__kernel_tests!([$(#[$meta])*]
                 copy => Copy, fill => Fill, cast => Cast, scale => Scale, axpy => Axpy,
                 add => Add, mul => Mul, sum => Sum, sum_squares => SumSquares,
                 non_finite => NonFinite, unscale_and_check => UnscaleCheck,
@@ -86,57 +94,67 @@ macro_rules! backend_tests {
                 softmax_cross_entropy => SoftmaxCrossEntropy,
                 softmax_cross_entropy_backward => SoftmaxCrossEntropyBackward,
                 embedding => Embedding, embedding_backward => EmbeddingBackward,
-                attention => Attention, attention_backward => AttentionBackward
+                attention => Attention, attention_backward => AttentionBackward,
             );
-            mod collectives {
-                use $crate::cases::collectives::{CollectiveOp, threaded_sweep};
-                use $crate::ds_core::{DType, ReduceOp};
-                fn sweep(op: CollectiveOp) {
-                    for dtype in DType::FLOATS {
-                        $crate::assert_ok(&format!("{op} {dtype}"), threaded_sweep(&super::device(), op, dtype));
-                    }
-                }
-                #[test] fn all_reduce_sum() { sweep(CollectiveOp::AllReduce(ReduceOp::Sum)) }
-                #[test] fn all_reduce_avg() { sweep(CollectiveOp::AllReduce(ReduceOp::Avg)) }
-                #[test] fn all_reduce_max() { sweep(CollectiveOp::AllReduce(ReduceOp::Max)) }
-                #[test] fn reduce_scatter_sum() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Sum)) }
-                #[test] fn reduce_scatter_avg() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Avg)) }
-                #[test] fn reduce_scatter_max() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Max)) }
-                #[test] fn all_gather() { sweep(CollectiveOp::AllGather) }
-                #[test] fn broadcast() { sweep(CollectiveOp::Broadcast) }
-                #[test] fn barrier() { sweep(CollectiveOp::Barrier) }
-                #[test] fn bad_arguments_name_the_argument() {
-                    $crate::assert_ok("bad arguments", $crate::cases::collective_errors::bad_arguments(&super::device()));
-                }
-                #[test] fn mismatched_calls_fail_every_rank() {
-                    $crate::assert_ok("mismatch", $crate::cases::collective_errors::mismatch_fails_every_rank(&super::device()));
-                }
-                #[test] fn a_dead_rank_fails_the_others_fast() {
-                    $crate::assert_ok("dead rank", $crate::cases::collective_errors::dead_rank_fails_fast(&super::device()));
-                }
-                #[test] fn a_missing_rank_times_out_by_name() {
-                    $crate::assert_ok("timeout", $crate::cases::collective_errors::timeout_names_missing_ranks(&super::device()));
-                }
-            }
+            $crate::__collective_tests!([$(#[$meta])*]);
         }
     };
 }
 
-/// Implementation detail of [`backend_tests!`]: one module per kernel.
+/// Implementation detail of [`backend_tests!`]: one module per kernel, one at a time so the
+/// attributes can be repeated inside each.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __kernel_tests {
-    ($($module:ident => $kernel:ident),* $(,)?) => {
-        $(
-            mod $module {
-                use $crate::ds_core::{DType, Kernel};
-                #[test] fn f32() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::F32) }
-                #[test] fn f16() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::F16) }
-                #[test] fn bf16() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::BF16) }
-                #[test] fn bad_input() {
-                    $crate::assert_ok("bad input", $crate::cases::errors::bad_input(&super::device(), Kernel::$kernel));
+    ([$($attr:tt)*]) => {};
+    ([$($attr:tt)*] $module:ident => $kernel:ident, $($rest:tt)*) => {
+        mod $module {
+            use $crate::ds_core::{DType, Kernel};
+            $($attr)* #[test] fn f32() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::F32) }
+            $($attr)* #[test] fn f16() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::F16) }
+            $($attr)* #[test] fn bf16() { $crate::assert_case(&super::device(), Kernel::$kernel, DType::BF16) }
+            $($attr)* #[test] fn bad_input() {
+                $crate::assert_ok("bad input", $crate::cases::errors::bad_input(&super::device(), Kernel::$kernel));
+            }
+        }
+        $crate::__kernel_tests!([$($attr)*] $($rest)*);
+    };
+}
+
+/// Implementation detail of [`backend_tests!`]: the threaded collectives on the backend.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __collective_tests {
+    ([$($attr:tt)*]) => {
+        mod collectives {
+            use $crate::cases::collectives::{CollectiveOp, threaded_sweep};
+            use $crate::ds_core::{DType, ReduceOp};
+            fn sweep(op: CollectiveOp) {
+                for dtype in DType::FLOATS {
+                    $crate::assert_ok(&format!("{op} {dtype}"), threaded_sweep(&super::device(), op, dtype));
                 }
             }
-        )*
+            $($attr)* #[test] fn all_reduce_sum() { sweep(CollectiveOp::AllReduce(ReduceOp::Sum)) }
+            $($attr)* #[test] fn all_reduce_avg() { sweep(CollectiveOp::AllReduce(ReduceOp::Avg)) }
+            $($attr)* #[test] fn all_reduce_max() { sweep(CollectiveOp::AllReduce(ReduceOp::Max)) }
+            $($attr)* #[test] fn reduce_scatter_sum() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Sum)) }
+            $($attr)* #[test] fn reduce_scatter_avg() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Avg)) }
+            $($attr)* #[test] fn reduce_scatter_max() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Max)) }
+            $($attr)* #[test] fn all_gather() { sweep(CollectiveOp::AllGather) }
+            $($attr)* #[test] fn broadcast() { sweep(CollectiveOp::Broadcast) }
+            $($attr)* #[test] fn barrier() { sweep(CollectiveOp::Barrier) }
+            $($attr)* #[test] fn bad_arguments_name_the_argument() {
+                $crate::assert_ok("bad arguments", $crate::cases::collective_errors::bad_arguments(&super::device()));
+            }
+            $($attr)* #[test] fn mismatched_calls_fail_every_rank() {
+                $crate::assert_ok("mismatch", $crate::cases::collective_errors::mismatch_fails_every_rank(&super::device()));
+            }
+            $($attr)* #[test] fn a_dead_rank_fails_the_others_fast() {
+                $crate::assert_ok("dead rank", $crate::cases::collective_errors::dead_rank_fails_fast(&super::device()));
+            }
+            $($attr)* #[test] fn a_missing_rank_times_out_by_name() {
+                $crate::assert_ok("timeout", $crate::cases::collective_errors::timeout_names_missing_ranks(&super::device()));
+            }
+        }
     };
 }

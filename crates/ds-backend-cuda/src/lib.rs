@@ -1,6 +1,38 @@
-//! ds-backend-cuda: the CUDA backend (not built yet).
+//! ds-backend-cuda: ds's backend for NVIDIA GPUs.
 //!
-//! This crate will implement [`ds_core::Backend`] with cudarc (dynamic loading, NVRTC-compiled
-//! kernels shared with ROCm, cuBLAS GEMM, NCCL collectives, a caching memory pool). It is
-//! filled by the CUDA issue; until then it exports nothing and `ds report` says the backend is
-//! not implemented.
+//! - [`CudaBackend`] implements [`ds_core::Backend`]: a context and one stream per backend, a
+//!   caching memory pool with statistics, kernels written in CUDA C (the repository's
+//!   `kernels/` folder, shared with the ROCm backend) compiled with NVRTC on first use for the
+//!   device's architecture and cached per process, and GEMM through cuBLAS with f32
+//!   accumulation for every dtype.
+//! - [`NcclComm`] implements [`ds_core::Collectives`] on device buffers with NCCL.
+//!
+//! Everything is loaded at run time through cudarc's dynamic loading, so building needs no CUDA
+//! toolkit. cudarc panics when a library is missing; [`probe`] checks each library first and
+//! turns absence into [`ds_core::Error::NoDevice`] naming the library and where it was looked
+//! for, so a machine without a GPU gets a clear error and never a panic.
+
+mod buffer;
+mod context;
+mod error;
+mod kernels;
+mod nccl;
+mod ops;
+mod pool;
+pub mod probe;
+
+pub use buffer::CudaBuffer;
+pub use context::CudaBackend;
+pub use kernels::compile_check;
+pub use nccl::{NcclComm, NcclId};
+
+/// The CUDA C sources of every kernel, in compilation order (also used by tests that compile
+/// them without a GPU).
+pub fn kernel_source() -> String {
+    kernels::source()
+}
+
+/// Every kernel name the backend may launch (tests check each exists in [`kernel_source`]).
+pub fn kernel_names() -> Vec<String> {
+    kernels::all_names()
+}

@@ -109,9 +109,30 @@ fn unavailable(kind: BackendKind) -> Error {
 pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Output> {
     match kind {
         BackendKind::Cpu => Ok(task.run(Device::new(CpuBackend::new()?))),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(task.run(Device::new(ds_backend_cuda::CudaBackend::new(
+            cuda_ordinal()?,
+        )?))),
+        #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(unavailable(kind)),
         BackendKind::Rocm => Err(unavailable(kind)),
         BackendKind::Wgpu => Err(unavailable(kind)),
+    }
+}
+
+/// The CUDA device to open: `DS_CUDA_DEVICE` (an ordinal among the devices
+/// `CUDA_VISIBLE_DEVICES` leaves visible), or 0.
+#[cfg(feature = "cuda")]
+fn cuda_ordinal() -> Result<usize> {
+    match std::env::var("DS_CUDA_DEVICE") {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            Error::invalid(
+                "backend",
+                "DS_CUDA_DEVICE",
+                format!("`{v}` is not a device ordinal"),
+            )
+        }),
+        Err(_) => Ok(0),
     }
 }
 
@@ -145,7 +166,10 @@ mod tests {
 
     #[test]
     fn a_backend_not_compiled_in_says_how_to_get_it() {
-        for kind in [BackendKind::Cuda, BackendKind::Rocm, BackendKind::Wgpu] {
+        for kind in [BackendKind::Cuda, BackendKind::Rocm, BackendKind::Wgpu]
+            .into_iter()
+            .filter(|k| !k.compiled())
+        {
             let err = with_backend(kind, Name)
                 .err()
                 .map(|e| e.to_string())

@@ -1,0 +1,231 @@
+//! The CUDA C kernels: assembled from the repository's `kernels/` folder, compiled with NVRTC
+//! for the device's architecture on first use, and cached per process and device.
+
+use crate::context::CudaBackend;
+use crate::error;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use ds_core::{DType, Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The kernel sources in compilation order.
+const SOURCES: [(&str, &str); 6] = [
+    ("common.cuh", include_str!("../../../kernels/common.cuh")),
+    (
+        "elementwise.cu",
+        include_str!("../../../kernels/elementwise.cu"),
+    ),
+    ("reduce.cu", include_str!("../../../kernels/reduce.cu")),
+    ("optim.cu", include_str!("../../../kernels/optim.cu")),
+    ("nn.cu", include_str!("../../../kernels/nn.cu")),
+    (
+        "attention.cu",
+        include_str!("../../../kernels/attention.cu"),
+    ),
+];
+
+/// The whole program NVRTC compiles.
+pub(crate) fn source() -> String {
+    let mut s = String::new();
+    for (name, text) in SOURCES {
+        s.push_str(&format!("// ---- {name}\n"));
+        s.push_str(text);
+        s.push('\n');
+    }
+    s
+}
+
+/// NVRTC options for an architecture such as `sm_90`.
+fn options(arch: &str) -> CompileOptions {
+    CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        ..CompileOptions::default()
+    }
+}
+
+/// Compiles the kernels for `arch` without loading them (no GPU needed, only NVRTC).
+///
+/// # Errors
+/// NVRTC's log when compilation fails.
+pub fn compile_check(arch: &str) -> Result<usize> {
+    let ptx =
+        compile_ptx_with_opts(source(), options(arch)).map_err(|e| error::compile(arch, e))?;
+    Ok(ptx.to_src().len())
+}
+
+/// The compiled module of one device, with the functions looked up so far.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    module: Arc<CudaModule>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+    device: String,
+}
+
+static COMPILED: OnceLock<Mutex<HashMap<usize, Arc<Kernels>>>> = OnceLock::new();
+
+impl Kernels {
+    /// The kernels for this context's device, compiled on the first call in this process.
+    pub(crate) fn for_context(ctx: &Arc<CudaContext>, device: &str) -> Result<Arc<Kernels>> {
+        let cache = COMPILED.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut cache = cache.lock().map_err(|_| Error::Device {
+            device: device.into(),
+            message: "the kernel cache's lock was poisoned by a panic".into(),
+        })?;
+        if let Some(k) = cache.get(&ctx.ordinal()) {
+            return Ok(k.clone());
+        }
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| error::driver(device, "reading the compute capability", e))?;
+        let ptx = compile_ptx_with_opts(source(), options(&format!("sm_{major}{minor}")))
+            .map_err(|e| error::compile(device, e))?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(|e| error::driver(device, "loading ds's kernels", e))?;
+        let k = Arc::new(Kernels {
+            module,
+            functions: Mutex::new(HashMap::new()),
+            device: device.into(),
+        });
+        cache.insert(ctx.ordinal(), k.clone());
+        Ok(k)
+    }
+
+    fn get(&self, name: &str) -> Result<CudaFunction> {
+        let mut f = self.functions.lock().map_err(|_| Error::Device {
+            device: self.device.clone(),
+            message: "the kernel table's lock was poisoned by a panic".into(),
+        })?;
+        if let Some(func) = f.get(name) {
+            return Ok(func.clone());
+        }
+        let func = self
+            .module
+            .load_function(name)
+            .map_err(|e| error::driver(&self.device, &format!("finding kernel {name}"), e))?;
+        f.insert(name.to_string(), func.clone());
+        Ok(func)
+    }
+}
+
+/// A kernel argument, held by value until the launch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    /// A device address (or 0 for a null pointer).
+    Ptr(u64),
+    /// A 64-bit count.
+    U64(u64),
+    /// A 32-bit unsigned value.
+    U32(u32),
+    /// A 32-bit signed value.
+    I32(i32),
+    /// A float.
+    F32(f32),
+}
+
+/// The suffix of a float dtype in kernel names.
+pub(crate) fn suffix(dtype: DType) -> &'static str {
+    dtype.name()
+}
+
+/// Threads per block of every kernel (a power of two, as the block reductions need).
+pub(crate) const THREADS: u32 = 256;
+
+impl CudaBackend {
+    /// A one-dimensional launch over `n` items: enough blocks to fill the device a few times
+    /// over, grid-stride loops doing the rest.
+    pub(crate) fn grid(&self, n: usize) -> LaunchConfig {
+        let want = n.div_ceil(THREADS as usize).max(1);
+        let cap = (self.inner.sm_count * 16) as usize;
+        LaunchConfig {
+            grid_dim: (want.min(cap) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// One block per row.
+    pub(crate) fn rows(&self, rows: usize, shared_mem_bytes: u32) -> Result<LaunchConfig> {
+        let blocks = u32::try_from(rows).map_err(|_| {
+            Error::invalid("cuda", "rows", format!("{rows} rows exceed one launch"))
+        })?;
+        Ok(LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes,
+        })
+    }
+
+    /// Launches kernel `name` with `args`, which must match its CUDA signature in order and
+    /// type; pointers must address memory valid for what the kernel touches.
+    pub(crate) fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        if cfg.grid_dim.0 == 0 {
+            return Ok(());
+        }
+        let func = self.inner.kernels.get(name)?;
+        let mut b = self.inner.stream.launch_builder(&func);
+        for a in args {
+            match a {
+                Arg::Ptr(v) | Arg::U64(v) => b.arg(v),
+                Arg::U32(v) => b.arg(v),
+                Arg::I32(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+            };
+        }
+        // SAFETY: every call site passes the arguments of the named kernel's signature (kernel
+        // and call are written together, see `all_names`), with device addresses of views that
+        // ds-core validated against their buffers and scratch buffers sized for the kernel.
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| error::driver(self.device(), &format!("launching {name}"), e))
+    }
+}
+
+/// Every kernel name the backend launches.
+pub(crate) fn all_names() -> Vec<String> {
+    let f = ["f32", "f16", "bf16"];
+    let mut names = vec![
+        "ds_fill_i32".to_string(),
+        "ds_fill_u8".into(),
+        "ds_sum_finalize".into(),
+    ];
+    for a in f {
+        for op in [
+            "fill",
+            "scale",
+            "add",
+            "mul",
+            "sum_partials",
+            "non_finite",
+            "unscale",
+            "lamb_moments",
+            "lamb_apply",
+            "bias_add",
+            "bias_grad",
+            "gelu",
+            "gelu_backward",
+            "relu",
+            "relu_backward",
+            "layer_norm",
+            "layer_norm_dx",
+            "layer_norm_dparams",
+            "xent",
+            "xent_backward",
+            "embedding",
+            "embedding_backward",
+            "attention",
+            "attention_delta",
+            "attention_dq",
+            "attention_dkv",
+        ] {
+            names.push(format!("ds_{op}_{a}"));
+        }
+        for b in f {
+            for op in ["cast", "axpy", "adam", "sgd"] {
+                names.push(format!("ds_{op}_{a}_{b}"));
+            }
+        }
+    }
+    names
+}
