@@ -141,6 +141,9 @@ macro_rules! __collective_tests {
             $($attr)* #[test] fn reduce_scatter_avg() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Avg)) }
             $($attr)* #[test] fn reduce_scatter_max() { sweep(CollectiveOp::ReduceScatter(ReduceOp::Max)) }
             $($attr)* #[test] fn all_gather() { sweep(CollectiveOp::AllGather) }
+            $($attr)* #[test] fn reduce_scatter_in_place_sum() { sweep(CollectiveOp::ReduceScatterInPlace(ReduceOp::Sum)) }
+            $($attr)* #[test] fn reduce_scatter_in_place_max() { sweep(CollectiveOp::ReduceScatterInPlace(ReduceOp::Max)) }
+            $($attr)* #[test] fn all_gather_in_place() { sweep(CollectiveOp::AllGatherInPlace) }
             $($attr)* #[test] fn broadcast() { sweep(CollectiveOp::Broadcast) }
             $($attr)* #[test] fn barrier() { sweep(CollectiveOp::Barrier) }
             $($attr)* #[test] fn bad_arguments_name_the_argument() {

@@ -303,6 +303,49 @@ impl Collectives<CudaBackend> for NcclComm {
         Ok(())
     }
 
+    fn exec_reduce_scatter_in_place(
+        &self,
+        device: &Device<CudaBackend>,
+        buf: ViewMut<'_, CudaBackend>,
+        op: ReduceOp,
+        v: Validated,
+    ) -> Result<()> {
+        // An all-reduce leaves the reduction in every element, this rank's part included; the
+        // contract leaves the other parts unspecified.
+        self.exec_all_reduce(device, buf, op, v)
+    }
+
+    fn exec_all_gather_in_place(
+        &self,
+        device: &Device<CudaBackend>,
+        mut buf: ViewMut<'_, CudaBackend>,
+        v: Validated,
+    ) -> Result<()> {
+        let len = buf.len();
+        let mine = partition(len, self.world, self.rank);
+        if len.is_multiple_of(self.world) && len > 0 {
+            // Equal parts: NCCL's in-place all-gather (sendbuff = recvbuff + rank * count).
+            let bytes = mine.len() * buf.dtype().size_bytes();
+            let base = addr_mut(&buf);
+            let (send, stream) = (base + (self.rank * bytes) as u64, self.stream());
+            // SAFETY: buf holds world * `bytes` bytes; this rank's part starts at rank * bytes,
+            // the in-place layout NCCL defines for all-gather.
+            return self.with_comm("all_gather_in_place", |c| unsafe {
+                nc::all_gather(
+                    send as *const _,
+                    base as *mut _,
+                    bytes,
+                    sys::ncclDataType_t::ncclUint8,
+                    c,
+                    stream,
+                )
+            });
+        }
+        let mut own = device.alloc(buf.dtype(), mine.len())?;
+        device.copy(buf.as_ref().sub(mine), own.all_mut())?;
+        self.exec_all_gather(device, own.all(), buf.reborrow(), v)
+    }
+
     fn exec_broadcast(
         &self,
         _: &Device<CudaBackend>,

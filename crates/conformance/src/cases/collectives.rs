@@ -19,6 +19,10 @@ pub enum CollectiveOp {
     ReduceScatter(ReduceOp),
     /// All-gather of each rank's partition.
     AllGather,
+    /// Reduce-scatter within one buffer (this rank's partition receives the reduction).
+    ReduceScatterInPlace(ReduceOp),
+    /// All-gather within one buffer (each rank's partition is its contribution).
+    AllGatherInPlace,
     /// Broadcast from the last rank (root `world - 1`).
     Broadcast,
     /// A barrier.
@@ -27,7 +31,7 @@ pub enum CollectiveOp {
 
 impl CollectiveOp {
     /// Every operation the suite checks, in report order.
-    pub const ALL: [CollectiveOp; 9] = [
+    pub const ALL: [CollectiveOp; 12] = [
         CollectiveOp::AllReduce(ReduceOp::Sum),
         CollectiveOp::AllReduce(ReduceOp::Avg),
         CollectiveOp::AllReduce(ReduceOp::Max),
@@ -35,6 +39,9 @@ impl CollectiveOp {
         CollectiveOp::ReduceScatter(ReduceOp::Avg),
         CollectiveOp::ReduceScatter(ReduceOp::Max),
         CollectiveOp::AllGather,
+        CollectiveOp::ReduceScatterInPlace(ReduceOp::Sum),
+        CollectiveOp::ReduceScatterInPlace(ReduceOp::Max),
+        CollectiveOp::AllGatherInPlace,
         CollectiveOp::Broadcast,
         CollectiveOp::Barrier,
     ];
@@ -46,6 +53,8 @@ impl fmt::Display for CollectiveOp {
             CollectiveOp::AllReduce(op) => write!(f, "all_reduce({op})"),
             CollectiveOp::ReduceScatter(op) => write!(f, "reduce_scatter({op})"),
             CollectiveOp::AllGather => f.write_str("all_gather"),
+            CollectiveOp::ReduceScatterInPlace(op) => write!(f, "reduce_scatter_in_place({op})"),
+            CollectiveOp::AllGatherInPlace => f.write_str("all_gather_in_place"),
             CollectiveOp::Broadcast => f.write_str("broadcast"),
             CollectiveOp::Barrier => f.write_str("barrier"),
         }
@@ -148,6 +157,32 @@ pub fn collective_body<B: Backend, C: Collectives<B> + ?Sized>(
                 .flat_map(|r| inputs[r][partition(len, world, r)].to_vec())
                 .collect();
             let got = super::unpad(dev, &out, out_range, "output").map_err(fail)?;
+            compare(&format!("rank {rank}"), &got, &want, &[], Tolerance::EXACT)
+        }
+        CollectiveOp::ReduceScatterInPlace(rop) => {
+            let part = partition(len, world, rank);
+            let (mut buf, range) = placed(dev, dtype, &inputs[rank], pad).map_err(fail)?;
+            comm.reduce_scatter_in_place(dev, buf.range_mut(range.clone()), rop)
+                .map_err(err)?;
+            let (want, mag) = reduced(&inputs, rop, dtype);
+            let got = super::unpad(dev, &buf, range, "buf").map_err(fail)?;
+            compare(
+                &format!("rank {rank}"),
+                &got[part.clone()],
+                &want[part.clone()],
+                &mag[part],
+                tol,
+            )
+        }
+        CollectiveOp::AllGatherInPlace => {
+            // This rank's own values in its part, its other values elsewhere (to be replaced).
+            let (mut buf, range) = placed(dev, dtype, &inputs[rank], pad).map_err(fail)?;
+            comm.all_gather_in_place(dev, buf.range_mut(range.clone()))
+                .map_err(err)?;
+            let want: Vec<f64> = (0..world)
+                .flat_map(|r| inputs[r][partition(len, world, r)].to_vec())
+                .collect();
+            let got = super::unpad(dev, &buf, range, "buf").map_err(fail)?;
             compare(&format!("rank {rank}"), &got, &want, &[], Tolerance::EXACT)
         }
         CollectiveOp::Broadcast => {

@@ -98,6 +98,23 @@ pub trait Collectives<B: Backend>: Send {
         output: ViewMut<'_, B>,
         _: Validated,
     ) -> Result<()>;
+    /// In-place reduce-scatter after validation: this rank's [`partition`] of `buf` receives the
+    /// reduction of every rank's `buf` over that partition; the rest of `buf` is unspecified.
+    fn exec_reduce_scatter_in_place(
+        &self,
+        device: &Device<B>,
+        buf: ViewMut<'_, B>,
+        op: ReduceOp,
+        _: Validated,
+    ) -> Result<()>;
+    /// In-place all-gather after validation: this rank's [`partition`] of `buf` is its input;
+    /// afterwards `buf` holds every rank's part.
+    fn exec_all_gather_in_place(
+        &self,
+        device: &Device<B>,
+        buf: ViewMut<'_, B>,
+        _: Validated,
+    ) -> Result<()>;
     /// Broadcast from `root` after validation.
     fn exec_broadcast(
         &self,
@@ -176,6 +193,34 @@ pub trait Collectives<B: Backend>: Send {
             ),
         )?;
         self.exec_all_gather(device, input, output, Validated::new())
+    }
+
+    /// Reduce-scatter within one buffer: afterwards this rank's [`partition`] of `buf` holds the
+    /// reduction (with `op`) of that partition of every rank's `buf`; the other elements of
+    /// `buf` are unspecified. This is how ZeRO reduces a flat gradient buffer without a second
+    /// buffer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `buf`; transport errors.
+    fn reduce_scatter_in_place(
+        &self,
+        device: &Device<B>,
+        buf: ViewMut<'_, B>,
+        op: ReduceOp,
+    ) -> Result<()> {
+        Check::named("reduce_scatter_in_place").float("buf", &buf)?;
+        self.exec_reduce_scatter_in_place(device, buf, op, Validated::new())
+    }
+
+    /// All-gather within one buffer: each rank's [`partition`] of `buf` is its contribution,
+    /// and afterwards every rank's `buf` holds all of them (how ZeRO shares updated parameters
+    /// without a second buffer).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `buf`; transport errors.
+    fn all_gather_in_place(&self, device: &Device<B>, buf: ViewMut<'_, B>) -> Result<()> {
+        Check::named("all_gather_in_place").float("buf", &buf)?;
+        self.exec_all_gather_in_place(device, buf, Validated::new())
     }
 
     /// Copies `root`'s `buf` into every other rank's `buf`.

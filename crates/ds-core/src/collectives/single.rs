@@ -50,6 +50,25 @@ impl<B: Backend> Collectives<B> for SingleRank {
         device.copy(input, output)
     }
 
+    fn exec_reduce_scatter_in_place(
+        &self,
+        _: &Device<B>,
+        _: ViewMut<'_, B>,
+        _: ReduceOp,
+        _: Validated,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn exec_all_gather_in_place(
+        &self,
+        _: &Device<B>,
+        _: ViewMut<'_, B>,
+        _: Validated,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     fn exec_broadcast(
         &self,
         _: &Device<B>,

@@ -312,6 +312,48 @@ impl<B: Backend> Collectives<B> for ThreadedComm {
         device.upload_bytes(&out, output)
     }
 
+    fn exec_reduce_scatter_in_place(
+        &self,
+        device: &Device<B>,
+        mut buf: ViewMut<'_, B>,
+        op: ReduceOp,
+        _: Validated,
+    ) -> Result<()> {
+        let desc = CallDesc {
+            op: "reduce_scatter_in_place",
+            dtype: Some(buf.dtype()),
+            len: buf.len(),
+            detail: format!(" op {op}"),
+        };
+        let all = self.exchange(desc, staged(device, buf.as_ref())?)?;
+        let parts: Vec<&[u8]> = all.iter().map(|c| c.data.as_slice()).collect();
+        let mine = partition(buf.len(), self.shared.world, self.rank);
+        let mut out = vec![0u8; mine.len() * buf.dtype().size_bytes()];
+        reduce_into(buf.dtype(), op, &parts, mine.clone(), &mut out)?;
+        device.upload_bytes(&out, buf.sub(mine))
+    }
+
+    fn exec_all_gather_in_place(
+        &self,
+        device: &Device<B>,
+        buf: ViewMut<'_, B>,
+        _: Validated,
+    ) -> Result<()> {
+        let desc = CallDesc {
+            op: "all_gather_in_place",
+            dtype: Some(buf.dtype()),
+            len: buf.len(),
+            detail: String::new(),
+        };
+        let mine = partition(buf.len(), self.shared.world, self.rank);
+        let all = self.exchange(desc, staged(device, buf.as_ref().sub(mine))?)?;
+        let mut out = Vec::with_capacity(buf.len() * buf.dtype().size_bytes());
+        for c in &all {
+            out.extend_from_slice(&c.data);
+        }
+        device.upload_bytes(&out, buf)
+    }
+
     fn exec_broadcast(
         &self,
         device: &Device<B>,
