@@ -16,10 +16,10 @@
 template <typename G, typename C>
 __device__ void adam_impl(float* p, const G* g, float* m, float* v, C* copy, u64 n, float b1, float c1,
                           float b2, float c2, float eps, float step_size, float inv_sqrt_bc2, float decay,
-                          float l2) {
+                          float l2, float gs) {
     UNROLL4(i, n, {
         float pi = p[i];
-        float gi = ld(g, i) + l2 * pi;
+        float gi = ld(g, i) * gs + l2 * pi;
         float mi = b1 * m[i] + c1 * gi;
         float vi = b2 * v[i] + c2 * (gi * gi);
         float denom = sqrtf(vi) * inv_sqrt_bc2 + eps;
@@ -33,17 +33,18 @@ __device__ void adam_impl(float* p, const G* g, float* m, float* v, C* copy, u64
 #define DS_ADAM(G, GN, C, CN)                                                                            \
     extern "C" __global__ void ds_adam_##GN##_##CN(float* p, const G* g, float* m, float* v, C* copy, u64 n, \
                                                    float b1, float c1, float b2, float c2, float eps,        \
-                                                   float step_size, float inv_sqrt_bc2, float decay, float l2) { \
-        adam_impl<G, C>(p, g, m, v, copy, n, b1, c1, b2, c2, eps, step_size, inv_sqrt_bc2, decay, l2);     \
+                                                   float step_size, float inv_sqrt_bc2, float decay, float l2, \
+                                                   float gs) {                                                \
+        adam_impl<G, C>(p, g, m, v, copy, n, b1, c1, b2, c2, eps, step_size, inv_sqrt_bc2, decay, l2, gs); \
     }
 DS_FLOATS2(DS_ADAM)
 
 template <typename G, typename C>
 __device__ void sgd_impl(float* p, const G* g, float* buf, C* copy, u64 n, float lr, float mu, float keep,
-                         float wd, int nesterov, int first) {
+                         float wd, int nesterov, int first, float gs) {
     GRID_LOOP(i, n) {
         float pi = p[i];
-        float d = ld(g, i) + wd * pi;
+        float d = ld(g, i) * gs + wd * pi;
         if (buf) {
             float b = first ? d : mu * buf[i] + keep * d;
             buf[i] = b;
@@ -56,8 +57,9 @@ __device__ void sgd_impl(float* p, const G* g, float* buf, C* copy, u64 n, float
 }
 #define DS_SGD(G, GN, C, CN)                                                                                  \
     extern "C" __global__ void ds_sgd_##GN##_##CN(float* p, const G* g, float* buf, C* copy, u64 n, float lr, \
-                                                  float mu, float keep, float wd, int nesterov, int first) {  \
-        sgd_impl<G, C>(p, g, buf, copy, n, lr, mu, keep, wd, nesterov, first);                                \
+                                                  float mu, float keep, float wd, int nesterov, int first,    \
+                                                  float gs) {                                                 \
+        sgd_impl<G, C>(p, g, buf, copy, n, lr, mu, keep, wd, nesterov, first, gs);                            \
     }
 DS_FLOATS2(DS_SGD)
 
@@ -65,11 +67,11 @@ DS_FLOATS2(DS_SGD)
 // partials[block] and partials[gridDim + block]; ds_sum_finalize turns them into norms[2].
 template <typename G>
 __device__ void lamb_moments_impl(const float* p, const G* g, float* m, float* v, u64 n, float b1, float b2,
-                                  float eps, float wd, double* partials) {
+                                  float eps, float wd, double* partials, float gs) {
     __shared__ double scratch[256];
     float psq = 0.0f, usq = 0.0f;
     GRID_LOOP(i, n) {
-        float gi = ld(g, i);
+        float gi = ld(g, i) * gs;
         float mi = b1 * m[i] + (1.0f - b1) * gi;
         float vi = b2 * v[i] + (1.0f - b2) * (gi * gi);
         m[i] = mi;
@@ -88,8 +90,9 @@ __device__ void lamb_moments_impl(const float* p, const G* g, float* m, float* v
 }
 #define DS_LAMB_MOMENTS(G, GN)                                                                               \
     extern "C" __global__ void ds_lamb_moments_##GN(const float* p, const G* g, float* m, float* v, u64 n,   \
-                                                    float b1, float b2, float eps, float wd, double* partials) { \
-        lamb_moments_impl<G>(p, g, m, v, n, b1, b2, eps, wd, partials);                                      \
+                                                    float b1, float b2, float eps, float wd, double* partials,  \
+                                                    float gs) {                                                  \
+        lamb_moments_impl<G>(p, g, m, v, n, b1, b2, eps, wd, partials, gs);                                  \
     }
 DS_FLOATS(DS_LAMB_MOMENTS)
 

@@ -13,6 +13,7 @@ pub enum AdamMode {
 
 /// One fused Adam step. Semantics (t = `step`, bc = bias correction, 1 when disabled):
 ///
+/// - `g = grad_scale * grad` (the engine's loss unscaling and clipping, fused into the step)
 /// - L2 mode: `g += wd*p`; then the AdamW-mode formula with `wd = 0`.
 /// - `m = b1*m + (1-b1)*g`, `v = b2*v + (1-b2)*g*g`
 /// - `p -= lr * ((m/bc1) / (sqrt(v/bc2) + eps) + wd*p)` (AdamW) with `bc1 = 1-b1^t`,
@@ -35,6 +36,8 @@ pub struct AdamParams {
     pub bias_correction: bool,
     /// The 1-based step number `t` this update makes.
     pub step: u64,
+    /// Multiplies the gradient as it is read (1 leaves it as it is).
+    pub grad_scale: f32,
 }
 
 impl Default for AdamParams {
@@ -49,6 +52,7 @@ impl Default for AdamParams {
             mode: AdamMode::AdamW,
             bias_correction: true,
             step: 1,
+            grad_scale: 1.0,
         }
     }
 }
@@ -99,6 +103,7 @@ impl AdamParams {
 
 /// One SGD step, PyTorch's semantics:
 ///
+/// - `g = grad_scale * grad` (the engine's loss unscaling and clipping, fused into the step)
 /// - `d = g + wd*p`
 /// - with momentum `mu > 0`: `buf = d` on step 1, else `buf = mu*buf + (1-dampening)*d`;
 ///   then `d = d + mu*buf` (nesterov) or `d = buf`
@@ -117,6 +122,8 @@ pub struct SgdParams {
     pub nesterov: bool,
     /// The 1-based step number; step 1 initialises the momentum buffer.
     pub step: u64,
+    /// Multiplies the gradient as it is read (1 leaves it as it is).
+    pub grad_scale: f32,
 }
 
 impl Default for SgdParams {
@@ -128,12 +135,14 @@ impl Default for SgdParams {
             weight_decay: 0.0,
             nesterov: false,
             step: 1,
+            grad_scale: 1.0,
         }
     }
 }
 
 /// One Lamb step, DeepSpeed's FusedLamb semantics:
 ///
+/// - `g = grad_scale * grad` (the engine's loss unscaling and clipping, fused into the step)
 /// - `m = b1*m + (1-b1)*g`, `v = b2*v + (1-b2)*g*g`
 /// - `u = m/(sqrt(v)+eps) + wd*p`
 /// - `trust = ||p|| / ||u||` clamped to `[min_coeff, max_coeff]`, 1 when either norm is 0
@@ -164,6 +173,8 @@ pub struct LambParams {
     pub max_coeff: f32,
     /// The 1-based step number.
     pub step: u64,
+    /// Multiplies the gradient as it is read by the first pass (1 leaves it as it is).
+    pub grad_scale: f32,
 }
 
 impl Default for LambParams {
@@ -179,6 +190,7 @@ impl Default for LambParams {
             min_coeff: 0.01,
             max_coeff: 10.0,
             step: 1,
+            grad_scale: 1.0,
         }
     }
 }

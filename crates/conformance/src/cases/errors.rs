@@ -244,6 +244,18 @@ pub fn bad_input<B: Backend>(dev: &Device<B>, kernel: Kernel) -> Result<usize, S
                     param_copy: None,
                 };
                 n += refuses("step", dev.adam_step(&hp, args), "step")?;
+                let hp = AdamParams {
+                    grad_scale: f32::NAN,
+                    ..AdamParams::default()
+                };
+                let args = AdamArgs {
+                    param: c.all_mut(),
+                    grad: a.all(),
+                    exp_avg: d.all_mut(),
+                    exp_avg_sq: e.all_mut(),
+                    param_copy: None,
+                };
+                n += refuses("grad_scale", dev.adam_step(&hp, args), "grad_scale")?;
             } else {
                 let hp = LambParams {
                     min_coeff: 2.0,

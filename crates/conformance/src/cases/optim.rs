@@ -68,6 +68,11 @@ fn expect_weights<B: Backend>(
     Ok(checked)
 }
 
+/// Gradient multipliers: none, exact, inexact, and an fp16 loss-scale unscaling.
+fn grad_scales() -> impl Strategy<Value = f32> {
+    prop::sample::select(vec![1.0f32, 0.5, 1.0 / 3.0, 1.0 / 65536.0])
+}
+
 fn adam_params() -> impl Strategy<Value = AdamParams> {
     (
         prop::sample::select(vec![1e-3f32, 0.1]),
@@ -77,17 +82,21 @@ fn adam_params() -> impl Strategy<Value = AdamParams> {
         prop::bool::ANY,
         prop::bool::ANY,
         prop::sample::select(vec![1u64, 2, 10, 1000]),
+        grad_scales(),
     )
         .prop_map(
-            |(lr, (beta1, beta2), eps, weight_decay, adamw, bias_correction, step)| AdamParams {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                mode: if adamw { AdamMode::AdamW } else { AdamMode::L2 },
-                bias_correction,
-                step,
+            |(lr, (beta1, beta2), eps, weight_decay, adamw, bias_correction, step, grad_scale)| {
+                AdamParams {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    mode: if adamw { AdamMode::AdamW } else { AdamMode::L2 },
+                    bias_correction,
+                    step,
+                    grad_scale,
+                }
             },
         )
 }
@@ -153,15 +162,17 @@ fn sgd_params() -> impl Strategy<Value = SgdParams> {
         prop::sample::select(vec![0.0f32, 1e-4, 0.1]),
         prop::bool::ANY,
         prop::sample::select(vec![1u64, 2, 7]),
+        grad_scales(),
     )
         .prop_map(
-            |(lr, momentum, dampening, weight_decay, nesterov, step)| SgdParams {
+            |(lr, momentum, dampening, weight_decay, nesterov, step, grad_scale)| SgdParams {
                 lr,
                 momentum,
                 dampening,
                 weight_decay,
                 nesterov: nesterov && momentum > 0.0 && dampening == 0.0,
                 step,
+                grad_scale,
             },
         )
 }
@@ -219,9 +230,18 @@ fn lamb_params() -> impl Strategy<Value = LambParams> {
         prop::bool::ANY,
         prop::sample::select(vec![(0.01f32, 10.0f32), (0.5, 2.0), (0.0, 0.3)]),
         prop::sample::select(vec![1u64, 3, 100]),
+        grad_scales(),
     )
         .prop_map(
-            |(lr, (beta1, beta2), weight_decay, bias_correction, (min_coeff, max_coeff), step)| {
+            |(
+                lr,
+                (beta1, beta2),
+                weight_decay,
+                bias_correction,
+                (min_coeff, max_coeff),
+                step,
+                grad_scale,
+            )| {
                 LambParams {
                     lr,
                     beta1,
@@ -232,6 +252,7 @@ fn lamb_params() -> impl Strategy<Value = LambParams> {
                     min_coeff,
                     max_coeff,
                     step,
+                    grad_scale,
                 }
             },
         )

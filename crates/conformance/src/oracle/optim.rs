@@ -24,8 +24,14 @@ fn bias_corrections(b1: f64, b2: f64, step: u64, on: bool) -> (f64, f64) {
     }
 }
 
+/// The gradient as the step reads it: `grad_scale * grad`.
+fn scaled(g: &[f64], grad_scale: f32) -> Vec<f64> {
+    g.iter().map(|x| x * f64::from(grad_scale)).collect()
+}
+
 /// One Adam/AdamW step.
 pub fn adam(hp: &AdamParams, p: &[f64], g: &[f64], m: &[f64], v: &[f64]) -> AdamOut {
+    let g = &scaled(g, hp.grad_scale);
     let (b1, b2) = (f64::from(hp.beta1), f64::from(hp.beta2));
     let (lr, eps, wd) = (
         f64::from(hp.lr),
@@ -58,6 +64,7 @@ pub fn adam(hp: &AdamParams, p: &[f64], g: &[f64], m: &[f64], v: &[f64]) -> Adam
 
 /// One SGD step; `buf` is the momentum buffer (ignored when momentum is 0).
 pub fn sgd(hp: &SgdParams, p: &[f64], g: &[f64], buf: &[f64]) -> AdamOut {
+    let g = &scaled(g, hp.grad_scale);
     let (lr, mu, damp, wd) = (
         f64::from(hp.lr),
         f64::from(hp.momentum),
@@ -94,6 +101,7 @@ pub fn sgd(hp: &SgdParams, p: &[f64], g: &[f64], buf: &[f64]) -> AdamOut {
 
 /// One Lamb step over the whole tensor.
 pub fn lamb(hp: &LambParams, p: &[f64], g: &[f64], m: &[f64], v: &[f64]) -> AdamOut {
+    let g = &scaled(g, hp.grad_scale);
     let (b1, b2) = (f64::from(hp.beta1), f64::from(hp.beta2));
     let (lr, eps, wd) = (
         f64::from(hp.lr),

@@ -32,7 +32,7 @@ impl OptimizerKernels for CudaBackend {
         let name = format!("ds_adam_{}_{}", suffix(args.grad.dtype()), suffix(cdt));
         // ds_adam_<G>_<C>(float* p, const G* g, float* m, float* v, C* copy, u64 n, float b1,
         //   float c1, float b2, float c2, float eps, float step_size, float inv_sqrt_bc2,
-        //   float decay, float l2)
+        //   float decay, float l2, float grad_scale)
         self.launch(
             &name,
             self.grid(n.div_ceil(4)),
@@ -52,6 +52,7 @@ impl OptimizerKernels for CudaBackend {
                 Arg::F32(s.inv_sqrt_bc2),
                 Arg::F32(s.decay_factor),
                 Arg::F32(s.l2),
+                Arg::F32(hp.grad_scale),
             ],
         )
     }
@@ -65,7 +66,7 @@ impl OptimizerKernels for CudaBackend {
         };
         let name = format!("ds_sgd_{}_{}", suffix(args.grad.dtype()), suffix(cdt));
         // ds_sgd_<G>_<C>(float* p, const G* g, float* buf, C* copy, u64 n, float lr, float mu,
-        //   float keep, float wd, int nesterov, int first)
+        //   float keep, float wd, int nesterov, int first, float grad_scale)
         self.launch(
             &name,
             self.grid(n),
@@ -81,6 +82,7 @@ impl OptimizerKernels for CudaBackend {
                 Arg::F32(hp.weight_decay),
                 Arg::I32(i32::from(hp.nesterov)),
                 Arg::I32(i32::from(hp.step == 1)),
+                Arg::F32(hp.grad_scale),
             ],
         )
     }
@@ -97,7 +99,7 @@ impl OptimizerKernels for CudaBackend {
         let partials = self.scratch(2 * blocks as usize)?;
         let pp = Arg::Ptr(partials.addr(0));
         // ds_lamb_moments_<G>(const float* p, const G* g, float* m, float* v, u64 n, float b1,
-        //   float b2, float eps, float wd, double* partials)
+        //   float b2, float eps, float wd, double* partials, float grad_scale)
         self.launch(
             &format!("ds_lamb_moments_{}", suffix(args.grad.dtype())),
             cfg,
@@ -112,6 +114,7 @@ impl OptimizerKernels for CudaBackend {
                 Arg::F32(hp.eps),
                 Arg::F32(hp.weight_decay),
                 pp,
+                Arg::F32(hp.grad_scale),
             ],
         )?;
         // ds_sum_finalize(const double* partials, u32 count, float* out, u32 outs)

@@ -22,6 +22,7 @@ impl<B: Backend> Device<B> {
         let check = Check::new(Kernel::AdamStep);
         check_moment_hparams(&check, hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay)?;
         check_step(&check, hp.step, hp.bias_correction)?;
+        check.finite("grad_scale", hp.grad_scale)?;
         check.typed("param", &args.param, DType::F32)?;
         check.float("grad", &args.grad)?;
         check.same_len("grad", &args.grad, "param", &args.param)?;
@@ -51,6 +52,7 @@ impl<B: Backend> Device<B> {
         check.finite("dampening", hp.dampening)?;
         check.within("weight_decay", hp.weight_decay, 0.0, f32::MAX)?;
         check_step(&check, hp.step, true)?;
+        check.finite("grad_scale", hp.grad_scale)?;
         if hp.nesterov && (hp.momentum <= 0.0 || hp.dampening != 0.0) {
             return Err(check.err(
                 "nesterov",
@@ -206,6 +208,7 @@ fn check_step(check: &Check, step: u64, needs_positive: bool) -> Result<()> {
 fn check_lamb(check: &Check, hp: &LambParams) -> Result<()> {
     check_moment_hparams(check, hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay)?;
     check_step(check, hp.step, hp.bias_correction)?;
+    check.finite("grad_scale", hp.grad_scale)?;
     check.within("min_coeff", hp.min_coeff, 0.0, f32::MAX)?;
     check.within("max_coeff", hp.max_coeff, hp.min_coeff, f32::MAX)
 }

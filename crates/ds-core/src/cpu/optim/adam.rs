@@ -18,6 +18,7 @@ struct Consts {
     b2: f32,
     one_minus_b2: f32,
     eps: f32,
+    grad_scale: f32,
     s: AdamScalars,
 }
 
@@ -27,7 +28,7 @@ fn adam_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts
     let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
         let pi = p[i];
-        let gi = g[i] + k.s.l2 * pi;
+        let gi = g[i] * k.grad_scale + k.s.l2 * pi;
         let mi = k.b1 * m[i] + k.one_minus_b1 * gi;
         let vi = k.b2 * v[i] + k.one_minus_b2 * (gi * gi);
         let denom = vi.sqrt() * k.s.inv_sqrt_bc2 + k.eps;
@@ -49,6 +50,7 @@ fn run<G: Float, C: Float>(
         b2: hp.beta2,
         one_minus_b2: 1.0 - hp.beta2,
         eps: hp.eps,
+        grad_scale: hp.grad_scale,
         s: hp.scalars(),
     };
     let p = typed_mut::<f32>(args.param)?;

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 /// Updates the moments of one element and returns its `(p^2, u^2)`.
 #[inline(always)]
 fn moment(p: f32, g: f32, m: &mut f32, v: &mut f32, hp: &LambParams) -> (f32, f32) {
+    let g = g * hp.grad_scale;
     let mi = hp.beta1 * *m + (1.0 - hp.beta1) * g;
     let vi = hp.beta2 * *v + (1.0 - hp.beta2) * (g * g);
     *m = mi;

@@ -11,9 +11,9 @@ use crate::slice::SliceMut;
 use multiversion::multiversion;
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn plain_block(p: &mut [f32], g: &[f32], lr: f32, wd: f32) {
+fn plain_block(p: &mut [f32], g: &[f32], lr: f32, wd: f32, gs: f32) {
     for (p, g) in p.iter_mut().zip(g) {
-        *p -= lr * (g + wd * *p);
+        *p -= lr * (g * gs + wd * *p);
     }
 }
 
@@ -23,7 +23,7 @@ fn momentum_block(p: &mut [f32], g: &[f32], buf: &mut [f32], hp: &SgdParams) {
     let keep = 1.0 - hp.dampening;
     let first = hp.step == 1;
     for ((p, g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
-        let d = g + wd * *p;
+        let d = g * hp.grad_scale + wd * *p;
         let nb = if first { d } else { mu * *b + keep * d };
         *b = nb;
         let step = if hp.nesterov { d + mu * nb } else { nb };
@@ -48,7 +48,7 @@ fn run<G: Float, C: Float>(
     backend.run(|| {
         for_each_block(p, g, momentum, None, copy, |p, g, buf, _| match buf {
             Some(buf) => momentum_block(p, g, buf, hp),
-            None => plain_block(p, g, hp.lr, hp.weight_decay),
+            None => plain_block(p, g, hp.lr, hp.weight_decay, hp.grad_scale),
         })
     });
     Ok(())
