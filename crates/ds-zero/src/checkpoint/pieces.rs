@@ -1,0 +1,452 @@
+//! The tensors of a checkpoint: parameters whole by name, optimizer state in per-rank pieces,
+//! and putting them back for whatever world size and stage loads them.
+
+use super::files::read_verified;
+use super::{MODEL_FILE, optim_file};
+use crate::config::OptimizerKind;
+use crate::engine::Engine;
+use crate::host::{bytes_to_f32, download_f32, upload_f32};
+use crate::model::Model;
+use crate::{Error, Result};
+use ds_core::{Backend, BufferExt, DType};
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The optimizer-state kinds a piece can hold.
+const MASTER: &str = "master";
+const EXP_AVG: &str = "exp_avg";
+const EXP_AVG_SQ: &str = "exp_avg_sq";
+
+fn st_dtype(d: DType) -> Result<Dtype> {
+    match d {
+        DType::F32 => Ok(Dtype::F32),
+        DType::F16 => Ok(Dtype::F16),
+        DType::BF16 => Ok(Dtype::BF16),
+        other => Err(Error::Usage(format!(
+            "cannot checkpoint {other:?} parameters"
+        ))),
+    }
+}
+
+fn ds_dtype(d: Dtype) -> Option<DType> {
+    match d {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+fn serialize(
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    path_hint: &str,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, dt, shape, bytes)| {
+            TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::checkpoint(path_hint, format!("cannot encode `{name}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("producer".to_string(), "ds".to_string()),
+    ]);
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::checkpoint(path_hint, e.to_string()))
+}
+
+/// The optimizer's kind as recorded in the checkpoint (state shapes differ between them).
+pub(super) fn optimizer_kind<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> &'static str {
+    match &e.optimizer.config().kind {
+        OptimizerKind::Adam(_) => "adam",
+        OptimizerKind::Lamb(_) => "lamb",
+        OptimizerKind::Sgd(p) if p.momentum > 0.0 => "sgd_momentum",
+        OptimizerKind::Sgd(_) => "sgd",
+    }
+}
+
+/// Every parameter, whole, in the training dtype.
+pub(super) fn model_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<Vec<u8>> {
+    let dt = st_dtype(e.dtype)?;
+    let mut tensors = Vec::new();
+    for (spec, slot) in e.specs.iter().zip(&e.layout.slots) {
+        let view = e.params.range(slot.offset..slot.offset + slot.len);
+        let mut bytes = vec![0u8; slot.len * e.dtype.size_bytes()];
+        e.dev.download_bytes(view, &mut bytes)?;
+        tensors.push((spec.name.clone(), dt, spec.shape.clone(), bytes));
+    }
+    serialize(tensors, MODEL_FILE)
+}
+
+/// This rank's pieces of master weights and moments, keyed `KIND:START:NAME`.
+pub(super) fn optim_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<Vec<u8>> {
+    let opt = &e.optimizer;
+    let kinds = [
+        (MASTER, &opt.master),
+        (EXP_AVG, &opt.exp_avg),
+        (EXP_AVG_SQ, &opt.exp_avg_sq),
+    ];
+    let mut tensors = Vec::new();
+    for (i, spec) in e.specs.iter().enumerate() {
+        let Some((range, local)) = e.layout.owned_piece(i) else {
+            continue;
+        };
+        let start = range.start - e.layout.slots[i].offset;
+        for (kind, buf) in &kinds {
+            let Some(buf) = buf else { continue };
+            let values = download_f32(&e.dev, buf.range(local..local + range.len()))?;
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((
+                format!("{kind}:{start}:{}", spec.name),
+                Dtype::F32,
+                vec![range.len()],
+                bytes,
+            ));
+        }
+    }
+    serialize(tensors, &optim_file(e.layout.rank))
+}
+
+/// The verified bytes of a checkpoint's tensor files.
+pub(super) struct Files {
+    model: (std::path::PathBuf, Vec<u8>),
+    optim: Vec<(std::path::PathBuf, Vec<u8>)>,
+}
+
+/// Reads every file `engine_state.json` lists, verifying sizes and checksums.
+pub(super) fn read_files(tag_dir: &Path, state_path: &Path, state: &Value) -> Result<Files> {
+    let bad = |what: &str| {
+        Error::checkpoint(
+            state_path,
+            format!("{what}: the file is truncated or corrupt"),
+        )
+    };
+    let list = state
+        .get("files")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("has no file list"))?;
+    let mut model = None;
+    let mut optim = Vec::new();
+    for entry in list {
+        let name = entry
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("lists a file without a name"))?;
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(bad("lists a file outside its directory"));
+        }
+        let size = entry
+            .get("bytes")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("lists a file without a size"))?;
+        let sum = entry
+            .get("fnv1a64")
+            .and_then(Value::as_str)
+            .and_then(|s| u64::from_str_radix(s, 16).ok())
+            .ok_or_else(|| bad("lists a file without a checksum"))?;
+        let path = tag_dir.join(name);
+        let bytes = read_verified(&path, size, sum)?;
+        if name == MODEL_FILE {
+            model = Some((path, bytes));
+        } else {
+            optim.push((path, bytes));
+        }
+    }
+    let model = model.ok_or_else(|| {
+        Error::checkpoint(tag_dir.join(MODEL_FILE), "is not listed in the checkpoint")
+    })?;
+    if optim.is_empty() {
+        return Err(Error::checkpoint(
+            tag_dir.join(optim_file(0)),
+            "is not listed in the checkpoint",
+        ));
+    }
+    Ok(Files { model, optim })
+}
+
+/// Everything a load puts back, assembled and checked on the host before the engine changes.
+pub(super) struct Restored {
+    /// Per parameter: the model file's values (widened to f32).
+    model: Vec<Vec<f32>>,
+    /// Per kind, per parameter: the whole assembled array.
+    state: HashMap<&'static str, Vec<Vec<f32>>>,
+}
+
+impl Restored {
+    pub(super) fn build<B: Backend, M: Model<B>>(
+        e: &Engine<B, M>,
+        state_path: &Path,
+        state: &Value,
+        files: &Files,
+    ) -> Result<Restored> {
+        let saved: Vec<(String, Vec<usize>)> = state
+            .get("parameters")
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| {
+                        let name = p.get("name")?.as_str()?.to_string();
+                        let shape = p
+                            .get("shape")?
+                            .as_array()?
+                            .iter()
+                            .map(|d| d.as_u64().map(|d| d as usize))
+                            .collect::<Option<Vec<_>>>()?;
+                        Some((name, shape))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ours: Vec<(String, Vec<usize>)> = e
+            .specs
+            .iter()
+            .map(|s| (s.name.clone(), s.shape.clone()))
+            .collect();
+        if saved != ours {
+            let first = ours.iter().zip(&saved).find(|(a, b)| a != b);
+            let detail = match first {
+                Some((a, b)) => format!(
+                    "the model has `{}` {:?} where the checkpoint has `{}` {:?}",
+                    a.0, a.1, b.0, b.1
+                ),
+                None => format!(
+                    "the model has {} parameters, the checkpoint {}",
+                    ours.len(),
+                    saved.len()
+                ),
+            };
+            return Err(Error::checkpoint(
+                state_path,
+                format!("does not fit this model: {detail}"),
+            ));
+        }
+        let kind = state
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        if kind != optimizer_kind(e) {
+            return Err(Error::checkpoint(
+                state_path,
+                format!(
+                    "holds `{kind}` optimizer state but the config asks for `{}`",
+                    optimizer_kind(e)
+                ),
+            ));
+        }
+        let model = read_model(e, files)?;
+        let mut state = HashMap::new();
+        let needed: &[&'static str] = match optimizer_kind(e) {
+            "adam" | "lamb" => &[EXP_AVG, EXP_AVG_SQ],
+            "sgd_momentum" => &[EXP_AVG],
+            _ => &[],
+        };
+        for kind in [MASTER, EXP_AVG, EXP_AVG_SQ] {
+            if let Some(arrays) = assemble(e, files, kind, state_path)? {
+                state.insert(kind, arrays);
+            } else if needed.contains(&kind) {
+                return Err(Error::checkpoint(
+                    state_path,
+                    format!("has no `{kind}` optimizer state"),
+                ));
+            }
+        }
+        Ok(Restored { model, state })
+    }
+
+    /// Writes the restored state into the engine.
+    pub(super) fn apply<B: Backend, M: Model<B>>(
+        self,
+        e: &mut Engine<B, M>,
+        state_path: &Path,
+        state: &Value,
+    ) -> Result<()> {
+        let counters = state.get("counters");
+        let count = |k: &str| counters.and_then(|c| c.get(k)).and_then(Value::as_u64);
+        let (Some(gs), Some(samples), Some(skipped), Some(micro)) = (
+            count("global_steps"),
+            count("global_samples"),
+            count("skipped_steps"),
+            count("micro_steps"),
+        ) else {
+            return Err(Error::checkpoint(state_path, "has no step counters"));
+        };
+        let opt_steps = state.get("optimizer_steps").and_then(Value::as_u64);
+        let iter = state
+            .pointer("/lr_schedule/last_batch_iteration")
+            .and_then(Value::as_i64);
+        let (Some(opt_steps), Some(iter)) = (opt_steps, iter) else {
+            return Err(Error::checkpoint(
+                state_path,
+                "has no optimizer step count or LR schedule position",
+            ));
+        };
+        let mut scaler = e.scaler.clone();
+        let scaler_state = state.get("loss_scaler").cloned().unwrap_or(Value::Null);
+        if scaler.restore(&scaler_state).is_none() {
+            return Err(Error::checkpoint(
+                state_path,
+                "has no loss scaler state for this precision",
+            ));
+        }
+
+        // Parameters: the fp32 master when the checkpoint has it (exact), else the model file.
+        let weights = self.state.get(MASTER).unwrap_or(&self.model);
+        for (i, slot) in e.layout.slots.iter().enumerate() {
+            upload_f32(
+                &e.dev,
+                &weights[i],
+                e.params.range_mut(slot.offset..slot.offset + slot.len),
+            )?;
+        }
+        let pieces: Vec<_> = (0..e.specs.len())
+            .filter_map(|i| e.layout.owned_piece(i).map(|p| (i, p)))
+            .collect();
+        let targets = [
+            (MASTER, &mut e.optimizer.master),
+            (EXP_AVG, &mut e.optimizer.exp_avg),
+            (EXP_AVG_SQ, &mut e.optimizer.exp_avg_sq),
+        ];
+        for (kind, buf) in targets {
+            let Some(buf) = buf else { continue };
+            // Master weights saved in fp32 training are the parameters themselves.
+            let source = match self.state.get(kind) {
+                Some(s) => s,
+                None if kind == MASTER => &self.model,
+                None => {
+                    return Err(Error::checkpoint(
+                        state_path,
+                        format!("has no `{kind}` optimizer state"),
+                    ));
+                }
+            };
+            for (i, (range, local)) in &pieces {
+                let start = range.start - e.layout.slots[*i].offset;
+                let values = &source[*i][start..start + range.len()];
+                upload_f32(&e.dev, values, buf.range_mut(*local..*local + range.len()))?;
+            }
+        }
+        e.optimizer.steps = opt_steps;
+        e.schedule_iter = iter;
+        e.scaler = scaler;
+        e.counters = crate::engine::Counters {
+            global_steps: gs,
+            global_samples: samples,
+            skipped_steps: skipped,
+            micro_steps: micro,
+        };
+        e.reset_window()?;
+        Ok(())
+    }
+}
+
+fn read_model<B: Backend, M: Model<B>>(e: &Engine<B, M>, files: &Files) -> Result<Vec<Vec<f32>>> {
+    let (path, bytes) = &files.model;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|err| {
+        Error::checkpoint(path, format!("is not a valid safetensors file: {err}"))
+    })?;
+    e.specs
+        .iter()
+        .map(|spec| {
+            let t = st
+                .tensor(&spec.name)
+                .map_err(|_| Error::checkpoint(path, format!("has no tensor `{}`", spec.name)))?;
+            let dt = ds_dtype(t.dtype()).ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    format!(
+                        "`{}` is {:?}, not a float type ds trains in",
+                        spec.name,
+                        t.dtype()
+                    ),
+                )
+            })?;
+            if t.shape() != spec.shape.as_slice() {
+                return Err(Error::checkpoint(
+                    path,
+                    format!(
+                        "`{}` has shape {:?}, the model {:?}",
+                        spec.name,
+                        t.shape(),
+                        spec.shape
+                    ),
+                ));
+            }
+            Ok(bytes_to_f32(dt, t.data())?)
+        })
+        .collect()
+}
+
+/// Assembles the whole per-parameter arrays of `kind` from every rank's pieces; `None` when no
+/// file has that kind.
+fn assemble<B: Backend, M: Model<B>>(
+    e: &Engine<B, M>,
+    files: &Files,
+    kind: &str,
+    state_path: &Path,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let index: HashMap<&str, usize> = e
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut arrays: Vec<Vec<f32>> = e.specs.iter().map(|s| vec![0.0; s.numel()]).collect();
+    let mut covered = vec![0usize; e.specs.len()];
+    let mut any = false;
+    for (path, bytes) in &files.optim {
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|err| {
+            Error::checkpoint(path, format!("is not a valid safetensors file: {err}"))
+        })?;
+        for (key, t) in st.iter() {
+            let mut parts = key.splitn(3, ':');
+            let (Some(k), Some(start), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("has an unexpected tensor `{key}`"),
+                ));
+            };
+            if k != kind {
+                continue;
+            }
+            any = true;
+            let (Some(&i), Ok(start)) = (index.get(name), start.parse::<usize>()) else {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("has state for `{name}`, which the model does not have"),
+                ));
+            };
+            let values = bytes_to_f32(DType::F32, t.data())?;
+            let end = start + values.len();
+            if t.dtype() != Dtype::F32 || end > arrays[i].len() {
+                return Err(Error::checkpoint(
+                    path,
+                    format!("piece `{key}` does not fit parameter `{name}`"),
+                ));
+            }
+            arrays[i][start..end].copy_from_slice(&values);
+            covered[i] += values.len();
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    for (i, spec) in e.specs.iter().enumerate() {
+        if covered[i] != spec.numel() {
+            return Err(Error::checkpoint(
+                state_path,
+                format!(
+                    "`{kind}` state of `{}` covers {} of its {} elements: an optimizer file is missing from the list",
+                    spec.name,
+                    covered[i],
+                    spec.numel()
+                ),
+            ));
+        }
+    }
+    Ok(Some(arrays))
+}

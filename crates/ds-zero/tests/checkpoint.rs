@@ -1,0 +1,293 @@
+//! Checkpoints: resuming in a fresh process is bitwise exact; a checkpoint loads on another
+//! world size and stage; damaged checkpoints are refused naming the file; an interrupted save
+//! leaves the previous checkpoint loadable.
+
+mod common;
+use common::{CLASSES, DIM, HIDDEN, engine};
+use ds_core::collectives::run_threaded;
+use ds_zero::Error;
+use ds_zero::checkpoint::{LATEST_FILE, MODEL_FILE, STATE_FILE, optim_file};
+use ds_zero::data::Resumable;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+const DIMS: (usize, usize, usize) = (DIM, HIDDEN, CLASSES);
+const SPEC_ENV: &str = "DS_RESUME_CHILD_SPEC";
+
+fn config(precision: &str, stage: u8) -> String {
+    format!(
+        r#"{{"train_batch_size": 16, "gradient_accumulation_steps": 2, {precision},
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
+            "scheduler": {{"type": "WarmupDecayLR", "params": {{"warmup_num_steps": 5, "total_num_steps": 40, "warmup_max_lr": 0.01}}}},
+            "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200}}}}"#
+    )
+}
+
+const FP32: &str = r#""fp16": {"enabled": false}"#;
+const FP16: &str =
+    r#""fp16": {"enabled": true, "initial_scale_power": 10, "loss_scale_window": 3}"#;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ds-ckpt-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    dir
+}
+
+/// Loss and parameter bits of `steps` steps.
+type Trace = (Vec<u32>, Vec<u32>);
+
+fn trace(losses: &[f32], params: Vec<(String, Vec<f32>)>) -> Trace {
+    (
+        losses.iter().map(|l| l.to_bits()).collect(),
+        params
+            .into_iter()
+            .flat_map(|(_, v)| v)
+            .map(f32::to_bits)
+            .collect(),
+    )
+}
+
+/// Trains 10 steps, saves, trains 10 more; returns rank 0's trace of the last 10.
+fn train_save_continue(json: &str, world: usize, dir: &Path) -> Trace {
+    let traces = run_threaded(world, |comm| {
+        let (mut e, mut loader) = engine(json, Box::new(comm), DIMS);
+        for _ in 0..10 {
+            e.train_batch(&mut loader).expect("step");
+        }
+        e.save_checkpoint(
+            dir,
+            "global_step10",
+            &json!({"epoch_note": "ten"}),
+            Some(&loader),
+        )
+        .expect("save");
+        let losses: Vec<f32> = (0..10)
+            .map(|_| e.train_batch(&mut loader).expect("step").loss)
+            .collect();
+        trace(&losses, e.parameters().expect("params"))
+    });
+    assert!(traces.iter().all(|t| *t == traces[0]), "ranks disagree");
+    traces[0].clone()
+}
+
+/// Loads the newest checkpoint in `dir` and trains 10 steps; returns rank 0's trace.
+fn load_and_continue(json: &str, world: usize, dir: &Path) -> Trace {
+    let traces = run_threaded(world, |comm| {
+        let (mut e, mut loader) = engine(json, Box::new(comm), DIMS);
+        let loaded = e
+            .load_checkpoint(dir, None, Some(&mut loader as &mut dyn Resumable))
+            .expect("load");
+        assert_eq!(loaded.tag, "global_step10");
+        assert_eq!(loaded.client_state, json!({"epoch_note": "ten"}));
+        assert_eq!(e.counters().global_steps, 10);
+        assert_eq!(e.counters().micro_steps, 20);
+        let losses: Vec<f32> = (0..10)
+            .map(|_| e.train_batch(&mut loader).expect("step").loss)
+            .collect();
+        trace(&losses, e.parameters().expect("params"))
+    });
+    traces[0].clone()
+}
+
+/// The child half of the fresh-process test: loads and trains as the spec in the environment
+/// says, and writes its trace. Run only by `resume_in_a_fresh_process_is_bitwise_identical`.
+#[test]
+#[ignore = "child process of resume_in_a_fresh_process_is_bitwise_identical, which runs it"]
+fn resume_child() {
+    let spec = std::env::var(SPEC_ENV)
+        .expect("run by resume_in_a_fresh_process_is_bitwise_identical only");
+    let spec: Value = serde_json::from_str(&spec).expect("spec");
+    let json = spec["config"].as_str().expect("config");
+    let world = spec["world"].as_u64().expect("world") as usize;
+    let dir = PathBuf::from(spec["dir"].as_str().expect("dir"));
+    let (losses, params) = load_and_continue(json, world, &dir);
+    let out = json!({"losses": losses, "params": params});
+    std::fs::write(spec["out"].as_str().expect("out"), out.to_string()).expect("write");
+}
+
+#[test]
+fn resume_in_a_fresh_process_is_bitwise_identical() {
+    for (name, precision, stage, world) in [
+        ("fp32-s0", FP32, 0, 1),
+        ("fp32-s2", FP32, 2, 2),
+        ("fp16-s0", FP16, 0, 2),
+        ("fp16-s2", FP16, 2, 2),
+    ] {
+        let dir = scratch(name);
+        let json = config(precision, stage);
+        let continued = train_save_continue(&json, world, &dir);
+        let out = dir.join("child.json");
+        let spec = json!({"config": json, "world": world, "dir": dir, "out": out});
+        let run = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["resume_child", "--exact", "--ignored", "--quiet"])
+            .env(SPEC_ENV, spec.to_string())
+            .output()
+            .expect("spawn the child process");
+        assert!(
+            run.status.success(),
+            "{name}: the child process failed:\n{}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let child: Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).expect("child output"))
+                .expect("json");
+        let bits = |k: &str| -> Vec<u32> {
+            child[k]
+                .as_array()
+                .expect("array")
+                .iter()
+                .map(|v| v.as_u64().expect("bits") as u32)
+                .collect()
+        };
+        assert_eq!(bits("losses"), continued.0, "{name}: losses after resuming");
+        assert_eq!(
+            bits("params"),
+            continued.1,
+            "{name}: parameters after resuming"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn a_checkpoint_loads_on_another_world_size_and_stage() {
+    let dir = scratch("reshape");
+    let saved = config(FP16, 2);
+    let continued = train_save_continue(&saved, 2, &dir);
+    for (stage, world) in [(1, 4), (0, 1), (2, 4)] {
+        let (losses, _) = load_and_continue(&config(FP16, stage), world, &dir);
+        let a: Vec<f32> = losses.iter().map(|&b| f32::from_bits(b)).collect();
+        let b: Vec<f32> = continued.0.iter().map(|&b| f32::from_bits(b)).collect();
+        common::assert_close(
+            &format!("saved on 2 ranks at stage 2, loaded on {world} at stage {stage}"),
+            &a,
+            &b,
+            1e-3,
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Saves one checkpoint on two ranks (so there are two optimizer files) and returns its dir.
+fn saved_checkpoint(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let json = config(FP32, 2);
+    run_threaded(2, |comm| {
+        let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
+        e.train_batch(&mut loader).expect("step");
+        e.save_checkpoint(&dir, "global_step10", &Value::Null, Some(&loader))
+            .expect("save");
+    });
+    dir
+}
+
+/// Loading `dir` fails on both ranks naming `file`, with `words`, and leaves the engine as it was.
+fn refused(dir: &Path, file: &str, words: &str) {
+    let json = config(FP32, 2);
+    let errors = run_threaded(2, |comm| {
+        let (mut e, _) = engine(&json, Box::new(comm), DIMS);
+        let before = e.parameters().expect("params");
+        let err = e.load_checkpoint(dir, None, None).expect_err("refused");
+        assert_eq!(
+            e.parameters().expect("params"),
+            before,
+            "a refused load changed the engine"
+        );
+        err
+    });
+    for err in errors {
+        let text = err.to_string();
+        assert!(matches!(err, Error::Checkpoint { .. }), "{text}");
+        assert!(
+            text.contains(file) && text.contains(words),
+            "`{text}` should name `{file}` and say `{words}`"
+        );
+    }
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_naming_the_file() {
+    let dir = saved_checkpoint("damage");
+    let tag = dir.join("global_step10");
+    let keep = |p: &Path| std::fs::read(p).expect("read");
+    // A truncated optimizer file.
+    let optim = tag.join(optim_file(1));
+    let original = keep(&optim);
+    std::fs::write(&optim, &original[..original.len() / 2]).expect("truncate");
+    refused(&dir, &optim_file(1), "truncated");
+    std::fs::write(&optim, &original).expect("restore");
+    // A corrupted byte in the model file.
+    let model = tag.join(MODEL_FILE);
+    let original = keep(&model);
+    let mut bad = original.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40;
+    std::fs::write(&model, &bad).expect("corrupt");
+    refused(&dir, MODEL_FILE, "corrupt");
+    // A missing model file.
+    std::fs::remove_file(&model).expect("remove");
+    refused(&dir, MODEL_FILE, "missing");
+    std::fs::write(&model, &original).expect("restore");
+    // A truncated state file.
+    let state = tag.join(STATE_FILE);
+    let original = keep(&state);
+    std::fs::write(&state, &original[..original.len() - 10]).expect("truncate");
+    refused(&dir, STATE_FILE, "not valid JSON");
+    std::fs::write(&state, &original).expect("restore");
+    // No `latest` and no tag.
+    std::fs::remove_file(dir.join(LATEST_FILE)).expect("remove latest");
+    refused(&dir, LATEST_FILE, "name the tag");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_checkpoint_loadable() {
+    let dir = scratch("interrupt");
+    let json = config(FP16, 2);
+    let outcome = run_threaded(2, |comm| {
+        let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
+        e.train_batch(&mut loader).expect("step");
+        e.save_checkpoint(&dir, "first", &json!("first"), Some(&loader))
+            .expect("save");
+        let saved = e.parameters().expect("params");
+        e.train_batch(&mut loader).expect("step");
+        // Rank 1 dies before writing anything of the new tag, then rank 0 after its model file
+        // while overwriting the first tag.
+        if e.rank() == 1 {
+            e.inject_save_fault(0);
+        }
+        let a = e.save_checkpoint(&dir, "second", &json!("second"), Some(&loader));
+        if e.rank() == 0 {
+            e.inject_save_fault(1);
+        }
+        let b = e.save_checkpoint(&dir, "first", &json!("overwritten"), Some(&loader));
+        let loaded = e
+            .load_checkpoint(&dir, None, Some(&mut loader))
+            .expect("the previous checkpoint loads");
+        (
+            a.is_err(),
+            b.is_err(),
+            loaded,
+            saved == e.parameters().expect("params"),
+        )
+    });
+    for (second_failed, overwrite_failed, loaded, same_params) in outcome {
+        assert!(
+            second_failed && overwrite_failed,
+            "both interrupted saves report an error on every rank"
+        );
+        assert_eq!(loaded.tag, "first");
+        assert_eq!(loaded.client_state, json!("first"));
+        assert!(same_params, "the loaded parameters are the first save's");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join(LATEST_FILE)).expect("latest"),
+        "first"
+    );
+    assert!(
+        !dir.join("second").exists(),
+        "no half-written tag is visible"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,69 @@
+//! Shared helpers: train the test MLP on N threaded ranks, each with its own one-thread CPU
+//! backend (so per-rank memory statistics are per rank).
+#![allow(dead_code)]
+
+use ds_core::collectives::run_threaded;
+use ds_core::cpu::CpuBackend;
+use ds_core::{Collectives, Device};
+use ds_zero::config::Config;
+use ds_zero::data::DataLoader;
+use ds_zero::testing::{Blobs, Mlp};
+use ds_zero::{Engine, Initialized, initialize};
+
+pub const DIM: usize = 16;
+pub const HIDDEN: usize = 32;
+pub const CLASSES: usize = 4;
+pub const SAMPLES: usize = 64;
+
+pub type TestEngine = Engine<CpuBackend, Mlp<CpuBackend>>;
+
+/// Builds one rank's engine and loader for `json` (resolved for the communicator's world).
+pub fn engine(
+    json: &str,
+    comm: Box<dyn Collectives<CpuBackend>>,
+    dims: (usize, usize, usize),
+) -> (TestEngine, DataLoader<Blobs>) {
+    let config = Config::parse(json, comm.world_size()).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
+    let model = Mlp::new(dims.0, dims.1, dims.2, config.precision.dtype());
+    let Initialized {
+        engine,
+        data_loader,
+        ..
+    } = initialize(
+        &config,
+        dev,
+        comm,
+        model,
+        Blobs::new(SAMPLES, dims.0, dims.2, 7),
+    )
+    .expect("initialize");
+    (engine, data_loader)
+}
+
+/// Named parameter values.
+pub type NamedParams = Vec<(String, Vec<f32>)>;
+
+/// Trains `steps` optimizer steps on `world` ranks and returns each rank's step losses and
+/// final parameters.
+pub fn train(json: &str, world: usize, steps: usize) -> Vec<(Vec<f32>, NamedParams)> {
+    run_threaded(world, |comm| {
+        let (mut e, mut loader) = engine(json, Box::new(comm), (DIM, HIDDEN, CLASSES));
+        let losses = (0..steps)
+            .map(|_| e.train_batch(&mut loader).expect("step").loss)
+            .collect();
+        (losses, e.parameters().expect("parameters"))
+    })
+}
+
+/// Asserts two loss curves agree within `rel` relative error at every step.
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let err = (x - y).abs() / y.abs().max(1e-30);
+        assert!(
+            err <= rel,
+            "{what}: step {i}: {x} vs {y} (relative error {err:e} > {rel:e})"
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! The engine's training contract on a model whose gradients are known in closed form:
+//! averaging, clipping and unscaling against DeepSpeed's formulas, overflow handling (skipped
+//! steps, the LR schedule held, the flag shared by all ranks, the floor error), counters, and
+//! refusals of calls out of order and of configs it cannot run.
+
+mod common;
+
+use ds_core::collectives::run_threaded;
+use ds_core::cpu::CpuBackend;
+use ds_core::kernels::ViewMut;
+use ds_core::{Collectives, Device, SingleRank};
+use ds_zero::config::Config;
+use ds_zero::host::{download_f32, upload_f32};
+use ds_zero::model::{GradSink, Model, ParamSpec, Params};
+use ds_zero::testing::Blobs;
+use ds_zero::{Engine, Error, initialize};
+
+/// `loss = factor * (c . w + sum(b))`: the gradient is `factor * c` for `w` and `factor` for
+/// each element of `b`, whatever the weights. `factor` is the rank's number plus one, so the
+/// ranks' gradients differ and averaging is visible. Backward writes NaN on the micro-steps
+/// listed in `poison`.
+struct Linear {
+    factor: f32,
+    poison: Vec<u64>,
+    backwards: u64,
+    duplicate_names: bool,
+}
+
+const C: [f32; 4] = [0.5, -1.0, 1.5, 2.0];
+const W0: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
+const B0: f32 = 0.25;
+
+impl Linear {
+    fn new(rank: usize) -> Self {
+        Linear {
+            factor: rank as f32 + 1.0,
+            poison: Vec::new(),
+            backwards: 0,
+            duplicate_names: false,
+        }
+    }
+}
+
+fn accumulate(
+    dev: &Device<CpuBackend>,
+    mut view: ViewMut<'_, CpuBackend>,
+    add: impl Fn(usize) -> f32,
+) {
+    let mut v = download_f32(dev, view.as_ref()).expect("download");
+    v.iter_mut().enumerate().for_each(|(i, x)| *x += add(i));
+    upload_f32(dev, &v, view.reborrow()).expect("upload");
+}
+
+impl Model<CpuBackend> for Linear {
+    type Batch = Vec<ds_zero::testing::Sample>;
+
+    fn parameters(&self) -> Vec<ParamSpec> {
+        let b = if self.duplicate_names { "w" } else { "b" };
+        vec![ParamSpec::new("w", &[4]), ParamSpec::new(b, &[3])]
+    }
+
+    fn init(&self, index: usize, _seed: u64, out: &mut [f32]) {
+        match index {
+            0 => out.copy_from_slice(&W0),
+            _ => out.fill(B0),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        dev: &Device<CpuBackend>,
+        params: &Params<'_, CpuBackend>,
+        _: &Self::Batch,
+    ) -> ds_core::Result<f32> {
+        let w = download_f32(dev, params.get(0)?)?;
+        let b = download_f32(dev, params.get(1)?)?;
+        let dot: f32 = w.iter().zip(C).map(|(w, c)| w * c).sum::<f32>() + b.iter().sum::<f32>();
+        Ok(self.factor * dot)
+    }
+
+    fn backward(
+        &mut self,
+        dev: &Device<CpuBackend>,
+        _: &Params<'_, CpuBackend>,
+        grads: &mut dyn GradSink<CpuBackend>,
+        scale: f32,
+    ) -> ds_core::Result<()> {
+        let poisoned = self.poison.contains(&self.backwards);
+        self.backwards += 1;
+        let f = self.factor;
+        accumulate(dev, grads.grad(1)?, |_| {
+            if poisoned { f32::NAN } else { scale * f }
+        });
+        grads.done(1)?;
+        accumulate(dev, grads.grad(0)?, |i| scale * f * C[i]);
+        grads.done(0)?;
+        Ok(())
+    }
+}
+
+type LinearEngine = Engine<CpuBackend, Linear>;
+
+fn linear_engine(
+    json: &str,
+    comm: Box<dyn Collectives<CpuBackend>>,
+    poison: &[u64],
+) -> Result<LinearEngine, Error> {
+    let config = Config::parse(json, comm.world_size())?;
+    let dev = Device::new(CpuBackend::with_threads(1)?);
+    let mut model = Linear::new(comm.rank());
+    model.poison = poison.to_vec();
+    Ok(initialize(&config, dev, comm, model, Blobs::new(8, 2, 2, 1))?.engine)
+}
+
+fn step(e: &mut LinearEngine) -> ds_zero::StepReport {
+    let batch = Vec::new();
+    loop {
+        let loss = e.forward(&batch).expect("forward");
+        e.backward(&loss).expect("backward");
+        if let Some(r) = e.step().expect("step") {
+            return r;
+        }
+    }
+}
+
+/// The expected weights after one plain SGD step (lr 1) on the mean gradient of `world` ranks
+/// with DeepSpeed's clipping: `g / max(1, (|g| + 1e-6) / max_norm)`.
+fn expected_after_one_step(world: usize, max_norm: f64) -> (Vec<f64>, f64) {
+    let mean_factor = (1..=world).map(|r| r as f64).sum::<f64>() / world as f64;
+    let g: Vec<f64> = C
+        .iter()
+        .map(|&c| f64::from(c) * mean_factor)
+        .chain([mean_factor; 3])
+        .collect();
+    let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let clip = if max_norm > 0.0 {
+        ((norm + 1e-6) / max_norm).max(1.0)
+    } else {
+        1.0
+    };
+    let p0: Vec<f64> = W0
+        .iter()
+        .map(|&w| f64::from(w))
+        .chain([f64::from(B0); 3])
+        .collect();
+    (p0.iter().zip(&g).map(|(p, g)| p - g / clip).collect(), norm)
+}
+
+fn flat(e: &LinearEngine) -> Vec<f32> {
+    e.parameters()
+        .expect("params")
+        .into_iter()
+        .flat_map(|(_, v)| v)
+        .collect()
+}
+
+#[test]
+fn averaging_clipping_and_unscaling_follow_deepspeeds_formulas() {
+    let cases = [
+        // (precision, stage, world, gradient accumulation, clipping)
+        (r#""fp16": {"enabled": false}"#, 0, 1, 1, 0.0),
+        (r#""fp16": {"enabled": false}"#, 0, 2, 1, 1.0),
+        (r#""fp16": {"enabled": false}"#, 1, 2, 2, 2.5),
+        (r#""fp16": {"enabled": false}"#, 2, 4, 1, 1.0),
+        (
+            r#""fp16": {"enabled": true, "loss_scale": 1024}"#,
+            2,
+            2,
+            2,
+            1.0,
+        ),
+        (
+            r#""fp16": {"enabled": true, "initial_scale_power": 10}"#,
+            1,
+            4,
+            1,
+            3.0,
+        ),
+        (r#""bf16": {"enabled": true}"#, 2, 2, 1, 1.0),
+    ];
+    for (precision, stage, world, gas, clip) in cases {
+        let json = format!(
+            r#"{{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": {gas}, "gradient_clipping": {clip},
+                "optimizer": {{"type": "SGD", "params": {{"lr": 1.0}}}}, {precision},
+                "zero_optimization": {{"stage": {stage}}}}}"#
+        );
+        let results = run_threaded(world, |comm| {
+            let mut e = linear_engine(&json, Box::new(comm), &[]).expect("engine");
+            let r = step(&mut e);
+            (r, flat(&e), e.dtype())
+        });
+        let (want, norm) = expected_after_one_step(world, clip);
+        for (r, got, dtype) in results {
+            let tol = if dtype == ds_core::DType::F32 {
+                1e-6
+            } else {
+                1e-2
+            };
+            let g = r.grad_norm.unwrap_or_else(|| panic!("{json}: overflow"));
+            assert!(
+                (f64::from(g) - norm).abs() <= 1e-5 * norm,
+                "{json}: norm {g} vs {norm}"
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (f64::from(*g) - w).abs() <= tol * w.abs().max(1.0),
+                    "{json}: element {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+const WARMUP: &str = r#""scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.01, "warmup_max_lr": 0.1,
+    "warmup_num_steps": 4, "warmup_type": "linear"}}"#;
+
+#[test]
+fn an_overflow_on_one_rank_skips_the_step_on_every_rank_and_holds_the_lr() {
+    let json = format!(
+        r#"{{"train_micro_batch_size_per_gpu": 1, "gradient_clipping": 0,
+            "optimizer": {{"type": "SGD", "params": {{"lr": 0.1}}}}, {WARMUP},
+            "fp16": {{"enabled": true, "initial_scale_power": 8, "hysteresis": 1}},
+            "zero_optimization": {{"stage": 2}}}}"#
+    );
+    let ranks = run_threaded(2, |comm| {
+        let rank = Collectives::<CpuBackend>::rank(&comm);
+        // Only rank 1 overflows, on its second backward.
+        let poison: &[u64] = if rank == 1 { &[1] } else { &[] };
+        let mut e = linear_engine(&json, Box::new(comm), poison).expect("engine");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let before = flat(&e);
+            let lr_before = e.lr();
+            let r = step(&mut e);
+            seen.push((
+                r,
+                before,
+                flat(&e),
+                lr_before,
+                e.lr_schedule_iteration(),
+                e.loss_scale(),
+            ));
+        }
+        (seen, e.counters())
+    });
+    for (seen, counters) in &ranks {
+        let skipped: Vec<bool> = seen.iter().map(|s| s.0.skipped).collect();
+        assert_eq!(skipped, [false, true, false, false]);
+        // A skipped step changes no weight, does not advance the schedule, halves the scale.
+        let (r, before, after, lr, iter, scale) = &seen[1];
+        assert_eq!(before, after);
+        assert_eq!(r.grad_norm, None);
+        assert_eq!(*iter, 0);
+        assert_eq!(*scale, 128.0);
+        assert_eq!(
+            *lr, seen[2].3,
+            "the LR after a skipped step is the one it would have used"
+        );
+        // LR(k) = min + (max - min) k/W with the counter at -1 (min), 0, 0 (held), then 1.
+        let lrs: Vec<f64> = seen.iter().map(|s| s.0.lr).collect();
+        assert_eq!(lrs, [0.01, 0.01, 0.01, 0.01 + (0.1 - 0.01) * 0.25]);
+        assert_eq!(
+            (
+                counters.global_steps,
+                counters.skipped_steps,
+                counters.micro_steps,
+                counters.global_samples
+            ),
+            (4, 1, 4, 8)
+        );
+    }
+    assert_eq!(
+        ranks[0].0.last().map(|s| &s.2),
+        ranks[1].0.last().map(|s| &s.2)
+    );
+}
+
+#[test]
+fn overflowing_at_the_minimum_loss_scale_is_an_error_not_a_loop() {
+    let json = r#"{"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "fp16": {"enabled": true, "initial_scale_power": 2, "hysteresis": 1, "min_loss_scale": 1}}"#;
+    let mut e = linear_engine(json, Box::new(SingleRank), &[0, 1, 2, 3]).expect("engine");
+    let batch = Vec::new();
+    let mut outcome = Vec::new();
+    for _ in 0..3 {
+        let loss = e.forward(&batch).expect("forward");
+        e.backward(&loss).expect("backward");
+        outcome.push(e.step());
+    }
+    assert!(matches!(&outcome[0], Ok(Some(r)) if r.skipped && r.loss_scale == 4.0));
+    assert!(matches!(&outcome[1], Ok(Some(r)) if r.skipped && r.loss_scale == 2.0));
+    let err = outcome.pop().expect("third").expect_err("floor");
+    assert!(matches!(err, Error::ScaleFloor(_)), "{err}");
+    assert!(err.to_string().contains("minimum"), "{err}");
+}
+
+#[test]
+fn calls_out_of_order_are_refused() {
+    let json = r#"{"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 2,
+        "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}"#;
+    let mut e = linear_engine(json, Box::new(SingleRank), &[]).expect("engine");
+    let batch = Vec::new();
+    assert!(
+        matches!(e.step(), Err(Error::Usage(_))),
+        "step without backward"
+    );
+    let stale = e.forward(&batch).expect("forward");
+    let fresh = e.forward(&batch).expect("forward again");
+    assert!(
+        matches!(e.backward(&stale), Err(Error::Usage(_))),
+        "a stale loss"
+    );
+    e.backward(&fresh).expect("backward");
+    assert!(
+        matches!(e.forward(&batch), Err(Error::Usage(_))),
+        "forward before step"
+    );
+    assert_eq!(e.step().expect("step"), None, "not a boundary yet");
+    let dir = std::env::temp_dir().join(format!("ds-order-{}", std::process::id()));
+    let err = e
+        .save_checkpoint(&dir, "t", &serde_json::Value::Null, None)
+        .expect_err("mid-window");
+    assert!(err.to_string().contains("accumulation window"), "{err}");
+    assert!(e.is_gradient_accumulation_boundary());
+}
+
+#[test]
+fn configs_the_engine_cannot_run_are_refused_at_initialize() {
+    let base = r#""train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}}"#;
+    let refuse = |json: String, comm: Box<dyn Collectives<CpuBackend>>, part: &str| {
+        let err = linear_engine(&json, comm, &[])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(part), "`{err}` lacks `{part}`");
+    };
+    refuse(
+        format!(r#"{{{base}, "zero_optimization": {{"stage": 3}}}}"#),
+        Box::new(SingleRank),
+        "stage 3",
+    );
+    refuse(
+        format!(
+            r#"{{{base}, "zero_optimization": {{"stage": 2, "offload_optimizer": {{"device": "cpu"}}}}}}"#
+        ),
+        Box::new(SingleRank),
+        "offload_optimizer",
+    );
+    refuse(
+        r#"{"train_micro_batch_size_per_gpu": 1}"#.to_string(),
+        Box::new(SingleRank),
+        "no `optimizer`",
+    );
+    // A config resolved for 2 ranks used on 1.
+    let config = Config::parse(&format!("{{{base}}}"), 2).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
+    let err = initialize(
+        &config,
+        dev,
+        Box::new(SingleRank),
+        Linear::new(0),
+        Blobs::new(8, 2, 2, 1),
+    )
+    .err()
+    .expect("world mismatch");
+    assert!(err.to_string().contains("world size 2"), "{err}");
+    let config = Config::parse(&format!("{{{base}}}"), 1).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
+    let mut dup = Linear::new(0);
+    dup.duplicate_names = true;
+    let err = initialize(
+        &config,
+        dev,
+        Box::new(SingleRank),
+        dup,
+        Blobs::new(8, 2, 2, 1),
+    )
+    .err()
+    .expect("duplicate names");
+    assert!(err.to_string().contains("named `w`"), "{err}");
+}
+
+#[test]
+fn bf16_and_fp16_training_track_fp32() {
+    let json = |precision: &str| {
+        format!(
+            r#"{{"train_batch_size": 16, "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01}}}}, {precision},
+                "zero_optimization": {{"stage": 2, "reduce_bucket_size": 200}}}}"#
+        )
+    };
+    let fp32 = common::train(&json(r#""bf16": {"enabled": false}"#), 2, 20)[0]
+        .0
+        .clone();
+    for precision in [
+        r#""bf16": {"enabled": true}"#,
+        r#""fp16": {"enabled": true, "initial_scale_power": 8}"#,
+    ] {
+        let low = common::train(&json(precision), 2, 20)[0].0.clone();
+        assert!(low[19] < 0.8 * low[0], "{precision} trains: {low:?}");
+        common::assert_close(precision, &low, &fp32, 0.05);
+    }
+}
