@@ -1,4 +1,4 @@
-//! The `ds` command: `ds report`, `ds conformance`.
+//! The `ds` command: `ds report`, `ds conformance`, `ds config check`.
 
 use clap::{Parser, Subcommand};
 use ds::cli;
@@ -25,13 +25,55 @@ enum Command {
         #[arg(long)]
         cases: Option<u32>,
     },
+    /// DeepSpeed JSON configs.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config and print every resolved setting as JSON (exit code 1 on an error).
+    Check {
+        /// The DeepSpeed JSON config.
+        file: std::path::PathBuf,
+        /// The number of data-parallel ranks to resolve the batch sizes for.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        world_size: u32,
+    },
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Usage errors exit with 1 like every other error (help and version still exit 0).
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     let result = match args.command {
         Command::Report => cli::report::run(),
         Command::Conformance { backend, cases } => cli::conformance::run(&backend, cases),
+        Command::Config {
+            command: ConfigCommand::Check { file, world_size },
+        } => {
+            return match cli::config::check(&file, world_size as usize) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(code) => code,

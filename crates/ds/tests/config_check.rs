@@ -1,0 +1,99 @@
+//! `ds config check` as a user runs it: the resolved settings as JSON and exit code 0, or the
+//! error and exit code 1, never a panic.
+
+use std::process::Command;
+
+fn ds(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ds"))
+        .args(args)
+        .output()
+        .expect("run ds");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("ds-config-{}-{name}.json", std::process::id()));
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+#[test]
+fn a_valid_config_prints_every_resolved_setting() {
+    let p = write(
+        "ok",
+        r#"{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 8,
+            "optimizer": {"type": "Adam", "params": {"lr": 3e-4, "weight_decay": 0.01}},
+            "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 1000, "warmup_num_steps": 100}},
+            "fp16": {"enabled": true}, "zero_optimization": {"stage": 2, "reduce_bucket_size": 5e7}}"#,
+    );
+    let (code, out, err) = ds(&[
+        "config",
+        "check",
+        p.to_str().expect("path"),
+        "--world-size",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["gradient_accumulation_steps"], 2);
+    assert_eq!(v["world_size"], 4);
+    assert_eq!(v["optimizer"]["mode"], "adamw (decoupled weight decay)");
+    assert_eq!(v["scheduler"]["cos_min_ratio"], 0.0001);
+    assert_eq!(v["precision"]["loss_scale"], "dynamic");
+    assert_eq!(v["precision"]["hysteresis"], 2);
+    assert_eq!(v["zero_optimization"]["stage"], 2);
+    assert_eq!(v["zero_optimization"]["reduce_bucket_size"], 50_000_000);
+    assert_eq!(v["gradient_clipping"], 1.0);
+    std::fs::remove_file(p).ok();
+}
+
+#[test]
+fn errors_are_printed_with_exit_code_1() {
+    let p = write(
+        "bad",
+        r#"{"train_batch_size": 33, "train_micro_batch_size_per_gpu": 17, "gradient_accumulation_steps": 2}"#,
+    );
+    let (code, out, err) = ds(&[
+        "config",
+        "check",
+        p.to_str().expect("path"),
+        "--world-size",
+        "2",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("world size 2") && err.contains("33 != 17 * 2 * 2"),
+        "{err}"
+    );
+    let typo = write(
+        "typo",
+        r#"{"train_batch_size": 8, "gradient_clippin": 1.0}"#,
+    );
+    let (code, _, err) = ds(&["config", "check", typo.to_str().expect("path")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("did you mean `gradient_clipping`"), "{err}");
+    let (code, _, err) = ds(&["config", "check", "/nonexistent/ds.json"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /nonexistent/ds.json"), "{err}");
+    let (code, _, err) = ds(&[
+        "config",
+        "check",
+        p.to_str().expect("path"),
+        "--world-size",
+        "0",
+    ]);
+    assert_eq!(code, 1, "a zero world size is refused: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let junk = write("junk", "{not json");
+    let (code, _, err) = ds(&["config", "check", junk.to_str().expect("path")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not valid JSON"), "{err}");
+    for f in [p, typo, junk] {
+        std::fs::remove_file(f).ok();
+    }
+}
