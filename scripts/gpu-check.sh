@@ -42,7 +42,7 @@ for t in "$bin"/cuda-tests-*; do
   [ -x "$t" ] || continue
   # The stamped conformance tests run the same cases as the matrix above; FULL=1 runs them too.
   case "$t" in *conformance) [ "${FULL:-0}" = 1 ] || continue ;; esac
-  "$t" --ignored --test-threads 4 > "$out/$(basename "$t").txt" 2>&1
+  "$t" --ignored --nocapture --test-threads 4 > "$out/$(basename "$t").txt" 2>&1
   rc=$?
   grep -E "^test result|FAILED|panicked" "$out/$(basename "$t").txt" | head -n 20
   [ $rc -eq 0 ] || status=1
