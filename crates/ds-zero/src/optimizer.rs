@@ -12,8 +12,9 @@
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::grads::Grads;
 use crate::layout::Layout;
-use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs};
+use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs, ViewMut};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, ReduceOp, Result};
+use std::ops::Range;
 
 /// One rank's optimizer: its configuration, state and step count.
 pub struct Optimizer<B: Backend> {
@@ -135,16 +136,10 @@ impl<B: Backend> Optimizer<B> {
                 hp.grad_scale = inputs.grad_scale;
                 for (bi, b) in layout.buckets.iter().enumerate() {
                     let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) = match &mut self.master {
-                        Some(m) => (
-                            m.range_mut(local.clone()),
-                            Some(params.range_mut(b.owned.clone())),
-                        ),
-                        None => (params.range_mut(b.owned.clone()), None),
-                    };
+                    let (param, param_copy) =
+                        targets::<B>(&mut self.master, params, local.clone(), b.owned.clone());
                     let (Some(m), Some(v)) = (&mut self.exp_avg, &mut self.exp_avg_sq) else {
-                        unreachable_state()?;
-                        return Ok(());
+                        return unreachable_state();
                     };
                     dev.adam_step(
                         &hp,
@@ -164,13 +159,8 @@ impl<B: Backend> Optimizer<B> {
                 hp.grad_scale = inputs.grad_scale;
                 for (bi, b) in layout.buckets.iter().enumerate() {
                     let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) = match &mut self.master {
-                        Some(m) => (
-                            m.range_mut(local.clone()),
-                            Some(params.range_mut(b.owned.clone())),
-                        ),
-                        None => (params.range_mut(b.owned.clone()), None),
-                    };
+                    let (param, param_copy) =
+                        targets::<B>(&mut self.master, params, local.clone(), b.owned.clone());
                     dev.sgd_step(
                         &hp,
                         SgdArgs {
@@ -241,10 +231,7 @@ impl<B: Backend> Optimizer<B> {
                 continue;
             };
             let lr = local..local + range.len();
-            let (param, param_copy) = match &mut self.master {
-                Some(master) => (master.range_mut(lr.clone()), Some(params.range_mut(range))),
-                None => (params.range_mut(range), None),
-            };
+            let (param, param_copy) = targets::<B>(&mut self.master, params, lr.clone(), range);
             dev.lamb_apply(
                 hp,
                 LambApplyArgs {
@@ -257,6 +244,20 @@ impl<B: Backend> Optimizer<B> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What a step updates for owned flat elements `owned` (at `local` in the partition): the
+/// fp32 master, with the parameters as the rounded copy, or the fp32 parameters themselves.
+fn targets<'a, B: Backend>(
+    master: &'a mut Option<B::Buffer>,
+    params: &'a mut B::Buffer,
+    local: Range<usize>,
+    owned: Range<usize>,
+) -> (ViewMut<'a, B>, Option<ViewMut<'a, B>>) {
+    match master {
+        Some(m) => (m.range_mut(local), Some(params.range_mut(owned))),
+        None => (params.range_mut(owned), None),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Gaussian blobs. Everything runs through the backend's kernels in the training dtype, so
 //! the engine drives it exactly as it drives a real model.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, splitmix};
 use crate::host::upload_f32;
 use crate::model::{GradSink, Model, ParamSpec, Params};
 use ds_core::params::{GemmSpec, Shape2};
@@ -16,14 +16,6 @@ pub struct Sample {
     pub x: Vec<f32>,
     /// Class.
     pub label: i32,
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// A uniform value in [-1, 1) from a hash state.
