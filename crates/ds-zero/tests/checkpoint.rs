@@ -235,6 +235,18 @@ fn damaged_checkpoints_are_refused_naming_the_file() {
     std::fs::write(&state, &original[..original.len() - 10]).expect("truncate");
     refused(&dir, STATE_FILE, "not valid JSON");
     std::fs::write(&state, &original).expect("restore");
+    // A tag caught mid-replacement (moved aside, the new copy not yet in place) loads from
+    // its previous copy.
+    let aside = dir.join(".global_step10.old");
+    std::fs::rename(&tag, &aside).expect("move aside");
+    let json = config(FP32, 2);
+    run_threaded(2, |comm| {
+        let (mut e, _) = engine(&json, Box::new(comm), DIMS);
+        e.load_checkpoint(&dir, None, None)
+            .expect("loads the copy moved aside");
+        assert_eq!(e.counters().global_steps, 1);
+    });
+    std::fs::rename(&aside, &tag).expect("move back");
     // No `latest` and no tag.
     std::fs::remove_file(dir.join(LATEST_FILE)).expect("remove latest");
     refused(&dir, LATEST_FILE, "name the tag");

@@ -245,7 +245,13 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             }
         };
         check_tag(&tag)?;
-        let tag_dir = dir.join(&tag);
+        let mut tag_dir = dir.join(&tag);
+        // A save that replaced this tag and died between moving the old copy aside and moving
+        // the new one in leaves the old copy complete under `.TAG.old`: load that.
+        let aside = dir.join(format!(".{tag}.old"));
+        if !tag_dir.exists() && aside.join(STATE_FILE).exists() {
+            tag_dir = aside;
+        }
         let state_path = tag_dir.join(STATE_FILE);
         let text = std::fs::read(&state_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
