@@ -15,10 +15,15 @@ use serde_json::{Value, json};
 pub trait Resumable {
     /// The state, as JSON.
     fn state(&self) -> Value;
-    /// Restores a saved state.
+    /// Whether `state` can be restored here, without changing anything.
     ///
     /// # Errors
     /// A description of what does not fit.
+    fn check(&self, state: &Value) -> Result<(), String>;
+    /// Restores a saved state.
+    ///
+    /// # Errors
+    /// As [`Resumable::check`]; nothing changes then.
     fn restore(&mut self, state: &Value) -> Result<(), String>;
 }
 
@@ -116,7 +121,11 @@ impl<D: Dataset> DataLoader<D> {
             return None;
         }
         let at_step_start = (self.pos.next / stride).is_multiple_of(self.accumulation);
-        if at_step_start && self.pos.next + step > self.order.len() {
+        // The second test only fires after a seek to a position this loader would not reach
+        // itself; it keeps the read in bounds.
+        if (at_step_start && self.pos.next + step > self.order.len())
+            || self.pos.next + stride > self.order.len()
+        {
             self.pos = Position {
                 epoch: self.pos.epoch + 1,
                 next: 0,
@@ -138,12 +147,25 @@ impl<D: Dataset> DataLoader<D> {
     }
 
     /// Moves the loader to a saved position.
-    pub fn seek(&mut self, pos: Position) {
+    ///
+    /// # Errors
+    /// A position past the dataset or not at a micro-batch boundary of this loader (nothing
+    /// changes then).
+    pub fn seek(&mut self, pos: Position) -> Result<(), String> {
+        let stride = self.micro * self.world;
+        if pos.next > self.data.len() || !pos.next.is_multiple_of(stride) {
+            return Err(format!(
+                "position {} is not a micro-batch boundary of this loader ({stride} samples per micro-step, {} samples)",
+                pos.next,
+                self.data.len()
+            ));
+        }
         let epoch_changed = pos.epoch != self.pos.epoch;
         self.pos = pos;
         if epoch_changed {
             self.reorder();
         }
+        Ok(())
     }
 
     /// The dataset.
@@ -157,7 +179,20 @@ impl<D: Dataset> Resumable for DataLoader<D> {
         json!({"epoch": self.pos.epoch, "next": self.pos.next, "seed": self.seed, "len": self.data.len()})
     }
 
+    fn check(&self, state: &Value) -> Result<(), String> {
+        self.saved_position(state).map(|_| ())
+    }
+
     fn restore(&mut self, state: &Value) -> Result<(), String> {
+        let pos = self.saved_position(state)?;
+        self.seek(pos)
+    }
+}
+
+impl<D: Dataset> DataLoader<D> {
+    /// The position in `state`, if it fits this loader: same seed and dataset, and at one of
+    /// its optimizer-step boundaries (so the global batch size must not have changed).
+    fn saved_position(&self, state: &Value) -> Result<Position, String> {
         let field = |k: &str| {
             state
                 .get(k)
@@ -177,12 +212,17 @@ impl<D: Dataset> Resumable for DataLoader<D> {
                 self.data.len()
             ));
         }
-        let next = usize::try_from(next).map_err(|_| "position out of range".to_string())?;
-        if next > self.data.len() {
-            return Err(format!("position {next} is past the {len} samples"));
+        let step = (self.micro * self.world * self.accumulation) as u64;
+        if next > len || next % step != 0 {
+            return Err(format!(
+                "the saved position {next} is not an optimizer-step boundary of this loader ({step} samples per \
+                 step): resume with the same train_batch_size"
+            ));
         }
-        self.seek(Position { epoch, next });
-        Ok(())
+        Ok(Position {
+            epoch,
+            next: next as usize,
+        })
     }
 }
 
@@ -232,7 +272,15 @@ mod tests {
         let pos = a.position();
         let rest: Vec<_> = (0..6).map(|_| a.next_batch()).collect();
         let mut b = DataLoader::new(Range(10), 3, 1, 0, 1, 3, true);
-        b.seek(pos);
+        b.seek(pos).expect("a position this loader reached");
+        assert!(
+            b.seek(Position { epoch: 0, next: 4 }).is_err(),
+            "not a micro-batch boundary"
+        );
+        assert!(
+            b.seek(Position { epoch: 0, next: 12 }).is_err(),
+            "past the end"
+        );
         let again: Vec<_> = (0..6).map(|_| b.next_batch()).collect();
         assert_eq!(rest, again);
     }
@@ -250,6 +298,22 @@ mod tests {
             assert_eq!(a, b);
         }
         assert_eq!(big.position(), Position { epoch: 3, next: 8 });
+    }
+
+    #[test]
+    fn restore_refuses_a_position_off_this_loaders_steps() {
+        // Saved at 48 of 50 with 16 per step; resumed with 10 per step.
+        let mut a = DataLoader::new(Range(50), 8, 2, 0, 1, 3, true);
+        for _ in 0..6 {
+            a.next_batch();
+        }
+        let mut b = DataLoader::new(Range(50), 5, 2, 0, 1, 3, true);
+        let err = b.restore(&a.state()).expect_err("refused");
+        assert!(err.contains("same train_batch_size"), "{err}");
+        assert_eq!(b.position(), Position { epoch: 0, next: 0 });
+        for _ in 0..20 {
+            b.next_batch().expect("never reads past the end");
+        }
     }
 
     #[test]

@@ -140,13 +140,26 @@ impl LossScaler {
     pub(crate) fn restore(&mut self, v: &Value) -> Option<()> {
         match self {
             LossScaler::Dynamic(d) => {
-                d.scale = v.get("scale")?.as_f64()? as f32;
-                d.iter = v.get("iter")?.as_i64()?;
-                d.last_overflow_iter = v.get("last_overflow_iter")?.as_i64()?;
-                d.hysteresis = v.get("hysteresis")?.as_u64()?;
+                let scale = v.get("scale")?.as_f64()? as f32;
+                let iter = v.get("iter")?.as_i64()?;
+                let last_overflow_iter = v.get("last_overflow_iter")?.as_i64()?;
+                let hysteresis = v.get("hysteresis")?.as_u64()?;
+                // A damaged state must not reach the step: a zero or non-finite scale would
+                // divide the gradients by zero, a hysteresis out of range would underflow.
+                let valid = scale.is_finite()
+                    && scale > 0.0
+                    && (0..1 << 53).contains(&iter)
+                    && (-1..iter).contains(&last_overflow_iter)
+                    && (1..=d.delayed_shift).contains(&hysteresis);
+                if !valid {
+                    return None;
+                }
+                (d.scale, d.iter, d.last_overflow_iter, d.hysteresis) =
+                    (scale, iter, last_overflow_iter, hysteresis);
                 Some(())
             }
-            _ => Some(()),
+            LossScaler::Static(_) => (v.get("kind")?.as_str()? == "static").then_some(()),
+            LossScaler::None => Some(()),
         }
     }
 }

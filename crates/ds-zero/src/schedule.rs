@@ -160,7 +160,7 @@ impl LrSchedule {
                 if k < 0 {
                     return *min_lr;
                 }
-                let x = (k + 1) as f64 / (*step_size).max(1) as f64;
+                let x = (k as f64 + 1.0) / (*step_size).max(1) as f64;
                 let interval = if *staircase { x.floor() } else { x };
                 min_lr * (1.0 + step_rate * interval)
             }
@@ -217,7 +217,7 @@ impl LrSchedule {
             return CyclePosition::Decay(k as f64 - total + 1.0);
         }
         let step_ratio = first / total;
-        let b = (k + 1) as f64;
+        let b = k as f64 + 1.0;
         let cycle = (1.0 + b / total).floor();
         let x = 1.0 + b / total - cycle;
         let (mut sf, stairs) = if x <= step_ratio {

@@ -15,8 +15,16 @@ const DIMS: (usize, usize, usize) = (DIM, HIDDEN, CLASSES);
 const SPEC_ENV: &str = "DS_RESUME_CHILD_SPEC";
 
 fn config(precision: &str, stage: u8) -> String {
+    config_with(
+        precision,
+        stage,
+        r#""train_batch_size": 16, "gradient_accumulation_steps": 2"#,
+    )
+}
+
+fn config_with(precision: &str, stage: u8, batch: &str) -> String {
     format!(
-        r#"{{"train_batch_size": 16, "gradient_accumulation_steps": 2, {precision},
+        r#"{{{batch}, {precision},
             "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
             "scheduler": {{"type": "WarmupDecayLR", "params": {{"warmup_num_steps": 5, "total_num_steps": 40, "warmup_max_lr": 0.01}}}},
             "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200}}}}"#
@@ -80,7 +88,10 @@ fn load_and_continue(json: &str, world: usize, dir: &Path) -> Trace {
         assert_eq!(loaded.tag, "global_step10");
         assert_eq!(loaded.client_state, json!({"epoch_note": "ten"}));
         assert_eq!(e.counters().global_steps, 10);
-        assert_eq!(e.counters().micro_steps, 20);
+        assert_eq!(
+            e.counters().micro_steps,
+            10 * e.config().batch.gradient_accumulation_steps
+        );
         let losses: Vec<f32> = (0..10)
             .map(|_| e.train_batch(&mut loader).expect("step").loss)
             .collect();
@@ -155,16 +166,24 @@ fn a_checkpoint_loads_on_another_world_size_and_stage() {
     let dir = scratch("reshape");
     let saved = config(FP16, 2);
     let continued = train_save_continue(&saved, 2, &dir);
+    // The same global batch of 16 with micro-batches of 4: accumulation 4 on one rank, 1 on
+    // four, where the run that saved accumulated 2 on two.
+    let batch = r#""train_batch_size": 16, "train_micro_batch_size_per_gpu": 4"#;
     for (stage, world) in [(1, 4), (0, 1), (2, 4)] {
-        let (losses, _) = load_and_continue(&config(FP16, stage), world, &dir);
-        let a: Vec<f32> = losses.iter().map(|&b| f32::from_bits(b)).collect();
-        let b: Vec<f32> = continued.0.iter().map(|&b| f32::from_bits(b)).collect();
-        common::assert_close(
-            &format!("saved on 2 ranks at stage 2, loaded on {world} at stage {stage}"),
-            &a,
-            &b,
-            1e-3,
-        );
+        let (losses, params) = load_and_continue(&config_with(FP16, stage, batch), world, &dir);
+        let floats = |bits: &[u32]| {
+            bits.iter()
+                .map(|&b| f32::from_bits(b))
+                .collect::<Vec<f32>>()
+        };
+        let what = format!("saved on 2 ranks at stage 2, loaded on {world} at stage {stage}");
+        common::assert_close(&what, &floats(&losses), &floats(&continued.0), 1e-3);
+        for (a, b) in floats(&params).iter().zip(floats(&continued.1)) {
+            assert!(
+                (a - b).abs() <= 2e-3 * b.abs().max(1.0),
+                "{what}: parameter {a} vs {b}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -187,13 +206,9 @@ fn refused(dir: &Path, file: &str, words: &str) {
     let json = config(FP32, 2);
     let errors = run_threaded(2, |comm| {
         let (mut e, _) = engine(&json, Box::new(comm), DIMS);
-        let before = e.parameters().expect("params");
+        let before = snapshot(&e);
         let err = e.load_checkpoint(dir, None, None).expect_err("refused");
-        assert_eq!(
-            e.parameters().expect("params"),
-            before,
-            "a refused load changed the engine"
-        );
+        assert!(snapshot(&e) == before, "a refused load changed the engine");
         err
     });
     for err in errors {
@@ -204,6 +219,55 @@ fn refused(dir: &Path, file: &str, words: &str) {
             "`{text}` should name `{file}` and say `{words}`"
         );
     }
+}
+
+/// Everything a load would change: parameters, master weights, counters, scaler, schedule.
+type Snapshot = (common::NamedParams, Vec<f32>, ds_zero::Counters, f32, i64);
+
+fn snapshot(e: &common::TestEngine) -> Snapshot {
+    (
+        e.parameters().expect("params"),
+        e.master_partition().expect("master"),
+        e.counters(),
+        e.loss_scale(),
+        e.lr_schedule_iteration(),
+    )
+}
+
+#[test]
+fn a_loader_that_does_not_fit_refuses_the_load_on_every_rank_and_changes_nothing() {
+    let dir = saved_checkpoint("loader");
+    let json = config(FP32, 2);
+    let outcome = run_threaded(2, |comm| {
+        let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
+        // Rank 1's loader reads another dataset; rank 0's fits.
+        let mut other = ds_zero::data::DataLoader::new(
+            ds_zero::testing::Blobs::new(common::SAMPLES + 1, DIM, CLASSES, 7),
+            4,
+            2,
+            1,
+            2,
+            1234,
+            true,
+        );
+        let before = snapshot(&e);
+        let target: &mut dyn Resumable = if e.rank() == 1 {
+            &mut other
+        } else {
+            &mut loader
+        };
+        let err = e
+            .load_checkpoint(&dir, None, Some(target))
+            .expect_err("refused");
+        (err.to_string(), snapshot(&e) == before, loader.position())
+    });
+    assert!(outcome[1].0.contains("samples"), "{}", outcome[1].0);
+    assert!(outcome[0].0.contains("another rank"), "{}", outcome[0].0);
+    for (_, unchanged, position) in &outcome {
+        assert!(unchanged, "a refused load changed the engine");
+        assert_eq!(position.next, 0, "a refused load moved the loader");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

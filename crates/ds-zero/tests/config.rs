@@ -94,6 +94,19 @@ fn derivations_that_do_not_divide_are_refused_with_the_multiple_to_use() {
 }
 
 #[test]
+fn batch_sizes_that_overflow_are_refused_not_wrapped() {
+    let huge = 1u64 << 40;
+    let err = triple(None, Some(huge), Some(huge), 2)
+        .expect_err("overflow")
+        .to_string();
+    assert!(err.contains("2^64"), "{err}");
+    let err = triple(Some(8), Some(huge), Some(huge), 2)
+        .expect_err("overflow")
+        .to_string();
+    assert!(err.contains("2^64"), "{err}");
+}
+
+#[test]
 fn missing_or_zero_batch_sizes_are_refused() {
     let err = triple(None, None, Some(2), 2)
         .expect_err("no batch size")

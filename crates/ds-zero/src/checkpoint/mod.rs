@@ -230,7 +230,34 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         tag: Option<&str>,
         loader: Option<&mut dyn Resumable>,
     ) -> Result<Loaded> {
-        let dir = dir.as_ref();
+        // Everything is read and checked first; the ranks then agree that all of them can
+        // load before any of them changes, so a load is all or nothing on every rank.
+        let prepared = self.prepare_load(dir.as_ref(), tag, loader.as_deref());
+        if !self.all_ok(prepared.is_ok())? {
+            prepared?;
+            return Err(Error::checkpoint(
+                dir.as_ref(),
+                "another rank could not load this checkpoint",
+            ));
+        }
+        let prepared = prepared?;
+        prepared.restored.apply(self, &prepared.state_path)?;
+        if let (Some(l), Some(s)) = (loader, &prepared.loader_state) {
+            l.restore(s)
+                .map_err(|e| Error::checkpoint(&prepared.state_path, e))?;
+        }
+        Ok(Loaded {
+            tag: prepared.tag,
+            client_state: prepared.client_state,
+        })
+    }
+
+    fn prepare_load(
+        &self,
+        dir: &Path,
+        tag: Option<&str>,
+        loader: Option<&dyn Resumable>,
+    ) -> Result<Prepared> {
         let tag = match tag {
             Some(t) => t.to_string(),
             None => {
@@ -277,23 +304,30 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         }
         let files = pieces::read_files(&tag_dir, &state_path, &state)?;
         let restored = pieces::Restored::build(self, &state_path, &state, &files)?;
-        let loader_state = state.get("data_loader").filter(|v| !v.is_null());
-        if loader.is_some() && loader_state.is_none() {
-            return Err(Error::checkpoint(
-                &state_path,
-                "has no data loader position to restore",
-            ));
+        let loader_state = state.get("data_loader").filter(|v| !v.is_null()).cloned();
+        if let Some(l) = loader {
+            let s = loader_state.as_ref().ok_or_else(|| {
+                Error::checkpoint(&state_path, "has no data loader position to restore")
+            })?;
+            l.check(s).map_err(|e| Error::checkpoint(&state_path, e))?;
         }
-        restored.apply(self, &state_path, &state)?;
-        if let (Some(l), Some(s)) = (loader, loader_state) {
-            l.restore(s)
-                .map_err(|e| Error::checkpoint(&state_path, e))?;
-        }
-        Ok(Loaded {
+        Ok(Prepared {
             tag,
             client_state: state.get("client_state").cloned().unwrap_or(Value::Null),
+            state_path,
+            restored,
+            loader_state,
         })
     }
+}
+
+/// A checkpoint read and checked, ready to apply.
+struct Prepared {
+    tag: String,
+    client_state: Value,
+    state_path: PathBuf,
+    restored: pieces::Restored,
+    loader_state: Option<Value>,
 }
 
 fn remove_dir(path: &Path) -> Result<()> {

@@ -174,6 +174,70 @@ pub(super) struct Restored {
     model: Vec<Vec<f32>>,
     /// Per kind, per parameter: the whole assembled array.
     state: HashMap<&'static str, Vec<Vec<f32>>>,
+    counters: crate::engine::Counters,
+    optimizer_steps: u64,
+    schedule_iter: i64,
+    scaler: crate::scaler::LossScaler,
+}
+
+/// The counters, optimizer step count, LR schedule position and loss scaler in the state
+/// file, checked for consistency (a damaged but well-formed file must not reach the engine).
+fn read_scalars<B: Backend, M: Model<B>>(
+    e: &Engine<B, M>,
+    state_path: &Path,
+    state: &Value,
+) -> Result<(crate::engine::Counters, u64, i64, crate::scaler::LossScaler)> {
+    let bad = |what: &str| Error::checkpoint(state_path, format!("{what}: the file is damaged"));
+    let count = |k: &str| {
+        state
+            .get("counters")
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_u64)
+    };
+    let (Some(global_steps), Some(global_samples), Some(skipped_steps)) = (
+        count("global_steps"),
+        count("global_samples"),
+        count("skipped_steps"),
+    ) else {
+        return Err(bad("has no step counters"));
+    };
+    let optimizer_steps = state
+        .get("optimizer_steps")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("has no optimizer step count"))?;
+    let schedule_iter = state
+        .pointer("/lr_schedule/last_batch_iteration")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("has no LR schedule position"))?;
+    const LIMIT: u64 = 1 << 53;
+    if skipped_steps > global_steps
+        || optimizer_steps > global_steps
+        || global_steps > LIMIT
+        || global_samples > LIMIT
+        || !(-1..LIMIT as i64).contains(&schedule_iter)
+    {
+        return Err(bad("has inconsistent step counters"));
+    }
+    // Micro-steps follow from the optimizer steps and *this* config's accumulation, so a run
+    // may resume with another world size or micro-batch (same global batch).
+    let micro_steps = global_steps
+        .checked_mul(e.config.batch.gradient_accumulation_steps)
+        .ok_or_else(|| bad("has a step count too large for this accumulation"))?;
+    let mut scaler = e.scaler.clone();
+    let scaler_state = state.get("loss_scaler").cloned().unwrap_or(Value::Null);
+    if scaler.restore(&scaler_state).is_none() {
+        return Err(Error::checkpoint(
+            state_path,
+            "has no valid loss scaler state for this precision (was it saved in another precision?)",
+        ));
+    }
+    let counters = crate::engine::Counters {
+        global_steps,
+        global_samples,
+        skipped_steps,
+        micro_steps,
+    };
+    Ok((counters, optimizer_steps, schedule_iter, scaler))
 }
 
 impl Restored {
@@ -238,15 +302,15 @@ impl Restored {
             ));
         }
         let model = read_model(e, files)?;
-        let mut state = HashMap::new();
+        let mut arrays = HashMap::new();
         let needed: &[&'static str] = match optimizer_kind(e) {
             "adam" | "lamb" => &[EXP_AVG, EXP_AVG_SQ],
             "sgd_momentum" => &[EXP_AVG],
             _ => &[],
         };
         for kind in [MASTER, EXP_AVG, EXP_AVG_SQ] {
-            if let Some(arrays) = assemble(e, files, kind, state_path)? {
-                state.insert(kind, arrays);
+            if let Some(found) = assemble(e, files, kind, state_path)? {
+                arrays.insert(kind, found);
             } else if needed.contains(&kind) {
                 return Err(Error::checkpoint(
                     state_path,
@@ -254,45 +318,24 @@ impl Restored {
                 ));
             }
         }
-        Ok(Restored { model, state })
+        let (counters, optimizer_steps, schedule_iter, scaler) =
+            read_scalars(e, state_path, state)?;
+        Ok(Restored {
+            model,
+            state: arrays,
+            counters,
+            optimizer_steps,
+            schedule_iter,
+            scaler,
+        })
     }
 
-    /// Writes the restored state into the engine.
+    /// Writes the restored state into the engine (everything was checked by `build`).
     pub(super) fn apply<B: Backend, M: Model<B>>(
         self,
         e: &mut Engine<B, M>,
         state_path: &Path,
-        state: &Value,
     ) -> Result<()> {
-        let counters = state.get("counters");
-        let count = |k: &str| counters.and_then(|c| c.get(k)).and_then(Value::as_u64);
-        let (Some(gs), Some(samples), Some(skipped), Some(micro)) = (
-            count("global_steps"),
-            count("global_samples"),
-            count("skipped_steps"),
-            count("micro_steps"),
-        ) else {
-            return Err(Error::checkpoint(state_path, "has no step counters"));
-        };
-        let opt_steps = state.get("optimizer_steps").and_then(Value::as_u64);
-        let iter = state
-            .pointer("/lr_schedule/last_batch_iteration")
-            .and_then(Value::as_i64);
-        let (Some(opt_steps), Some(iter)) = (opt_steps, iter) else {
-            return Err(Error::checkpoint(
-                state_path,
-                "has no optimizer step count or LR schedule position",
-            ));
-        };
-        let mut scaler = e.scaler.clone();
-        let scaler_state = state.get("loss_scaler").cloned().unwrap_or(Value::Null);
-        if scaler.restore(&scaler_state).is_none() {
-            return Err(Error::checkpoint(
-                state_path,
-                "has no loss scaler state for this precision",
-            ));
-        }
-
         // Parameters: the fp32 master when the checkpoint has it (exact), else the model file.
         let weights = self.state.get(MASTER).unwrap_or(&self.model);
         for (i, slot) in e.layout.slots.iter().enumerate() {
@@ -329,15 +372,10 @@ impl Restored {
                 upload_f32(&e.dev, values, buf.range_mut(*local..*local + range.len()))?;
             }
         }
-        e.optimizer.steps = opt_steps;
-        e.schedule_iter = iter;
-        e.scaler = scaler;
-        e.counters = crate::engine::Counters {
-            global_steps: gs,
-            global_samples: samples,
-            skipped_steps: skipped,
-            micro_steps: micro,
-        };
+        e.optimizer.steps = self.optimizer_steps;
+        e.schedule_iter = self.schedule_iter;
+        e.scaler = self.scaler;
+        e.counters = self.counters;
         e.reset_window()?;
         Ok(())
     }
@@ -421,7 +459,7 @@ fn assemble<B: Backend, M: Model<B>>(
                 ));
             };
             let values = bytes_to_f32(DType::F32, t.data())?;
-            let end = start + values.len();
+            let end = start.saturating_add(values.len());
             if t.dtype() != Dtype::F32 || end > arrays[i].len() {
                 return Err(Error::checkpoint(
                     path,

@@ -55,41 +55,57 @@ pub(super) fn resolve(top: &mut Obj<'_>, world_size: usize) -> Result<Batch, Con
         "gradient_accumulation_steps",
         top.u64("gradient_accumulation_steps")?,
     )?;
+    let mul = |parts: &[u64]| {
+        parts
+            .iter()
+            .try_fold(1u64, |acc, &x| acc.checked_mul(x))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "train_batch_size",
+                    format!(
+                        "the batch sizes multiply past 2^64 over {world} ranks; use realistic sizes"
+                    ),
+                )
+            })
+    };
     let (train, micro, gas) = match (train, micro, gas) {
         (Some(t), Some(m), Some(g)) => {
-            if t != m * g * world {
+            let mgw = mul(&[m, g, world])?;
+            if t != mgw {
                 return Err(inconsistent(
                     world,
-                    format!("{t} != {m} * {g} * {world} = {}", m * g * world),
+                    format!("{t} != {m} * {g} * {world} = {}", mgw),
                     format!(
                         "drop gradient_accumulation_steps to derive it, or set train_batch_size to {}",
-                        m * g * world
+                        mgw
                     ),
                 ));
             }
             (t, m, g)
         }
         (Some(t), Some(m), None) => {
-            if t % (m * world) != 0 {
+            let mw = mul(&[m, world])?;
+            if t % mw != 0 {
                 return Err(inconsistent(
                     world,
-                    format!("{t} is not a multiple of {m} * {world} = {}", m * world),
-                    format!("use a train_batch_size that is a multiple of {}", m * world),
+                    format!("{t} is not a multiple of {m} * {world} = {}", mw),
+                    format!("use a train_batch_size that is a multiple of {}", mw),
                 ));
             }
-            (t, m, t / (m * world))
+            (t, m, t / mw)
         }
         (Some(t), None, Some(g)) => {
-            if t % (g * world) != 0 {
+            let gw = mul(&[g, world])?;
+            if t % gw != 0 {
                 return Err(inconsistent(
                     world,
-                    format!("{t} is not a multiple of {g} * {world} = {}", g * world),
-                    format!("use a train_batch_size that is a multiple of {}", g * world),
+                    format!("{t} is not a multiple of {g} * {world} = {}", gw),
+                    format!("use a train_batch_size that is a multiple of {}", gw),
                 ));
             }
-            (t, t / (g * world), g)
+            (t, t / gw, g)
         }
-        (None, Some(m), Some(g)) => (m * g * world, m, g),
+        (None, Some(m), Some(g)) => (mul(&[m, g, world])?, m, g),
         (Some(t), None, None) => {
             if t % world != 0 {
                 return Err(inconsistent(
@@ -100,7 +116,7 @@ pub(super) fn resolve(top: &mut Obj<'_>, world_size: usize) -> Result<Batch, Con
             }
             (t, t / world, 1)
         }
-        (None, Some(m), None) => (m * world, m, 1),
+        (None, Some(m), None) => (mul(&[m, world])?, m, 1),
         (None, None, _) => {
             return Err(ConfigError::invalid(
                 "train_batch_size",

@@ -257,25 +257,30 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         }
     }
 
-    /// Divides gradients before they are reduced: `1/world` with `prescale_gradients`,
-    /// `1/gradient_predivide_factor` otherwise (1 when summing instead of averaging).
-    fn pre_scale(&self) -> f32 {
+    /// How gradients are averaged over ranks: `(before, after)` the reduction, as DeepSpeed
+    /// does it. Summing (`gradient_allreduce_op: "sum"`): `(1, 1)`. `prescale_gradients`:
+    /// `(1/world, 1)`. ZeRO 1-2 (DeepSpeed's reduce-scatter path divides before reducing, which
+    /// keeps loss-scaled fp16 sums N times further from overflow): `(1/world, 1)`. Otherwise
+    /// (stage 0, or a `gradient_predivide_factor` f): `(1/f, f/world)`. The factor before is
+    /// folded into backward's scale and the one after into the optimizer's gradient multiplier.
+    fn averaging(&self) -> (f32, f32) {
+        let world = self.layout.world as f32;
+        let f = self.config.gradient_predivide_factor;
         if !self.config.gradient_average {
-            1.0
-        } else if self.config.prescale_gradients {
-            1.0 / self.layout.world as f32
+            (1.0, 1.0)
+        } else if self.config.prescale_gradients || (self.config.zero.stage >= 1 && f == 1.0) {
+            (1.0 / world, 1.0)
         } else {
-            1.0 / self.config.gradient_predivide_factor
+            (1.0 / f, f / world)
         }
     }
 
-    /// Multiplies gradients after they are reduced: `predivide / world` unless prescaled.
-    fn post_scale(&self) -> f32 {
-        if !self.config.gradient_average || self.config.prescale_gradients {
-            1.0
-        } else {
-            self.config.gradient_predivide_factor / self.layout.world as f32
-        }
+    fn pre_scale(&self) -> f32 {
+        self.averaging().0
+    }
+
+    pub(crate) fn post_scale(&self) -> f32 {
+        self.averaging().1
     }
 
     /// The resolved configuration.
