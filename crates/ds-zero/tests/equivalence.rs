@@ -119,14 +119,16 @@ fn sgd_and_lamb_partition_like_adam() {
 #[test]
 fn summed_and_prescaled_gradients_follow_deepspeeds_averaging_options() {
     // Prescaling divides before the reduction instead of after: the same mean gradient.
-    let post = losses(&config(2, 1.0, ADAMW, ""), 4);
-    let pre = losses(&config(2, 1.0, ADAMW, r#", "prescale_gradients": true"#), 4);
-    assert_close("prescaled vs postscaled", &pre, &post, 1e-5);
+    // Stage 0 divides after the reduction by default; prescaling divides before.
+    let post = losses(&config(0, 1.0, ADAMW, ""), 4);
+    let pre = losses(&config(0, 1.0, ADAMW, r#", "prescale_gradients": true"#), 4);
+    assert_close("stage 0: prescaled vs postscaled", &pre, &post, 1e-5);
+    // A predivide factor of 3 splits the division inexactly around the reduction.
     let predivided = losses(
-        &config(1, 1.0, ADAMW, r#", "gradient_predivide_factor": 2.0"#),
+        &config(1, 1.0, ADAMW, r#", "gradient_predivide_factor": 3.0"#),
         4,
     );
-    assert_close("predivide factor 2", &predivided, &post, 1e-5);
+    assert_close("stage 1: predivide factor 3", &predivided, &post, 1e-5);
     // Summing over 4 ranks makes the gradient 4x the mean: after one plain SGD step (no
     // clipping) every weight has moved 4x as far.
     let sgd = r#"{"type": "SGD", "params": {"lr": 0.05}}"#;

@@ -59,11 +59,17 @@ pub fn train(json: &str, world: usize, steps: usize) -> Vec<(Vec<f32>, NamedPara
 /// Asserts two loss curves agree within `rel` relative error at every step.
 pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let mut worst = 0f32;
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         let err = (x - y).abs() / y.abs().max(1e-30);
         assert!(
             err <= rel,
             "{what}: step {i}: {x} vs {y} (relative error {err:e} > {rel:e})"
         );
+        worst = worst.max(err);
     }
+    println!(
+        "{what}: largest relative difference {worst:.2e} over {} steps",
+        a.len()
+    );
 }
