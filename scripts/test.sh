@@ -25,13 +25,38 @@ fi
 need_component fmt rustfmt
 need_component clippy clippy
 
+# ds-comm-mpi builds against MPI (rsmpi: headers, mpicc, and libclang for its bindings) and its
+# tests launch `mpirun`. Install Open MPI and libclang with apt when they are missing.
+need_mpi() {
+  local missing=()
+  command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
+  command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+    || missing+=(libclang-dev)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
+    echo "installing ${missing[*]} (MPI for ds-comm-mpi)"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      openmpi-bin libopenmpi-dev libclang-dev >/dev/null && return 0
+  fi
+  echo "error: ds-comm-mpi needs Open MPI and libclang, and they are missing (${missing[*]});" \
+    "install them (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev libclang-dev;" \
+    "Fedora: dnf install openmpi-devel clang-devel) and run this again" >&2
+  exit 1
+}
+need_mpi
+# Open MPI refuses root unless told, and the tests run more ranks than this machine has cores.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
 say "lints (cargo clippy -D warnings), with the CUDA backend and GPU bench compiled in"
-cargo clippy --workspace --all-targets --features ds/cuda,benches/cuda -- -D warnings
+cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,benches/cuda -- -D warnings
 
-say "tests (cargo test --workspace)"
+say "tests (cargo test --workspace; ds-comm-mpi's run under mpirun at 1-4 ranks)"
 cargo test --workspace
 
 say "CUDA kernels compile with NVRTC (no GPU needed)"

@@ -9,7 +9,7 @@ use crate::world::Session;
 use ds_core::collectives::partition;
 use ds_core::kernels::{Validated, View, ViewMut};
 use ds_core::{Backend, Collectives, Device, Error, ReduceOp, Result};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// One rank of an MPI world. Made by [`crate::init_distributed`] (or
@@ -25,6 +25,7 @@ pub struct MpiComm {
     watchdog: Option<Watchdog>,
     guards: Guards,
     seq: Cell<u64>,
+    scratch: RefCell<exchange::Scratch>,
     _session: Arc<Session>,
 }
 
@@ -47,6 +48,7 @@ impl MpiComm {
             watchdog,
             guards,
             seq: Cell::new(0),
+            scratch: RefCell::default(),
             _session: session,
         })
     }
@@ -195,7 +197,14 @@ impl<B: Backend> Collectives<B> for MpiComm {
         self.begin(call("all_reduce", dtype, buf.len(), Some(op), None))?;
         with_host_mut(device, buf, |bytes| {
             let _armed = self.arm("all_reduce");
-            exchange::all_reduce(&self.raw, bytes, dtype, op, self.chunk())
+            exchange::all_reduce(
+                &self.raw,
+                bytes,
+                dtype,
+                op,
+                self.chunk(),
+                &mut self.scratch.borrow_mut(),
+            )
         })
     }
 
@@ -224,7 +233,15 @@ impl<B: Backend> Collectives<B> for MpiComm {
         with_host_mut(device, output, |out| {
             let _armed = self.arm("reduce_scatter");
             let own = exchange::Own::Separate(own_in, out);
-            exchange::reduce_scatter(&self.raw, &others, own, dtype, op, self.chunk())
+            exchange::reduce_scatter(
+                &self.raw,
+                &others,
+                own,
+                dtype,
+                op,
+                self.chunk(),
+                &mut self.scratch.borrow_mut(),
+            )
         })
     }
 
@@ -264,7 +281,14 @@ impl<B: Backend> Collectives<B> for MpiComm {
         ))?;
         with_host_mut(device, buf, |bytes| {
             let _armed = self.arm("reduce_scatter_in_place");
-            exchange::reduce_scatter_in_place(&self.raw, bytes, dtype, op, self.chunk())
+            exchange::reduce_scatter_in_place(
+                &self.raw,
+                bytes,
+                dtype,
+                op,
+                self.chunk(),
+                &mut self.scratch.borrow_mut(),
+            )
         })
     }
 

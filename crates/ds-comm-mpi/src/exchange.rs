@@ -61,6 +61,30 @@ pub(crate) fn all_reduce_f32_sum(
     Ok(())
 }
 
+/// Receive and result space of the direct reduce-scatter, kept between calls so a training
+/// step does not fault in fresh pages every time. Bounded by the chunk size: at most
+/// `world * chunk` elements.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    peers: Vec<Vec<u8>>,
+    reduced: Vec<u8>,
+}
+
+impl Scratch {
+    fn fit(&mut self, world: usize, bytes: usize) {
+        self.peers.resize_with(world, Vec::new);
+        for b in self
+            .peers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.reduced))
+        {
+            if b.len() < bytes {
+                b.resize(bytes, 0);
+            }
+        }
+    }
+}
+
 /// Where this rank's part of a reduce-scatter comes from and goes to.
 pub(crate) enum Own<'a> {
     /// Read and overwritten in place.
@@ -77,12 +101,13 @@ pub(crate) fn reduce_scatter_in_place(
     dtype: DType,
     op: ReduceOp,
     chunk: usize,
+    scratch: &mut Scratch,
 ) -> Result<()> {
     let (rank, world, size) = (comm.rank(), comm.size(), dtype.size_bytes());
     let mut parts = parts_mut(buf, world, size);
     let own = parts.remove(rank);
     let others: Vec<&[u8]> = parts.into_iter().map(|p| &*p).collect();
-    reduce_scatter(comm, &others, Own::InPlace(own), dtype, op, chunk)
+    reduce_scatter(comm, &others, Own::InPlace(own), dtype, op, chunk, scratch)
 }
 
 /// Direct reduce-scatter: `others` holds every other rank's part of this rank's input, in rank
@@ -94,6 +119,7 @@ pub(crate) fn reduce_scatter(
     dtype: DType,
     op: ReduceOp,
     chunk: usize,
+    scratch: &mut Scratch,
 ) -> Result<()> {
     let (rank, world, size) = (comm.rank(), comm.size(), dtype.size_bytes());
     let own_len = match &own {
@@ -102,15 +128,14 @@ pub(crate) fn reduce_scatter(
     };
     let len = others.iter().map(|p| p.len() / size).sum::<usize>() + own_len;
     let rounds = rounds(len, world, chunk);
-    let widest = own_len.min(chunk);
-    let mut scratch = vec![vec![0u8; widest * size]; world];
-    let mut reduced = vec![0u8; widest * size];
+    scratch.fit(world, own_len.min(chunk) * size);
+    let Scratch { peers, reduced } = scratch;
     for round in 0..rounds {
         let my_piece = bytes(piece(own_len, round, chunk), size);
         let n = my_piece.len() / size;
         {
             let mut requests = Requests::new(comm);
-            for (peer, slot) in scratch.iter_mut().enumerate() {
+            for (peer, slot) in peers.iter_mut().enumerate() {
                 if peer != rank {
                     requests.receive(peer, &mut slot[..n * size], dtype, Tag::Data);
                 }
@@ -132,7 +157,7 @@ pub(crate) fn reduce_scatter(
                     if r == rank {
                         &own_in[my_piece.clone()]
                     } else {
-                        &scratch[r][..n * size]
+                        &peers[r][..n * size]
                     }
                 })
                 .collect();
@@ -185,12 +210,13 @@ pub(crate) fn all_reduce(
     dtype: DType,
     op: ReduceOp,
     chunk: usize,
+    scratch: &mut Scratch,
 ) -> Result<()> {
     match (dtype, op) {
         (DType::F32, ReduceOp::Sum) => all_reduce_f32_sum(comm, data, false, chunk),
         (DType::F32, ReduceOp::Avg) => all_reduce_f32_sum(comm, data, true, chunk),
         _ => {
-            reduce_scatter_in_place(comm, data, dtype, op, chunk)?;
+            reduce_scatter_in_place(comm, data, dtype, op, chunk, scratch)?;
             all_gather_in_place(comm, data, dtype, chunk)
         }
     }

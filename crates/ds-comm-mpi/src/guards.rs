@@ -24,8 +24,9 @@ pub const CHUNK_ENV: &str = "DS_MPI_CHUNK_ELEMENTS";
 /// The default timeout: DeepSpeed's (and PyTorch's) process-group default of 30 minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// The most elements one MPI call moves by default: well inside MPI's 32-bit `int` counts.
-pub const DEFAULT_CHUNK_ELEMENTS: usize = 1 << 28;
+/// The most elements one MPI call moves by default (16 MiB of f32): well inside MPI's 32-bit
+/// `int` counts, and it bounds the receive space the direct reduce-scatter keeps per peer.
+pub const DEFAULT_CHUNK_ELEMENTS: usize = 1 << 22;
 
 /// How collectives are checked and bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,7 @@ mod tests {
         let g = Guards::from_lookup(lookup(&[])).expect("defaults");
         assert_eq!(g.validate, cfg!(debug_assertions));
         assert_eq!(g.timeout, Some(Duration::from_secs(1800)));
-        assert_eq!(g.chunk_elements, 1 << 28);
+        assert_eq!(g.chunk_elements, 1 << 22);
         assert!(g.handshake());
     }
 

@@ -136,12 +136,19 @@ fn cuda_ordinal() -> Result<usize> {
     }
 }
 
-/// Whether MPI support is compiled in, and what it does yet.
-pub fn mpi_status() -> &'static str {
-    if cfg!(feature = "mpi") {
-        "compiled in; ds-comm-mpi is a placeholder in this version"
-    } else {
-        "not compiled in (rebuild with `--features mpi`)"
+/// Whether MPI support is compiled in, and which launcher (if any) started this process.
+pub fn mpi_status() -> String {
+    #[cfg(feature = "mpi")]
+    {
+        format!(
+            "compiled in (ds-comm-mpi); this process: {}",
+            ds_comm_mpi::Launcher::detect()
+        )
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        "not compiled in (rebuild with `--features mpi`; needs Open MPI or MPICH and libclang)"
+            .to_string()
     }
 }
 
