@@ -250,3 +250,78 @@ fn a_dead_rank_ends_every_other_rank_promptly() {
     );
     assert_eq!(leftovers(&run.marker), Vec::<String>::new());
 }
+
+/// The engine example (built with the tests: `cargo test` compiles examples).
+fn zero_train() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("zero_train"))
+        .expect("target directory");
+    assert!(
+        example.is_file(),
+        "NOT RUN: {} is missing; run the whole `cargo test -p ds-comm-mpi` (it builds examples)",
+        example.display()
+    );
+    example
+}
+
+/// Rank 0's losses and every rank's parameter hash from one run's output.
+fn losses_and_hashes(stdout: &str) -> (Vec<f32>, Vec<String>) {
+    let mut losses = Vec::new();
+    let mut hashes = Vec::new();
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["ds-loss", "step", _, _, bits] => {
+                let bits = u32::from_str_radix(bits, 16).expect("loss bits");
+                losses.push(f32::from_bits(bits));
+            }
+            ["ds-params", "rank", _, hash] => hashes.push(hash.to_string()),
+            _ => {}
+        }
+    }
+    (losses, hashes)
+}
+
+#[test]
+fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
+    const STEPS: usize = 8;
+    let single = Command::new(zero_train())
+        .args(["0", &STEPS.to_string()])
+        .output()
+        .expect("zero_train starts");
+    assert!(single.status.success(), "{single:?}");
+    let (reference, _) = losses_and_hashes(&String::from_utf8_lossy(&single.stdout));
+    assert_eq!(reference.len(), STEPS);
+    for (ranks, stage) in [(2usize, 2u32), (4, 1)] {
+        let mut cmd = Command::new(mpirun());
+        cmd.args(["-np", &ranks.to_string(), "--oversubscribe"])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .arg(zero_train())
+            .args([stage.to_string(), STEPS.to_string()]);
+        let out = cmd.output().expect("mpirun starts");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (losses, hashes) = losses_and_hashes(&text);
+        assert_eq!(losses.len(), STEPS, "{text}");
+        // The engine issue's tolerance for the same global batch on more ranks.
+        for (step, (a, b)) in losses.iter().zip(&reference).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "ZeRO-{stage} on {ranks} MPI ranks, step {step}: loss {a} vs one rank {b}"
+            );
+        }
+        assert_eq!(hashes.len(), ranks, "{text}");
+        assert!(
+            hashes.iter().all(|h| *h == hashes[0]),
+            "replicas diverged on {ranks} ranks: {hashes:?}"
+        );
+    }
+}

@@ -12,11 +12,11 @@
 pub mod backends;
 pub mod cli;
 
-pub use ds_core as core;
 /// MPI: [`mpi::init_distributed`] finds the world under `mpirun`; [`mpi::MpiComm`] is the
 /// collectives over it.
 #[cfg(feature = "mpi")]
 pub use ds_comm_mpi as mpi;
+pub use ds_core as core;
 pub use ds_core::{Backend, Collectives, DType, Device, Error, Result};
 
 /// The version of ds.
