@@ -151,3 +151,49 @@ fn narrow(dtype: DType, values: &[f32], out: &mut [u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 values as bytes starting `shift` bytes into a fresh buffer (shift 1 misaligns).
+    fn bytes_at(values: &[f32], shift: usize) -> Vec<u8> {
+        let mut out = vec![0u8; shift];
+        out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        out
+    }
+
+    #[test]
+    fn the_aligned_f32_path_gives_the_general_paths_bits() {
+        let ranks: Vec<Vec<f32>> = vec![
+            vec![1.5, -0.0, f32::INFINITY, 3.0, f32::NAN, 1e-40, 2.0],
+            vec![0.25, 0.0, 1.0, -7.0, 1.0, 1e-40, f32::NEG_INFINITY],
+            vec![1e30, -0.0, 2.0, 0.5, -1.0, -3e-40, 5.0],
+        ];
+        for op in [ReduceOp::Sum, ReduceOp::Avg, ReduceOp::Max] {
+            let mut results = Vec::new();
+            for shift in [0usize, 1] {
+                let owned: Vec<Vec<u8>> = ranks.iter().map(|r| bytes_at(r, shift)).collect();
+                let parts: Vec<&[u8]> = owned.iter().map(|b| &b[shift..]).collect();
+                let mut out = vec![0u8; 5 * 4 + shift];
+                reduce_into(DType::F32, op, &parts, 1..6, &mut out[shift..]).expect("reduce");
+                results.push(out[shift..].to_vec());
+            }
+            assert_eq!(results[0], results[1], "{op}");
+            let got: Vec<f32> = results[0]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            // Element 1 (index 2 of the inputs): inf + 1 + 2 and max are +inf; element 3
+            // carries the NaN through every op.
+            assert_eq!(got[1], f32::INFINITY, "{op}");
+            assert!(got[3].is_nan(), "{op}");
+            // Element 0 is max/sum of -0, +0, -0: IEEE sums give +0; `max` of signed zeros may
+            // give either sign (both paths give the same, asserted above).
+            match op {
+                ReduceOp::Sum | ReduceOp::Avg => assert_eq!(got[0].to_bits(), 0, "{op}"),
+                ReduceOp::Max => assert_eq!(got[0], 0.0, "{op}"),
+            }
+        }
+    }
+}
