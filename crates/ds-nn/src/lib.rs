@@ -1,6 +1,17 @@
-//! ds-nn: layers and reference models (not built yet).
+//! ds-nn: layers with forward and backward written on ds-core's kernels, and two reference
+//! models that implement the engine's [`ds_zero::model::Model`] trait.
 //!
-//! This crate will hold layers written on ds-core's kernels (Linear, Embedding, LayerNorm,
-//! GELU, ReLU, causal self-attention, residual blocks, softmax cross-entropy) and two reference
-//! models (an MLP classifier and a GPT-2-shaped decoder) implementing the engine's model
-//! trait. It is filled by the models issue; until then it exports nothing.
+//! - [`layers`]: Linear, Embedding (tokens and positions), LayerNorm, causal self-attention;
+//!   GELU, ReLU, residual additions and softmax cross-entropy are single kernels the models
+//!   call directly.
+//! - [`models`]: an MLP classifier and a GPT (GPT-2's pre-norm layout, tied output head).
+//!
+//! Every backward is checked against finite differences (`tests/gradients.rs`).
+
+pub mod data;
+pub mod layers;
+pub mod models;
+pub mod registry;
+
+pub use models::{Gpt, GptConfig, MlpClassifier};
+pub use registry::{Init, Registry};

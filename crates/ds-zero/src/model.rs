@@ -50,6 +50,12 @@ pub struct Params<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> Params<'a, B> {
+    /// Parameters laid out in `buf` at `slots` (the engine makes these; tests and tools that
+    /// drive a model without the engine, such as gradient checks, make their own).
+    pub fn new(buf: &'a B::Buffer, slots: &'a [Slot]) -> Self {
+        Params { buf, slots }
+    }
+
     /// A view of parameter `index` (in the training dtype).
     ///
     /// # Errors

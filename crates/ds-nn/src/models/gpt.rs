@@ -1,0 +1,387 @@
+//! A GPT: GPT-2's pre-norm decoder-only transformer.
+//!
+//! Token and position embeddings, `layers` blocks of `x + attn(ln1(x))` then
+//! `x + proj(gelu(fc(ln2(x))))` with a 4x MLP, a final LayerNorm, and an output head tied to
+//! the token embedding (logits = h · wteᵀ). Initialization follows GPT-2: normal(0.02), the
+//! projections into the residual stream scaled by `1/sqrt(2 * layers)`.
+
+use crate::layers::{
+    AttentionSaved, CausalSelfAttention, Embedding, LayerNorm, LayerNormSaved, Linear, Tokens,
+};
+use crate::registry::{Init, Registry};
+use ds_core::params::{GemmSpec, Shape2};
+use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
+use ds_zero::model::{GradSink, Model, ParamSpec, Params};
+
+/// The shape of a GPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptConfig {
+    /// Vocabulary size (256 for ds's byte tokenizer).
+    pub vocab: usize,
+    /// Context length (tokens per sequence, at most).
+    pub context: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads per block.
+    pub heads: usize,
+    /// Model width (`dim % heads == 0`).
+    pub dim: usize,
+}
+
+impl GptConfig {
+    /// Checks the shape.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |arg, why: String| Err(Error::invalid("GptConfig", arg, why));
+        for (name, v) in [
+            ("vocab", self.vocab),
+            ("context", self.context),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("dim", self.dim),
+        ] {
+            if v == 0 {
+                return bad(name, format!("{name} must be at least 1"));
+            }
+        }
+        if !self.dim.is_multiple_of(self.heads) {
+            return bad(
+                "heads",
+                format!("dim {} is not divisible by {} heads", self.dim, self.heads),
+            );
+        }
+        Ok(())
+    }
+
+    /// The number of parameters (elements).
+    pub fn numel(&self) -> usize {
+        let c = self.dim;
+        let block =
+            2 * 2 * c + (3 * c * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        self.vocab * c + self.context * c + self.layers * block + 2 * c
+    }
+}
+
+struct Block {
+    ln1: LayerNorm,
+    attn: CausalSelfAttention,
+    ln2: LayerNorm,
+    fc: Linear,
+    proj: Linear,
+}
+
+struct BlockSaved<B: Backend> {
+    x: B::Buffer,
+    ln1: LayerNormSaved<B>,
+    attn: AttentionSaved<B>,
+    x1: B::Buffer,
+    ln2: LayerNormSaved<B>,
+    f: B::Buffer,
+    g: B::Buffer,
+}
+
+struct Saved<B: Backend> {
+    tokens: Tokens,
+    ids: B::Buffer,
+    pos: B::Buffer,
+    targets: B::Buffer,
+    blocks: Vec<BlockSaved<B>>,
+    x_final: B::Buffer,
+    ln_f: LayerNormSaved<B>,
+    logits: B::Buffer,
+}
+
+/// A GPT computing in one dtype. One batch is a list of token sequences of equal length
+/// `T + 1` (at most `context + 1`): inputs are the first `T`, targets the last `T`.
+pub struct Gpt<B: Backend> {
+    config: GptConfig,
+    dtype: DType,
+    registry: Registry,
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    saved: Option<Saved<B>>,
+}
+
+impl<B: Backend> Gpt<B> {
+    /// A GPT of `config` computing in `dtype`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid shape.
+    pub fn new(config: GptConfig, dtype: DType) -> Result<Self> {
+        config.validate()?;
+        let c = config.dim;
+        let mut reg = Registry::new();
+        let wte = Embedding::new(&mut reg, "wte", config.vocab, c);
+        let wpe = Embedding::new(&mut reg, "wpe", config.context, c);
+        let resid_std = 0.02 / ((2 * config.layers) as f32).sqrt();
+        let blocks = (0..config.layers)
+            .map(|l| {
+                let p = format!("h.{l}");
+                Block {
+                    ln1: LayerNorm::new(&mut reg, &format!("{p}.ln_1"), c),
+                    attn: CausalSelfAttention::new(
+                        &mut reg,
+                        &format!("{p}.attn"),
+                        c,
+                        config.heads,
+                        resid_std,
+                    ),
+                    ln2: LayerNorm::new(&mut reg, &format!("{p}.ln_2"), c),
+                    fc: Linear::new(
+                        &mut reg,
+                        &format!("{p}.mlp.fc"),
+                        c,
+                        4 * c,
+                        Init::Normal(0.02),
+                    ),
+                    proj: Linear::new(
+                        &mut reg,
+                        &format!("{p}.mlp.proj"),
+                        4 * c,
+                        c,
+                        Init::Normal(resid_std),
+                    ),
+                }
+            })
+            .collect();
+        let ln_f = LayerNorm::new(&mut reg, "ln_f", c);
+        Ok(Gpt {
+            config,
+            dtype,
+            registry: reg,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            saved: None,
+        })
+    }
+
+    /// The shape.
+    pub fn config(&self) -> GptConfig {
+        self.config
+    }
+
+    fn tokens(&self, batch: &[Vec<i32>]) -> Result<(Tokens, Vec<i32>, Vec<i32>)> {
+        let bad = |why: String| Err(Error::invalid("Gpt::forward", "batch", why));
+        let Some(first) = batch.first() else {
+            return bad("the batch is empty".into());
+        };
+        let seq = first.len().saturating_sub(1);
+        if seq == 0 || seq > self.config.context {
+            return bad(format!(
+                "sequences of {} tokens: need 2 to context + 1 = {}",
+                first.len(),
+                self.config.context + 1
+            ));
+        }
+        let mut inputs = Vec::with_capacity(batch.len() * seq);
+        let mut targets = Vec::with_capacity(batch.len() * seq);
+        for s in batch {
+            if s.len() != seq + 1 {
+                return bad(format!(
+                    "sequences differ in length ({} and {})",
+                    first.len(),
+                    s.len()
+                ));
+            }
+            if let Some(t) = s
+                .iter()
+                .find(|&&t| t < 0 || t as usize >= self.config.vocab)
+            {
+                return bad(format!(
+                    "token {t} is outside the vocabulary of {}",
+                    self.config.vocab
+                ));
+            }
+            inputs.extend_from_slice(&s[..seq]);
+            targets.extend_from_slice(&s[1..]);
+        }
+        Ok((
+            Tokens {
+                batch: batch.len(),
+                seq,
+            },
+            inputs,
+            targets,
+        ))
+    }
+
+    /// Logits (`rows x vocab`, f32 on the host) for `batch` without keeping anything for a
+    /// backward: what generation calls.
+    ///
+    /// # Errors
+    /// Kernel and allocation errors, an invalid batch.
+    pub fn logits(
+        &mut self,
+        dev: &Device<B>,
+        params: &Params<'_, B>,
+        batch: &[Vec<i32>],
+    ) -> Result<Vec<f32>> {
+        self.forward(dev, params, &batch.to_vec())?;
+        let saved = self
+            .saved
+            .take()
+            .ok_or_else(|| Error::invalid("Gpt::logits", "forward", "the forward kept nothing"))?;
+        ds_zero::host::download_f32(dev, saved.logits.all())
+    }
+}
+
+impl<B: Backend> Model<B> for Gpt<B> {
+    type Batch = Vec<Vec<i32>>;
+
+    fn parameters(&self) -> Vec<ParamSpec> {
+        self.registry.specs()
+    }
+
+    fn init(&self, index: usize, seed: u64, out: &mut [f32]) {
+        self.registry.init(index, seed, out);
+    }
+
+    fn forward(
+        &mut self,
+        dev: &Device<B>,
+        params: &Params<'_, B>,
+        batch: &Vec<Vec<i32>>,
+    ) -> Result<f32> {
+        let (t, inputs, targets) = self.tokens(batch)?;
+        let (c, v, n) = (self.config.dim, self.config.vocab, t.batch * t.seq);
+        let ids = dev.alloc_from(&inputs)?;
+        let positions: Vec<i32> = (0..n).map(|i| (i % t.seq) as i32).collect();
+        let pos = dev.alloc_from(&positions)?;
+        let targets = dev.alloc_from(&targets)?;
+        let tok = self.wte.forward(dev, params, ids.all())?;
+        let posd = self.wpe.forward(dev, params, pos.all())?;
+        let mut x = dev.alloc(self.dtype, n * c)?;
+        dev.add(tok.all(), posd.all(), x.all_mut())?;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
+            let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
+            let mut x1 = dev.alloc(self.dtype, n * c)?;
+            dev.add(x.all(), att.all(), x1.all_mut())?;
+            let ln2 = blk.ln2.forward(dev, params, x1.all(), n)?;
+            let f = blk.fc.forward(dev, params, ln2.y.all(), n)?;
+            let mut g = dev.alloc(self.dtype, n * 4 * c)?;
+            dev.gelu(f.all(), g.all_mut())?;
+            let p = blk.proj.forward(dev, params, g.all(), n)?;
+            let mut x2 = dev.alloc(self.dtype, n * c)?;
+            dev.add(x1.all(), p.all(), x2.all_mut())?;
+            blocks.push(BlockSaved {
+                x,
+                ln1,
+                attn,
+                x1,
+                ln2,
+                f,
+                g,
+            });
+            x = x2;
+        }
+        let ln_f = self.ln_f.forward(dev, params, x.all(), n)?;
+        let mut logits = dev.alloc(self.dtype, n * v)?;
+        dev.gemm(
+            &GemmSpec::new(n, v, c).transpose(false, true),
+            ln_f.y.all(),
+            params.get(self.wte.table)?,
+            logits.all_mut(),
+        )?;
+        let mut losses = dev.alloc(DType::F32, n)?;
+        dev.softmax_cross_entropy(
+            Shape2::new(n, v),
+            -100,
+            logits.all(),
+            targets.all(),
+            losses.all_mut(),
+        )?;
+        let host: Vec<f32> = dev.to_vec(losses.all())?;
+        self.saved = Some(Saved {
+            tokens: t,
+            ids,
+            pos,
+            targets,
+            blocks,
+            x_final: x,
+            ln_f,
+            logits,
+        });
+        let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
+        Ok((sum / n as f64) as f32)
+    }
+
+    fn backward(
+        &mut self,
+        dev: &Device<B>,
+        params: &Params<'_, B>,
+        grads: &mut dyn GradSink<B>,
+        scale: f32,
+    ) -> Result<()> {
+        let s = self.saved.take().ok_or_else(|| {
+            Error::invalid("Gpt::backward", "forward", "backward needs a forward first")
+        })?;
+        let (c, v) = (self.config.dim, self.config.vocab);
+        let t = s.tokens;
+        let n = t.batch * t.seq;
+        let mut dlogits = dev.alloc(self.dtype, n * v)?;
+        dev.softmax_cross_entropy_backward(
+            Shape2::new(n, v),
+            -100,
+            scale / n as f32,
+            s.logits.all(),
+            s.targets.all(),
+            dlogits.all_mut(),
+        )?;
+        // Tied head: d wte += dlogitsᵀ h (the embedding adds its part and marks it done).
+        dev.gemm(
+            &GemmSpec::new(v, c, n)
+                .transpose(true, false)
+                .scaled(1.0, 1.0),
+            dlogits.all(),
+            s.ln_f.y.all(),
+            grads.grad(self.wte.table)?,
+        )?;
+        let mut dh = dev.alloc(self.dtype, n * c)?;
+        dev.gemm(
+            &GemmSpec::new(n, c, v),
+            dlogits.all(),
+            params.get(self.wte.table)?,
+            dh.all_mut(),
+        )?;
+        drop(dlogits);
+        let mut dx =
+            self.ln_f
+                .backward(dev, params, grads, &s.ln_f, s.x_final.all(), dh.all(), n)?;
+        for (blk, bs) in self.blocks.iter().zip(&s.blocks).rev() {
+            // x2 = x1 + proj(gelu(fc(ln2(x1)))).
+            let dg = blk
+                .proj
+                .backward(dev, params, grads, bs.g.all(), dx.all(), n)?;
+            let mut df = dev.alloc(self.dtype, n * 4 * c)?;
+            dev.gelu_backward(bs.f.all(), dg.all(), df.all_mut())?;
+            let dm = blk
+                .fc
+                .backward(dev, params, grads, bs.ln2.y.all(), df.all(), n)?;
+            let dx1_mlp =
+                blk.ln2
+                    .backward(dev, params, grads, &bs.ln2, bs.x1.all(), dm.all(), n)?;
+            dev.axpy(1.0, dx1_mlp.all(), dx.all_mut())?;
+            // x1 = x + attn(ln1(x)).
+            let da =
+                blk.attn
+                    .backward(dev, params, grads, &bs.attn, bs.ln1.y.all(), dx.all(), t)?;
+            let dx_attn = blk
+                .ln1
+                .backward(dev, params, grads, &bs.ln1, bs.x.all(), da.all(), n)?;
+            dev.axpy(1.0, dx_attn.all(), dx.all_mut())?;
+        }
+        self.wpe
+            .backward(dev, grads, s.pos.all(), dx.all(), false)?;
+        self.wte
+            .backward(dev, grads, s.ids.all(), dx.all(), false)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! An MLP classifier: `Linear -> ReLU` for each hidden width, a final `Linear`, and the mean
+//! softmax cross-entropy of the labels.
+
+use crate::layers::Linear;
+use crate::registry::{Init, Registry};
+use ds_core::params::Shape2;
+use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
+use ds_zero::host::upload_f32;
+use ds_zero::model::{GradSink, Model, ParamSpec, Params};
+use ds_zero::testing::Sample;
+
+struct Saved<B: Backend> {
+    rows: usize,
+    /// The input of each linear layer (the features, then each ReLU's output).
+    inputs: Vec<B::Buffer>,
+    /// Each hidden layer's pre-activation.
+    pre: Vec<B::Buffer>,
+    labels: B::Buffer,
+    logits: B::Buffer,
+}
+
+/// An MLP classifier over `Sample`s (features and a class label).
+pub struct MlpClassifier<B: Backend> {
+    registry: Registry,
+    layers: Vec<Linear>,
+    classes: usize,
+    dtype: DType,
+    saved: Option<Saved<B>>,
+}
+
+impl<B: Backend> MlpClassifier<B> {
+    /// `inputs -> hidden[0] -> ... -> classes`, computing in `dtype`; weights uniform in
+    /// `±1/sqrt(fan_in)` as PyTorch's Linear.
+    pub fn new(inputs: usize, hidden: &[usize], classes: usize, dtype: DType) -> Self {
+        let mut registry = Registry::new();
+        let mut widths = vec![inputs];
+        widths.extend_from_slice(hidden);
+        widths.push(classes);
+        let layers = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let bound = 1.0 / (w[0].max(1) as f32).sqrt();
+                Linear::new(
+                    &mut registry,
+                    &format!("fc{i}"),
+                    w[0],
+                    w[1],
+                    Init::Uniform(bound),
+                )
+            })
+            .collect();
+        MlpClassifier {
+            registry,
+            layers,
+            classes,
+            dtype,
+            saved: None,
+        }
+    }
+}
+
+impl<B: Backend> Model<B> for MlpClassifier<B> {
+    type Batch = Vec<Sample>;
+
+    fn parameters(&self) -> Vec<ParamSpec> {
+        self.registry.specs()
+    }
+
+    fn init(&self, index: usize, seed: u64, out: &mut [f32]) {
+        self.registry.init(index, seed, out);
+    }
+
+    fn forward(
+        &mut self,
+        dev: &Device<B>,
+        params: &Params<'_, B>,
+        batch: &Vec<Sample>,
+    ) -> Result<f32> {
+        let rows = batch.len();
+        let width = self.layers.first().map_or(0, |l| l.inputs);
+        if let Some(s) = batch.iter().find(|s| s.x.len() != width) {
+            return Err(Error::invalid(
+                "MlpClassifier::forward",
+                "batch",
+                format!(
+                    "a sample has {} features, the model takes {width}",
+                    s.x.len()
+                ),
+            ));
+        }
+        let xs: Vec<f32> = batch.iter().flat_map(|s| s.x.iter().copied()).collect();
+        let ys: Vec<i32> = batch.iter().map(|s| s.label).collect();
+        let mut x = dev.alloc(self.dtype, rows * width)?;
+        upload_f32(dev, &xs, x.all_mut())?;
+        let labels = dev.alloc_from(&ys)?;
+        let mut inputs = vec![x];
+        let mut pre = Vec::new();
+        let last = self.layers.len() - 1;
+        let mut logits = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let input = inputs
+                .last()
+                .map(BufferExt::all)
+                .ok_or_else(|| Error::invalid("MlpClassifier::forward", "layers", "no input"))?;
+            let z = layer.forward(dev, params, input, rows)?;
+            if i == last {
+                logits = Some(z);
+            } else {
+                let mut h = dev.alloc(self.dtype, rows * layer.outputs)?;
+                dev.relu(z.all(), h.all_mut())?;
+                pre.push(z);
+                inputs.push(h);
+            }
+        }
+        let logits = logits.ok_or_else(|| {
+            Error::invalid(
+                "MlpClassifier::forward",
+                "layers",
+                "the model has no layers",
+            )
+        })?;
+        let mut losses = dev.alloc(DType::F32, rows)?;
+        dev.softmax_cross_entropy(
+            Shape2::new(rows, self.classes),
+            -100,
+            logits.all(),
+            labels.all(),
+            losses.all_mut(),
+        )?;
+        let host: Vec<f32> = dev.to_vec(losses.all())?;
+        self.saved = Some(Saved {
+            rows,
+            inputs,
+            pre,
+            labels,
+            logits,
+        });
+        let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
+        Ok((sum / rows.max(1) as f64) as f32)
+    }
+
+    fn backward(
+        &mut self,
+        dev: &Device<B>,
+        params: &Params<'_, B>,
+        grads: &mut dyn GradSink<B>,
+        scale: f32,
+    ) -> Result<()> {
+        let s = self.saved.take().ok_or_else(|| {
+            Error::invalid(
+                "MlpClassifier::backward",
+                "forward",
+                "backward needs a forward first",
+            )
+        })?;
+        let rows = s.rows;
+        let mut dy = dev.alloc(self.dtype, rows * self.classes)?;
+        dev.softmax_cross_entropy_backward(
+            Shape2::new(rows, self.classes),
+            -100,
+            scale / rows.max(1) as f32,
+            s.logits.all(),
+            s.labels.all(),
+            dy.all_mut(),
+        )?;
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let dx = layer.backward(dev, params, grads, s.inputs[i].all(), dy.all(), rows)?;
+            if i == 0 {
+                break;
+            }
+            let mut dz = dev.alloc(self.dtype, rows * layer.inputs)?;
+            dev.relu_backward(s.pre[i - 1].all(), dx.all(), dz.all_mut())?;
+            dy = dz;
+        }
+        Ok(())
+    }
+}
