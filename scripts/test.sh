@@ -59,6 +59,21 @@ cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,benches/cuda --
 say "tests (cargo test --workspace; ds-comm-mpi's run under mpirun at 1-4 ranks)"
 cargo test --workspace
 
+say "ds train under mpirun (2 ranks, ZeRO-2) matches one rank (ds built with --features mpi)"
+cargo test -p ds --features mpi --test train_mpi
+
+say "the consolidated fp32 checkpoint loads in Python's safetensors (numpy)"
+# Installed from PyPI into target/ when missing; without network it is reported as not run.
+pytools=target/pytools
+if ! PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/null 2>&1; then
+  python3 -m pip install -q --target "$pytools" safetensors numpy >/dev/null 2>&1 || true
+fi
+if PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/null 2>&1; then
+  PYTHONPATH="$PWD/$pytools" cargo test -p ds --test zero_to_fp32 -- --ignored --nocapture
+else
+  echo "NOT RUN: the Python safetensors check (python3 with safetensors and numpy unavailable)"
+fi
+
 say "CUDA kernels compile with NVRTC (no GPU needed)"
 # NVRTC runs without a GPU: install it from PyPI into target/ when missing, then compile every
 # CUDA kernel for Ampere and Hopper. Without network it is reported as not run, never as passed.

@@ -11,6 +11,7 @@
 pub mod data;
 pub mod layers;
 pub mod models;
+pub mod profile;
 pub mod registry;
 
 pub use models::{Gpt, GptConfig, MlpClassifier};

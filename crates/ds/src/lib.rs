@@ -11,6 +11,7 @@
 
 pub mod backends;
 pub mod cli;
+pub mod world;
 
 /// MPI: [`mpi::init_distributed`] finds the world under `mpirun`; [`mpi::MpiComm`] is the
 /// collectives over it.

@@ -99,7 +99,8 @@ impl CausalSelfAttention {
             for head in 0..h {
                 let wh = (s * h + head) * c * hd;
                 // out[b, head] = x[b] W[s, head] for every sequence b.
-                dev.gemm(
+                crate::profile::gemm(
+                    dev,
                     &GemmSpec::new(t.seq, hd, c).strided(t.batch, t.seq * c, 0, h * block),
                     x,
                     w.sub(wh..wh + c * hd),
@@ -120,7 +121,8 @@ impl CausalSelfAttention {
         let shape = AttentionShape::new(t.batch, h, t.seq, hd);
         let mut o = dev.alloc(dtype, n * c)?;
         let mut lse = dev.alloc(DType::F32, shape.lse_len())?;
-        dev.attention(
+        crate::profile::attention(
+            dev,
             &shape,
             AttentionArgs {
                 q: q.all(),
@@ -134,7 +136,8 @@ impl CausalSelfAttention {
         let mut y = dev.alloc(dtype, n * c)?;
         for head in 0..h {
             // y[b] (+)= o[b, head] W_o[head].
-            dev.gemm(
+            crate::profile::gemm(
+                dev,
                 &GemmSpec::new(t.seq, c, hd)
                     .strided(t.batch, h * block, 0, t.seq * c)
                     .scaled(1.0, if head == 0 { 0.0 } else { 1.0 }),
@@ -173,7 +176,8 @@ impl CausalSelfAttention {
             for b in 0..t.batch {
                 // dW_o[head] += o[b, head]^T dy[b].
                 let at = (b * h + head) * block;
-                dev.gemm(
+                crate::profile::gemm(
+                    dev,
                     &acc(hd, c, t.seq).transpose(true, false),
                     saved.o.range(at..at + block),
                     dy.sub(b * t.seq * c..(b + 1) * t.seq * c),
@@ -188,7 +192,8 @@ impl CausalSelfAttention {
         let mut d_o = dev.alloc(dtype, n * c)?;
         for head in 0..h {
             // do[b, head] = dy[b] W_o[head]^T.
-            dev.gemm(
+            crate::profile::gemm(
+                dev,
                 &GemmSpec::new(t.seq, hd, c).transpose(false, true).strided(
                     t.batch,
                     t.seq * c,
@@ -208,7 +213,8 @@ impl CausalSelfAttention {
         ];
         {
             let [dq, dk, dv] = &mut dqkv;
-            dev.attention_backward(
+            crate::profile::attention_backward(
+                dev,
                 &shape,
                 AttentionBackwardArgs {
                     q: saved.q.all(),
@@ -244,7 +250,8 @@ impl CausalSelfAttention {
                 for b in 0..t.batch {
                     // dW[s, head] += x[b]^T d[b, head].
                     let at = (b * h + head) * block;
-                    dev.gemm(
+                    crate::profile::gemm(
+                        dev,
                         &acc(c, hd, t.seq).transpose(true, false),
                         x.sub(b * t.seq * c..(b + 1) * t.seq * c),
                         d.range(at..at + block),
@@ -261,7 +268,8 @@ impl CausalSelfAttention {
                 // dx[b] (+)= d[b, head] W[s, head]^T.
                 let wh = (s * h + head) * c * hd;
                 let first = s == 0 && head == 0;
-                dev.gemm(
+                crate::profile::gemm(
+                    dev,
                     &GemmSpec::new(t.seq, c, hd)
                         .transpose(false, true)
                         .strided(t.batch, h * block, 0, t.seq * c)

@@ -42,7 +42,8 @@ impl Linear {
         rows: usize,
     ) -> Result<B::Buffer> {
         let mut y = dev.alloc(x.dtype(), rows * self.outputs)?;
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(rows, self.outputs, self.inputs),
             x,
             params.get(self.weight)?,
@@ -72,7 +73,8 @@ impl Linear {
         let (i, o) = (self.inputs, self.outputs);
         dev.bias_grad(Shape2::new(rows, o), dy, grads.grad(self.bias)?, true)?;
         grads.done(self.bias)?;
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(i, o, rows)
                 .transpose(true, false)
                 .scaled(1.0, 1.0),
@@ -82,7 +84,8 @@ impl Linear {
         )?;
         grads.done(self.weight)?;
         let mut dx = dev.alloc(dy.dtype(), rows * i)?;
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(rows, i, o).transpose(false, true),
             dy,
             params.get(self.weight)?,

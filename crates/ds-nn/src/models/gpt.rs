@@ -284,7 +284,8 @@ impl<B: Backend> Model<B> for Gpt<B> {
         }
         let ln_f = self.ln_f.forward(dev, params, x.all(), n)?;
         let mut logits = dev.alloc(self.dtype, n * v)?;
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(n, v, c).transpose(false, true),
             ln_f.y.all(),
             params.get(self.wte.table)?,
@@ -336,7 +337,8 @@ impl<B: Backend> Model<B> for Gpt<B> {
             dlogits.all_mut(),
         )?;
         // Tied head: d wte += dlogitsᵀ h (the embedding adds its part and marks it done).
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(v, c, n)
                 .transpose(true, false)
                 .scaled(1.0, 1.0),
@@ -345,7 +347,8 @@ impl<B: Backend> Model<B> for Gpt<B> {
             grads.grad(self.wte.table)?,
         )?;
         let mut dh = dev.alloc(self.dtype, n * c)?;
-        dev.gemm(
+        crate::profile::gemm(
+            dev,
             &GemmSpec::new(n, c, v),
             dlogits.all(),
             params.get(self.wte.table)?,

@@ -21,8 +21,11 @@
 //! every file's size and checksum before touching the engine, and names the file at fault.
 //! Ranks must share the checkpoint directory (as with DeepSpeed's default).
 
+mod consolidate;
 mod files;
 mod pieces;
+
+pub use consolidate::{Consolidated, consolidate_fp32};
 
 use crate::data::Resumable;
 use crate::engine::Engine;
@@ -258,50 +261,8 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         tag: Option<&str>,
         loader: Option<&dyn Resumable>,
     ) -> Result<Prepared> {
-        let tag = match tag {
-            Some(t) => t.to_string(),
-            None => {
-                let latest = dir.join(LATEST_FILE);
-                let text = std::fs::read_to_string(&latest).map_err(|e| {
-                    Error::checkpoint(
-                        &latest,
-                        format!("cannot read it ({e}): name the tag to load"),
-                    )
-                })?;
-                text.trim().to_string()
-            }
-        };
-        check_tag(&tag)?;
-        let mut tag_dir = dir.join(&tag);
-        // A save that replaced this tag and died between moving the old copy aside and moving
-        // the new one in leaves the old copy complete under `.TAG.old`: load that.
-        let aside = dir.join(format!(".{tag}.old"));
-        if !tag_dir.exists() && aside.join(STATE_FILE).exists() {
-            tag_dir = aside;
-        }
-        let state_path = tag_dir.join(STATE_FILE);
-        let text = std::fs::read(&state_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::checkpoint(
-                    &state_path,
-                    "is missing: this is not a complete ds checkpoint",
-                )
-            } else {
-                Error::checkpoint(&state_path, format!("cannot read: {e}"))
-            }
-        })?;
-        let state: Value = serde_json::from_slice(&text).map_err(|e| {
-            Error::checkpoint(
-                &state_path,
-                format!("is not valid JSON ({e}): the file is truncated or corrupt"),
-            )
-        })?;
-        if state.get("format").and_then(Value::as_str) != Some(FORMAT) {
-            return Err(Error::checkpoint(
-                &state_path,
-                "is not a ds checkpoint state file",
-            ));
-        }
+        let (tag, tag_dir) = resolve_tag(dir, tag)?;
+        let (state_path, state) = read_state(&tag_dir)?;
         let files = pieces::read_files(&tag_dir, &state_path, &state)?;
         let restored = pieces::Restored::build(self, &state_path, &state, &files)?;
         let loader_state = state.get("data_loader").filter(|v| !v.is_null()).cloned();
@@ -319,6 +280,61 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             loader_state,
         })
     }
+}
+
+/// The tag to read (the one named, or `latest`'s) and its directory (or the complete copy a
+/// replacing save moved aside, when it died before moving the new one in).
+fn resolve_tag(dir: &Path, tag: Option<&str>) -> Result<(String, PathBuf)> {
+    let tag = match tag {
+        Some(t) => t.to_string(),
+        None => {
+            let latest = dir.join(LATEST_FILE);
+            let text = std::fs::read_to_string(&latest).map_err(|e| {
+                Error::checkpoint(
+                    &latest,
+                    format!("cannot read it ({e}): name the tag to load"),
+                )
+            })?;
+            text.trim().to_string()
+        }
+    };
+    check_tag(&tag)?;
+    let mut tag_dir = dir.join(&tag);
+    // A save that replaced this tag and died between moving the old copy aside and moving
+    // the new one in leaves the old copy complete under `.TAG.old`: load that.
+    let aside = dir.join(format!(".{tag}.old"));
+    if !tag_dir.exists() && aside.join(STATE_FILE).exists() {
+        tag_dir = aside;
+    }
+    Ok((tag, tag_dir))
+}
+
+/// The parsed `engine_state.json` of a tag directory, and its path.
+fn read_state(tag_dir: &Path) -> Result<(PathBuf, Value)> {
+    let state_path = tag_dir.join(STATE_FILE);
+    let text = std::fs::read(&state_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::checkpoint(
+                &state_path,
+                "is missing: this is not a complete ds checkpoint",
+            )
+        } else {
+            Error::checkpoint(&state_path, format!("cannot read: {e}"))
+        }
+    })?;
+    let state: Value = serde_json::from_slice(&text).map_err(|e| {
+        Error::checkpoint(
+            &state_path,
+            format!("is not valid JSON ({e}): the file is truncated or corrupt"),
+        )
+    })?;
+    if state.get("format").and_then(Value::as_str) != Some(FORMAT) {
+        return Err(Error::checkpoint(
+            &state_path,
+            "is not a ds checkpoint state file",
+        ));
+    }
+    Ok((state_path, state))
 }
 
 /// A checkpoint read and checked, ready to apply.

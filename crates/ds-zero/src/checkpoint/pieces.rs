@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The optimizer-state kinds a piece can hold.
-const MASTER: &str = "master";
+pub(super) const MASTER: &str = "master";
 const EXP_AVG: &str = "exp_avg";
 const EXP_AVG_SQ: &str = "exp_avg_sq";
 
@@ -30,7 +30,7 @@ fn st_dtype(d: DType) -> Result<Dtype> {
     }
 }
 
-fn ds_dtype(d: Dtype) -> Option<DType> {
+pub(super) fn ds_dtype(d: Dtype) -> Option<DType> {
     match d {
         Dtype::F32 => Some(DType::F32),
         Dtype::F16 => Some(DType::F16),
@@ -39,7 +39,7 @@ fn ds_dtype(d: Dtype) -> Option<DType> {
     }
 }
 
-fn serialize(
+pub(super) fn serialize(
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     path_hint: &str,
 ) -> Result<Vec<u8>> {
@@ -113,8 +113,8 @@ pub(super) fn optim_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<V
 
 /// The verified bytes of a checkpoint's tensor files.
 pub(super) struct Files {
-    model: (std::path::PathBuf, Vec<u8>),
-    optim: Vec<(std::path::PathBuf, Vec<u8>)>,
+    pub(super) model: (std::path::PathBuf, Vec<u8>),
+    pub(super) optim: Vec<(std::path::PathBuf, Vec<u8>)>,
 }
 
 /// Reads every file `engine_state.json` lists, verifying sizes and checksums.

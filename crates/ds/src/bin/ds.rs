@@ -1,4 +1,5 @@
-//! The `ds` command: `ds report`, `ds conformance`, `ds config check`.
+//! The `ds` command: `ds train`, `ds zero-to-fp32`, `ds report`, `ds conformance`,
+//! `ds config check`.
 
 use clap::{Parser, Subcommand};
 use ds::cli;
@@ -24,6 +25,18 @@ enum Command {
         /// Random inputs per kernel and dtype (default: DS_CONFORMANCE_CASES or 24).
         #[arg(long)]
         cases: Option<u32>,
+    },
+    /// Train a GPT (or an MLP) with the engine: progress, metrics, loss plot, checkpoints.
+    Train(Box<cli::train::TrainArgs>),
+    /// Consolidate a checkpoint's ZeRO partitions into one fp32 safetensors file.
+    ZeroToFp32 {
+        /// The checkpoint directory (holding `latest` and the tag directories).
+        checkpoint_dir: std::path::PathBuf,
+        /// The safetensors file to write.
+        output: std::path::PathBuf,
+        /// The tag to read (default: the one `latest` names).
+        #[arg(long)]
+        tag: Option<String>,
     },
     /// DeepSpeed JSON configs.
     Config {
@@ -58,6 +71,31 @@ fn main() -> ExitCode {
         }
     };
     let result = match args.command {
+        Command::Train(train) => {
+            return match cli::train::run(&train) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::ZeroToFp32 {
+            checkpoint_dir,
+            output,
+            tag,
+        } => {
+            return match cli::zero_to_fp32::run(&checkpoint_dir, &output, tag.as_deref()) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Report => cli::report::run(),
         Command::Conformance { backend, cases } => cli::conformance::run(&backend, cases),
         Command::Config {

@@ -3,3 +3,5 @@
 pub mod config;
 pub mod conformance;
 pub mod report;
+pub mod train;
+pub mod zero_to_fp32;

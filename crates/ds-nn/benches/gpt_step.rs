@@ -1,0 +1,106 @@
+//! Tokens per second of a GPT training step on the CPU backend, with where the step's time
+//! goes: GEMMs and attention kernels (timed inside the model, `ds_nn::profile`), the
+//! optimizer step (`engine.step()`: clipping and the fused AdamW), and everything else
+//! (embeddings, LayerNorm, GELU, residual adds, the loss, allocation).
+//!
+//! `cargo bench -p ds-nn --bench gpt_step` measures the model `ds train` trains by default
+//! (4 layers, 4 heads, width 128, context 64, global batch 32). `DS_BENCH_STEPS` sets the
+//! measured steps (default 10, after 3 warm-up steps). Not criterion: one step is a few
+//! hundred milliseconds and the breakdown needs the same steps measured as the total.
+
+use ds_core::cpu::CpuBackend;
+use ds_core::{DType, Device, SingleRank};
+use ds_nn::data::TokenWindows;
+use ds_nn::{Gpt, GptConfig, profile};
+use ds_zero::config::Config;
+use ds_zero::{Initialized, initialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let shape = GptConfig {
+        vocab: 256,
+        context: 64,
+        layers: 4,
+        heads: 4,
+        dim: 128,
+    };
+    let batch = 32usize;
+    let steps: usize = std::env::var("DS_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let text = include_str!("../../../README.md").repeat(8);
+    let tokens = Arc::new(text.bytes().map(u16::from).collect::<Vec<_>>());
+    let config = Config::parse(
+        &format!(
+            r#"{{"train_batch_size": {batch},
+                "optimizer": {{"type": "AdamW", "params": {{"lr": 0.003, "weight_decay": 0.1}}}},
+                "gradient_clipping": 1.0}}"#
+        ),
+        1,
+    )
+    .expect("config");
+    let device = Device::new(CpuBackend::new().expect("cpu backend"));
+    let threads = device.info().compute_units;
+    let gpt = Gpt::new(shape, DType::F32).expect("gpt");
+    let data = TokenWindows::new(tokens, shape.context).expect("data");
+    let Initialized {
+        mut engine,
+        mut data_loader,
+        ..
+    } = initialize(&config, device, Box::new(SingleRank), gpt, data).expect("initialize");
+    let mut total = Duration::ZERO;
+    let mut optimizer = Duration::ZERO;
+    let mut kernels = profile::Breakdown::default();
+    for i in 0..steps + 3 {
+        let batch_data = data_loader.next_batch().expect("batch");
+        let measured = i >= 3;
+        if measured {
+            profile::start();
+        }
+        let t0 = Instant::now();
+        let loss = engine.forward(&batch_data).expect("forward");
+        engine.backward(&loss).expect("backward");
+        let k = profile::stop();
+        let t1 = Instant::now();
+        engine
+            .step()
+            .expect("step")
+            .expect("a boundary every micro-batch");
+        let t2 = Instant::now();
+        if measured {
+            total += t2 - t0;
+            optimizer += t2 - t1;
+            kernels.gemm += k.gemm;
+            kernels.attention += k.attention;
+        }
+    }
+    let tokens_per_step = (batch * shape.context) as f64;
+    let secs = total.as_secs_f64();
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+    let other = total.saturating_sub(kernels.gemm + kernels.attention + optimizer);
+    println!(
+        "\nGPT training step on the CPU backend ({threads} threads): {} parameters (4 layers, 4 \
+         heads, width 128, context 64, vocab 256), fp32, batch {batch} x 64 tokens",
+        shape.numel()
+    );
+    println!(
+        "{steps} steps: {:.1} ms per step, {:.0} tokens/s",
+        1e3 * secs / steps as f64,
+        tokens_per_step * steps as f64 / secs
+    );
+    println!("{:<44} {:>9} {:>7}", "part", "ms/step", "share");
+    for (name, d) in [
+        ("GEMM (projections, MLP, head; fwd + bwd)", kernels.gemm),
+        ("attention kernels (fwd + bwd)", kernels.attention),
+        ("optimizer step (clip + fused AdamW)", optimizer),
+        ("other (embeddings, LayerNorm, GELU, loss...)", other),
+    ] {
+        println!(
+            "{name:<44} {:>9.2} {:>6.1}%",
+            1e3 * d.as_secs_f64() / steps as f64,
+            pct(d)
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! `ds train`: the main job. Trains ds-nn's GPT (or MLP) with the engine on a DeepSpeed
+//! config, on any compiled backend, on one rank or every rank of `mpirun`; shows progress,
+//! writes metrics as JSON lines and a loss-curve PNG, saves checkpoints, resumes, and prints a
+//! sample of the GPT's text.
+
+mod corpus;
+mod memory;
+mod metrics;
+mod plot;
+mod sample;
+
+use crate::backends::{BackendKind, DeviceTask, with_backend};
+use crate::world::World;
+use ds_core::{Backend, Device};
+use ds_nn::data::{ByteTokenizer, TokenWindows, load_tokens, unigram_entropy};
+use ds_nn::{Gpt, GptConfig, MlpClassifier};
+use ds_zero::config::Config;
+use ds_zero::data::{DataLoader, Dataset};
+use ds_zero::model::Model;
+use ds_zero::testing::Blobs;
+use ds_zero::{Engine, Initialized, initialize};
+use metrics::{Metrics, Progress, Record};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use corpus::default_corpus;
+
+/// `ds train`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// A DeepSpeed JSON config (default: built in; AdamW, WarmupCosineLR, clipping 1.0,
+    /// ZeRO-2, global batch 32).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The model: gpt (on text) or mlp (a classifier on synthetic Gaussian blobs).
+    #[arg(long, default_value = "gpt")]
+    pub model: String,
+    /// GPT: transformer blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// GPT: attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// GPT: model width.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// GPT: context length in tokens.
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
+    /// MLP: hidden width (two hidden layers).
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Training text (bytes are tokens) or a .bin file of u16 token ids (default: this
+    /// project's documentation, built into ds).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Backend: cpu, cuda, rocm or wgpu (those compiled in).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Optimizer steps to train (in total, counting those of a resumed run).
+    #[arg(long, default_value_t = 600)]
+    pub steps: u64,
+    /// Where checkpoints, metrics.jsonl and loss.png go.
+    #[arg(long, default_value = "runs/ds-train")]
+    pub save_dir: PathBuf,
+    /// Save a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    pub save_every: u64,
+    /// Continue from the newest checkpoint in --save-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// GPT: tokens of sample text to print at the end (0: none).
+    #[arg(long, default_value_t = 400)]
+    pub sample_tokens: usize,
+    /// Seed of the data order and the sample.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+}
+
+/// The built-in config, with the schedule's length set to `steps`.
+fn default_config(steps: u64) -> Value {
+    json!({
+        "train_batch_size": 32,
+        "steps_per_print": 50,
+        "optimizer": {"type": "AdamW", "params": {"lr": 0.003, "betas": [0.9, 0.95],
+                                                  "weight_decay": 0.1}},
+        "scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": steps.max(1), "warmup_num_steps": (steps / 10).max(1),
+            "cos_min_ratio": 0.1}},
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": 2}
+    })
+}
+
+/// Runs `ds train`.
+///
+/// # Errors
+/// A one-line message saying what is wrong and what to do.
+pub fn run(args: &TrainArgs) -> Result<(), String> {
+    if args.steps == 0 {
+        return Err("--steps must be at least 1".into());
+    }
+    if args.save_every == 0 {
+        return Err("--save-every must be at least 1".into());
+    }
+    if !matches!(args.model.as_str(), "gpt" | "mlp") {
+        return Err(format!("unknown --model {:?}: use gpt or mlp", args.model));
+    }
+    if args.model == "mlp" && args.data.is_some() {
+        return Err("--data is for the GPT; the MLP trains on synthetic Gaussian blobs".into());
+    }
+    let kind: BackendKind = args
+        .backend
+        .parse()
+        .map_err(|e: ds_core::Error| e.to_string())?;
+    let value: Value = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "cannot read the config {}: {e} (pass --config with a DeepSpeed JSON file, \
+                     or leave it out for the built-in one)",
+                    path.display()
+                )
+            })?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("the config {} is not JSON: {e}", path.display()))?
+        }
+        None => default_config(args.steps),
+    };
+    let world = World::init()?;
+    let mut config =
+        Config::from_value(&value, world.world_size).map_err(|e| match &args.config {
+            Some(p) => format!("{}: {e}", p.display()),
+            None => e.to_string(),
+        })?;
+    config.seed = args.seed;
+    std::fs::create_dir_all(&args.save_dir).map_err(|e| {
+        format!(
+            "cannot create the save directory {}: {e} (pass --save-dir with a writable path)",
+            args.save_dir.display()
+        )
+    })?;
+    with_backend(
+        kind,
+        Task {
+            args,
+            config,
+            world,
+        },
+    )
+    .map_err(|e| e.to_string())?
+}
+
+struct Task<'a> {
+    args: &'a TrainArgs,
+    config: Config,
+    world: World,
+}
+
+impl DeviceTask for Task<'_> {
+    type Output = Result<(), String>;
+
+    fn run<B: Backend>(self, device: Device<B>) -> Result<(), String> {
+        match self.args.model.as_str() {
+            "mlp" => train_mlp(self, device),
+            _ => train_gpt(self, device),
+        }
+    }
+}
+
+/// The memory the device can give, for the size check.
+fn available<B: Backend>(device: &Device<B>) -> Option<u128> {
+    if device.info().backend == "cpu" {
+        memory::host_available()
+    } else {
+        Some(u128::from(device.info().memory_total))
+    }
+}
+
+fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String> {
+    let Task {
+        args,
+        config,
+        world,
+    } = task;
+    let lead = world.rank == 0;
+    let (tokens, vocab) = match &args.data {
+        Some(path) => load_tokens(path).map_err(|e| e.to_string())?,
+        None => (ByteTokenizer.encode(&default_corpus()), 256),
+    };
+    let shape = GptConfig {
+        vocab,
+        context: args.context,
+        layers: args.layers,
+        heads: args.heads,
+        dim: args.dim,
+    };
+    shape
+        .validate()
+        .map_err(|e| format!("{e} (check --dim, --heads, --layers and --context)"))?;
+    let dtype = config.precision.dtype();
+    let micro_tokens = config.batch.micro_batch_per_gpu as usize * args.context;
+    let need = memory::estimate_bytes(
+        shape.numel(),
+        dtype.size_bytes(),
+        micro_tokens,
+        args.layers,
+        args.dim,
+        args.context,
+        vocab,
+    );
+    memory::check_fits(need, available(&device), &device.info().name)?;
+    let tokens = Arc::new(tokens);
+    let data = TokenWindows::new(Arc::clone(&tokens), args.context).map_err(|e| e.to_string())?;
+    if (data.len() as u64) < config.batch.train_batch_size {
+        return Err(format!(
+            "the corpus gives {} sequences of {} tokens, fewer than one global batch of {}: use \
+             more data, a shorter --context or a smaller train_batch_size",
+            data.len(),
+            args.context + 1,
+            config.batch.train_batch_size
+        ));
+    }
+    let gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
+    let tokens_per_step = config.batch.train_batch_size as f64 * args.context as f64;
+    if lead {
+        println!(
+            "[ds] GPT: {} layers, {} heads, width {}, context {}, vocab {}: {} parameters ({}); \
+             {} tokens of {}; {} rank(s), global batch {} sequences",
+            args.layers,
+            args.heads,
+            args.dim,
+            args.context,
+            vocab,
+            shape.numel(),
+            dtype,
+            tokens.len(),
+            args.data
+                .as_ref()
+                .map_or("ds's own documentation".to_string(), |p| p
+                    .display()
+                    .to_string()),
+            world.world_size,
+            config.batch.train_batch_size
+        );
+    }
+    let client = json!({"model": {"kind": "gpt", "vocab": vocab, "context": args.context,
+        "layers": args.layers, "heads": args.heads, "dim": args.dim}});
+    let Initialized {
+        mut engine,
+        mut data_loader,
+        ..
+    } = initialize(&config, device, world.collectives(), gpt, data).map_err(|e| e.to_string())?;
+    let started = train_loop(
+        args,
+        &mut engine,
+        &mut data_loader,
+        tokens_per_step,
+        &client,
+    )?;
+    if !lead {
+        return Ok(());
+    }
+    let entropy = unigram_entropy(&tokens);
+    finish(args, started, entropy, "unigram entropy of the corpus")?;
+    if args.sample_tokens > 0 {
+        let named = engine.parameters().map_err(|e| e.to_string())?;
+        let prompt: Vec<i32> = tokens
+            .iter()
+            .take(16.min(args.context))
+            .map(|&t| i32::from(t))
+            .collect();
+        let out = sample::generate(
+            engine.device(),
+            shape,
+            &named,
+            &prompt,
+            args.sample_tokens,
+            0.8,
+            args.seed,
+        )
+        .map_err(|e| e.to_string())?;
+        println!(
+            "\n--- sample (temperature 0.8) ---\n{}{}\n---",
+            ByteTokenizer.decode(&prompt),
+            ByteTokenizer.decode(&out)
+        );
+    }
+    Ok(())
+}
+
+fn train_mlp<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String> {
+    let Task {
+        args,
+        config,
+        world,
+    } = task;
+    let (features, classes) = (32, 10);
+    let model = MlpClassifier::<B>::new(
+        features,
+        &[args.hidden, args.hidden],
+        classes,
+        config.precision.dtype(),
+    );
+    let data = Blobs::new(8192, features, classes, args.seed);
+    let client = json!({"model": {"kind": "mlp", "hidden": args.hidden}});
+    let tokens_per_step = config.batch.train_batch_size as f64;
+    let lead = world.rank == 0;
+    let Initialized {
+        mut engine,
+        mut data_loader,
+        ..
+    } = initialize(&config, device, world.collectives(), model, data).map_err(|e| e.to_string())?;
+    let started = train_loop(
+        args,
+        &mut engine,
+        &mut data_loader,
+        tokens_per_step,
+        &client,
+    )?;
+    if lead {
+        finish(args, started, (classes as f64).ln(), "chance (ln classes)")?;
+    }
+    Ok(())
+}
+
+/// Trains to `args.steps` (resuming first when asked), recording and saving; returns the
+/// step it started from.
+fn train_loop<B, M, D>(
+    args: &TrainArgs,
+    engine: &mut Engine<B, M>,
+    loader: &mut DataLoader<D>,
+    tokens_per_step: f64,
+    client: &Value,
+) -> Result<u64, String>
+where
+    B: Backend,
+    D: Dataset,
+    M: Model<B, Batch = Vec<D::Item>>,
+{
+    let dir = &args.save_dir;
+    let lead = engine.rank() == 0;
+    if args.resume {
+        if !dir.join("latest").exists() {
+            return Err(format!(
+                "--resume: there is no checkpoint in {} (no `latest` file); run without --resume \
+                 first, or point --save-dir at an earlier run",
+                dir.display()
+            ));
+        }
+        let loaded = engine
+            .load_checkpoint(dir, None, Some(loader))
+            .map_err(|e| e.to_string())?;
+        if loaded.client_state.get("model") != client.get("model") {
+            return Err(format!(
+                "--resume: the checkpoint {} in {} was trained with model {} but this run asks \
+                 for {}; use the same model options",
+                loaded.tag,
+                dir.display(),
+                loaded.client_state.get("model").unwrap_or(&Value::Null),
+                client.get("model").unwrap_or(&Value::Null)
+            ));
+        }
+    }
+    let start = engine.counters().global_steps;
+    if lead && args.resume {
+        println!("[ds] resumed from step {start} in {}", dir.display());
+    }
+    let mut metrics = if lead {
+        Some(Metrics::open(&dir.join("metrics.jsonl"), start)?)
+    } else {
+        None
+    };
+    let progress = Progress::new(start, args.steps, lead);
+    while engine.counters().global_steps < args.steps {
+        let t0 = Instant::now();
+        progress.clear();
+        let report = engine.train_batch(loader).map_err(|e| e.to_string())?;
+        let record = Record {
+            step: report.global_step,
+            loss: report.loss,
+            lr: report.lr,
+            loss_scale: report.loss_scale,
+            grad_norm: report.grad_norm,
+            skipped: report.skipped,
+            tokens_per_s: tokens_per_step / t0.elapsed().as_secs_f64().max(1e-9),
+        };
+        if let Some(m) = metrics.as_mut() {
+            m.write(&record)?;
+        }
+        progress.draw(&record);
+        let step = report.global_step;
+        if step % args.save_every == 0 || step >= args.steps {
+            progress.clear();
+            let tag = format!("global_step{step}");
+            engine
+                .save_checkpoint(dir, &tag, client, Some(&*loader))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    progress.clear();
+    Ok(start)
+}
+
+/// Rank 0's summary: losses against the reference, the plot, where things are.
+fn finish(args: &TrainArgs, started: u64, reference: f64, what: &str) -> Result<(), String> {
+    let metrics = args.save_dir.join("metrics.jsonl");
+    let losses = metrics::read_losses(&metrics);
+    let last: Vec<f32> = losses.iter().rev().take(10).map(|p| p.1).collect();
+    let mean_last = last.iter().sum::<f32>() / last.len().max(1) as f32;
+    let plot = args.save_dir.join("loss.png");
+    plot::write_loss_png(&plot, &losses, Some(reference))?;
+    println!(
+        "[ds] trained steps {}..{}: loss {:.4} (mean of the last {}), first {:.4}; {what}: {:.4} \
+         nats",
+        started + 1,
+        args.steps,
+        mean_last,
+        last.len(),
+        losses.first().map_or(f32::NAN, |p| p.1),
+        reference
+    );
+    println!(
+        "[ds] metrics {}, loss curve {}, checkpoints in {}",
+        metrics.display(),
+        plot.display(),
+        args.save_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Text from the trained GPT: temperature sampling, one token at a time over a sliding window
+//! of the context length.
+
+use ds_core::{Backend, DType, Device, Result};
+use ds_nn::{Gpt, GptConfig};
+use ds_zero::model::{Model, Params, Slot};
+
+/// Generates `count` tokens after `prompt` with the parameters `named` (the engine's, in the
+/// model's order), sampling at `temperature` from a stream seeded with `seed`.
+///
+/// # Errors
+/// Kernel and allocation errors.
+pub fn generate<B: Backend>(
+    dev: &Device<B>,
+    config: GptConfig,
+    named: &[(String, Vec<f32>)],
+    prompt: &[i32],
+    count: usize,
+    temperature: f32,
+    seed: u64,
+) -> Result<Vec<i32>> {
+    let mut gpt = Gpt::<B>::new(config, DType::F32)?;
+    let mut slots = Vec::new();
+    let mut flat = Vec::new();
+    for (spec, (_, values)) in Model::<B>::parameters(&gpt).iter().zip(named) {
+        slots.push(Slot {
+            offset: flat.len(),
+            len: spec.numel(),
+        });
+        flat.extend_from_slice(values);
+    }
+    let buf = dev.alloc_from(&flat)?;
+    let params = Params::new(&buf, &slots);
+    let mut tokens = prompt.to_vec();
+    let mut state = seed;
+    for _ in 0..count {
+        let start = tokens.len().saturating_sub(config.context);
+        let mut window = tokens[start..].to_vec();
+        let rows = window.len();
+        window.push(0); // a target the forward needs; its loss is ignored
+        let logits = gpt.logits(dev, &params, &[window])?;
+        let last = &logits[(rows - 1) * config.vocab..rows * config.vocab];
+        let max = last.iter().copied().fold(f32::MIN, f32::max);
+        let weights: Vec<f64> = last
+            .iter()
+            .map(|&l| f64::from((l - max) / temperature.max(1e-3)).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mut pick = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut next = weights.len() - 1;
+        for (i, w) in weights.iter().enumerate() {
+            if pick < *w {
+                next = i;
+                break;
+            }
+            pick -= w;
+        }
+        tokens.push(next as i32);
+    }
+    Ok(tokens[prompt.len()..].to_vec())
+}

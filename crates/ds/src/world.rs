@@ -1,0 +1,72 @@
+//! The ranks a `ds` command runs on: every rank of `mpirun` when MPI is compiled in, otherwise
+//! one.
+
+#[cfg(not(feature = "mpi"))]
+use ds_core::SingleRank;
+use ds_core::{Backend, Collectives};
+
+/// This process's place among the ranks, and its collectives.
+pub struct World {
+    /// This process's rank.
+    pub rank: usize,
+    /// The number of ranks.
+    pub world_size: usize,
+    inner: Inner,
+}
+
+enum Inner {
+    #[cfg(not(feature = "mpi"))]
+    Single,
+    #[cfg(feature = "mpi")]
+    Mpi(ds_comm_mpi::Comm),
+}
+
+impl World {
+    /// Finds the world: with the `mpi` feature, [`ds_comm_mpi::init_distributed`] (MPI under
+    /// a launcher, one rank otherwise); without it, one rank, refusing to run as one of many
+    /// copies under `mpirun`.
+    ///
+    /// # Errors
+    /// A one-line message saying what to do.
+    pub fn init() -> Result<World, String> {
+        #[cfg(feature = "mpi")]
+        {
+            let d = ds_comm_mpi::init_distributed().map_err(|e| e.to_string())?;
+            Ok(World {
+                rank: d.info.rank,
+                world_size: d.info.world_size,
+                inner: Inner::Mpi(d.comm),
+            })
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+                .iter()
+                .filter_map(|v| std::env::var(v).ok())
+                .filter_map(|v| v.parse::<usize>().ok())
+                .any(|n| n > 1);
+            if launched {
+                return Err(
+                    "started by mpirun, but this ds was built without MPI: rebuild with \
+                            `cargo build --release -p ds --features mpi`"
+                        .into(),
+                );
+            }
+            Ok(World {
+                rank: 0,
+                world_size: 1,
+                inner: Inner::Single,
+            })
+        }
+    }
+
+    /// The collectives, for backend `B`.
+    pub fn collectives<B: Backend>(self) -> Box<dyn Collectives<B>> {
+        match self.inner {
+            #[cfg(not(feature = "mpi"))]
+            Inner::Single => Box::new(SingleRank),
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(c) => Box::new(c),
+        }
+    }
+}

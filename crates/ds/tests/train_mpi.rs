@@ -1,0 +1,91 @@
+//! `mpirun -np 2 ds train` (ZeRO-2, the built-in config) gives one rank's losses on the same
+//! global batch, within the engine's tolerance (1e-5 relative); only rank 0 writes metrics.
+//! Built with `--features mpi` (`scripts/test.sh` runs it).
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::Command;
+
+const DS: &str = env!("CARGO_BIN_EXE_ds");
+
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["loss"].as_f64().expect("loss")
+        })
+        .collect()
+}
+
+#[test]
+fn two_mpi_ranks_with_zero_2_match_one_rank() {
+    let dir = std::env::temp_dir().join(format!("ds-train-mpi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = |save: &Path| -> Vec<String> {
+        [
+            "train",
+            "--steps",
+            "12",
+            "--dim",
+            "32",
+            "--layers",
+            "2",
+            "--heads",
+            "2",
+            "--context",
+            "16",
+            "--sample-tokens",
+            "0",
+            "--save-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([save.display().to_string()])
+        .collect()
+    };
+    let one = Command::new(DS)
+        .args(args(&dir.join("one")))
+        .output()
+        .expect("ds");
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let two = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe", DS])
+        .args(args(&dir.join("two")))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun starts (install Open MPI: scripts/test.sh does)");
+    let out = String::from_utf8_lossy(&two.stdout);
+    assert!(
+        two.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    assert!(out.contains("2 rank(s)"), "{out}");
+    // Rank 0 alone prints the summary.
+    assert_eq!(out.matches("[ds] trained steps").count(), 1, "{out}");
+    let (a, b) = (losses(&dir.join("one")), losses(&dir.join("two")));
+    assert_eq!(a.len(), 12);
+    assert_eq!(b.len(), 12);
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "step {}: one rank {x}, two MPI ranks {y}",
+            step + 1
+        );
+    }
+    println!(
+        "largest relative difference: {:.2e}",
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) / x).abs())
+            .fold(0.0, f64::max)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
