@@ -1,6 +1,7 @@
-//! The GPT learns through the engine: trained on this project's own README with DeepSpeed's
-//! AdamW, its loss must fall well below the corpus's unigram entropy (the loss of a model that
-//! knows only byte frequencies).
+//! The GPT learns through the engine: trained on a fixed text with DeepSpeed's AdamW, its loss
+//! must fall well below the text's unigram entropy (the loss of a model that knows only byte
+//! frequencies). The text lives here, not in a document that changes, so the figures do not
+//! drift when the docs are edited.
 
 use ds_core::cpu::CpuBackend;
 use ds_core::{DType, Device, SingleRank};
@@ -10,9 +11,19 @@ use ds_zero::config::Config;
 use ds_zero::{Initialized, initialize};
 use std::sync::Arc;
 
+const CORPUS: &str = "ds rebuilds the part of DeepSpeed that trains models: the engine, its \
+JSON config, mixed precision, fused optimizers and ZeRO, as a Rust workspace over one backend \
+contract. Bring a DeepSpeed config and get the same training, without operators built at import \
+time, on more hardware, with one conformance suite that holds every backend to the same oracle. \
+The engine drives a model through forward, backward and step. Gradients are reduced across \
+ranks in buckets, partitioned by ZeRO, clipped by their global norm and applied by a fused \
+optimizer to fp32 master weights. Checkpoints are written atomically and load on another world \
+size. Every kernel is checked against an f64 oracle in f32, f16 and bf16, and every collective \
+under one to four ranks, on threads and under mpirun.\n";
+
 #[test]
-fn a_small_gpt_learns_the_readme_below_its_unigram_entropy() {
-    let text = include_str!("../../../README.md");
+fn a_small_gpt_learns_a_text_well_below_its_unigram_entropy() {
+    let text = CORPUS.repeat(4);
     let tokens: Vec<u16> = text.bytes().map(u16::from).collect();
     let entropy = unigram_entropy(&tokens);
     let config = Config::parse(
