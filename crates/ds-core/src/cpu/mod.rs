@@ -128,9 +128,20 @@ impl Memory for CpuBackend {
     }
 
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
-        CpuBuffer::new(dtype, len, Arc::clone(&self.inner.tracker), |bytes| {
-            self.run(|| par::touch_pages(bytes))
-        })
+        CpuBuffer::new(
+            dtype,
+            len,
+            Arc::clone(&self.inner.tracker),
+            |bytes, reused| {
+                self.run(|| {
+                    if reused {
+                        par::zero_bytes(bytes);
+                    } else {
+                        par::touch_pages(bytes);
+                    }
+                })
+            },
+        )
     }
 
     fn upload(&self, src: &[u8], dst: ViewMut<'_, Self>, _: Validated) -> Result<()> {

@@ -21,6 +21,13 @@ pub(crate) fn touch_pages(bytes: &mut [u8]) {
     });
 }
 
+/// Zeroes `bytes` over the pool (a reused mapping's stale contents).
+pub(crate) fn zero_bytes(bytes: &mut [u8]) {
+    bytes
+        .par_chunks_mut(1 << 20)
+        .for_each(|chunk| chunk.fill(0));
+}
+
 /// `dst.copy_from_slice(src)` over the pool (sizes are equal after validation), with
 /// streaming stores for large copies.
 pub(crate) fn copy_bytes(src: &[u8], dst: &mut [u8]) {

@@ -95,6 +95,14 @@ impl CausalSelfAttention {
             dev.alloc(dtype, n * c)?,
         ];
         let block = t.seq * hd;
+        let ones = dev.alloc_from(&vec![1.0f32; t.seq])?;
+        let ones = if dtype == DType::F32 {
+            ones
+        } else {
+            let mut cast = dev.alloc(dtype, t.seq)?;
+            dev.cast(ones.all(), cast.all_mut())?;
+            cast
+        };
         for (s, out) in qkv.iter_mut().enumerate() {
             for head in 0..h {
                 let wh = (s * h + head) * c * hd;
@@ -106,15 +114,18 @@ impl CausalSelfAttention {
                     w.sub(wh..wh + c * hd),
                     out.range_mut(head * block..n * c),
                 )?;
+                // out[b, head] += 1 · bias[s, head] (a k = 1 product broadcasts the bias
+                // over the block's rows for every sequence in one call).
                 let bh = (s * h + head) * hd;
-                for b in 0..t.batch {
-                    let at = (b * h + head) * block;
-                    dev.bias_add(
-                        Shape2::new(t.seq, hd),
-                        out.range_mut(at..at + block),
-                        bias.sub(bh..bh + hd),
-                    )?;
-                }
+                crate::profile::gemm(
+                    dev,
+                    &GemmSpec::new(t.seq, hd, 1)
+                        .strided(t.batch, 0, 0, h * block)
+                        .scaled(1.0, 1.0),
+                    ones.all(),
+                    bias.sub(bh..bh + hd),
+                    out.range_mut(head * block..n * c),
+                )?;
             }
         }
         let [q, k, v] = qkv;
@@ -172,20 +183,19 @@ impl CausalSelfAttention {
 
         dev.bias_grad(Shape2::new(n, c), dy, grads.grad(self.proj_bias)?, true)?;
         grads.done(self.proj_bias)?;
-        for head in 0..h {
-            for b in 0..t.batch {
-                // dW_o[head] += o[b, head]^T dy[b].
-                let at = (b * h + head) * block;
-                crate::profile::gemm(
-                    dev,
-                    &acc(hd, c, t.seq).transpose(true, false),
-                    saved.o.range(at..at + block),
-                    dy.sub(b * t.seq * c..(b + 1) * t.seq * c),
-                    grads
-                        .grad(self.proj_weight)?
-                        .sub(head * hd * c..(head + 1) * hd * c),
-                )?;
-            }
+        for b in 0..t.batch {
+            // dW_o[head] += o[b, head]^T dy[b] for every head in one call: the heads of
+            // sequence b are consecutive in o and in dW_o.
+            let at = b * h * block;
+            crate::profile::gemm(
+                dev,
+                &acc(hd, c, t.seq)
+                    .transpose(true, false)
+                    .strided(h, block, 0, hd * c),
+                saved.o.range(at..at + h * block),
+                dy.sub(b * t.seq * c..(b + 1) * t.seq * c),
+                grads.grad(self.proj_weight)?,
+            )?;
         }
         grads.done(self.proj_weight)?;
         let wo = params.get(self.proj_weight)?;
@@ -229,35 +239,41 @@ impl CausalSelfAttention {
                 },
             )?;
         }
+        // dbias[s, head] = sum over sequences and positions of d[b, head]: first over the
+        // sequences (rows of d seen as batch x (heads·seq·head_dim)), then over positions.
+        let mut per_head = dev.alloc(dtype, h * block)?;
         for (s, d) in dqkv.iter().enumerate() {
+            dev.bias_grad(
+                Shape2::new(t.batch, h * block),
+                d.all(),
+                per_head.all_mut(),
+                false,
+            )?;
             for head in 0..h {
                 let bh = (s * h + head) * hd;
-                for b in 0..t.batch {
-                    let at = (b * h + head) * block;
-                    dev.bias_grad(
-                        Shape2::new(t.seq, hd),
-                        d.range(at..at + block),
-                        grads.grad(self.qkv_bias)?.sub(bh..bh + hd),
-                        true,
-                    )?;
-                }
+                dev.bias_grad(
+                    Shape2::new(t.seq, hd),
+                    per_head.range(head * block..(head + 1) * block),
+                    grads.grad(self.qkv_bias)?.sub(bh..bh + hd),
+                    true,
+                )?;
             }
         }
         grads.done(self.qkv_bias)?;
         for (s, d) in dqkv.iter().enumerate() {
-            for head in 0..h {
-                let wh = (s * h + head) * c * hd;
-                for b in 0..t.batch {
-                    // dW[s, head] += x[b]^T d[b, head].
-                    let at = (b * h + head) * block;
-                    crate::profile::gemm(
-                        dev,
-                        &acc(c, hd, t.seq).transpose(true, false),
-                        x.sub(b * t.seq * c..(b + 1) * t.seq * c),
-                        d.range(at..at + block),
-                        grads.grad(self.qkv_weight)?.sub(wh..wh + c * hd),
-                    )?;
-                }
+            let ws = s * h * c * hd;
+            for b in 0..t.batch {
+                // dW[s, head] += x[b]^T d[b, head] for every head in one call.
+                let at = b * h * block;
+                crate::profile::gemm(
+                    dev,
+                    &acc(c, hd, t.seq)
+                        .transpose(true, false)
+                        .strided(h, 0, block, c * hd),
+                    x.sub(b * t.seq * c..(b + 1) * t.seq * c),
+                    d.range(at..at + h * block),
+                    grads.grad(self.qkv_weight)?.sub(ws..ws + h * c * hd),
+                )?;
             }
         }
         grads.done(self.qkv_weight)?;
