@@ -60,7 +60,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Optimizer steps to train (in total, counting those of a resumed run).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 800)]
     pub steps: u64,
     /// Where checkpoints, metrics.jsonl and loss.png go.
     #[arg(long, default_value = "runs/ds-train")]
