@@ -74,6 +74,9 @@ pub struct TrainArgs {
     /// GPT: tokens of sample text to print at the end (0: none).
     #[arg(long, default_value_t = 400)]
     pub sample_tokens: usize,
+    /// GPT: sampling temperature of the sample (1 samples the model's own distribution).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
     /// Seed of the data order and the sample.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
@@ -104,6 +107,9 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     }
     if args.save_every == 0 {
         return Err("--save-every must be at least 1".into());
+    }
+    if !(args.temperature.is_finite() && args.temperature > 0.0) {
+        return Err("--temperature must be a positive number".into());
     }
     if !matches!(args.model.as_str(), "gpt" | "mlp") {
         return Err(format!("unknown --model {:?}: use gpt or mlp", args.model));
@@ -278,12 +284,13 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
             &named,
             &prompt,
             args.sample_tokens,
-            0.8,
+            args.temperature,
             args.seed,
         )
         .map_err(|e| e.to_string())?;
         println!(
-            "\n--- sample (temperature 0.8) ---\n{}{}\n---",
+            "\n--- sample (temperature {}) ---\n{}{}\n---",
+            args.temperature,
             ByteTokenizer.decode(&prompt),
             ByteTokenizer.decode(&out)
         );
