@@ -1,5 +1,6 @@
 //! The list of a model's parameters, built layer by layer, with each one's initializer.
 
+use ds_zero::data::splitmix;
 use ds_zero::model::ParamSpec;
 
 /// How a parameter starts.
@@ -46,17 +47,12 @@ impl Registry {
     }
 
     /// Fills `out` with parameter `index`'s initial values, deterministic in `seed` (a
-    /// splitmix64 stream per parameter, Box-Muller for normals).
+    /// [`splitmix`] stream per parameter, Box-Muller for normals).
     pub fn init(&self, index: usize, seed: u64, out: &mut [f32]) {
         let mut state = seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut uniform = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
             // (0, 1]: never 0, so the logarithm below is finite.
-            ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+            ((splitmix(&mut state) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
         };
         match self.inits.get(index).copied().unwrap_or(Init::Zeros) {
             Init::Zeros => out.fill(0.0),

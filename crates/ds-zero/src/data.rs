@@ -65,7 +65,7 @@ pub struct DataLoader<D: Dataset> {
 }
 
 /// SplitMix64: a small, fast, well-mixed generator for shuffles and synthetic data.
-pub(crate) fn splitmix(state: &mut u64) -> u64 {
+pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

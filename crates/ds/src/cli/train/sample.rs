@@ -3,6 +3,7 @@
 
 use ds_core::{Backend, DType, Device, Result};
 use ds_nn::{Gpt, GptConfig};
+use ds_zero::data::splitmix;
 use ds_zero::model::{Model, Params, Slot};
 
 /// Generates `count` tokens after `prompt` with the parameters `named` (the engine's, in the
@@ -46,11 +47,7 @@ pub fn generate<B: Backend>(
             .map(|&l| f64::from((l - max) / temperature.max(1e-3)).exp())
             .collect();
         let total: f64 = weights.iter().sum();
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let mut pick = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut pick = (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64 * total;
         let mut next = weights.len() - 1;
         for (i, w) in weights.iter().enumerate() {
             if pick < *w {
