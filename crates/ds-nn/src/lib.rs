@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod layers;
+pub mod loss;
 pub mod models;
 pub mod profile;
 pub mod registry;

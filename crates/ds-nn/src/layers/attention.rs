@@ -95,14 +95,8 @@ impl CausalSelfAttention {
             dev.alloc(dtype, n * c)?,
         ];
         let block = t.seq * hd;
-        let ones = dev.alloc_from(&vec![1.0f32; t.seq])?;
-        let ones = if dtype == DType::F32 {
-            ones
-        } else {
-            let mut cast = dev.alloc(dtype, t.seq)?;
-            dev.cast(ones.all(), cast.all_mut())?;
-            cast
-        };
+        let mut ones = dev.alloc(dtype, t.seq)?;
+        dev.fill(ones.all_mut(), 1.0)?;
         for (s, out) in qkv.iter_mut().enumerate() {
             for head in 0..h {
                 let wh = (s * h + head) * c * hd;

@@ -8,6 +8,7 @@
 use crate::layers::{
     AttentionSaved, CausalSelfAttention, Embedding, LayerNorm, LayerNormSaved, Linear, Tokens,
 };
+use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
 use crate::registry::{Init, Registry};
 use ds_core::params::{GemmSpec, Shape2};
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
@@ -291,15 +292,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             params.get(self.wte.table)?,
             logits.all_mut(),
         )?;
-        let mut losses = dev.alloc(DType::F32, n)?;
-        dev.softmax_cross_entropy(
-            Shape2::new(n, v),
-            -100,
-            logits.all(),
-            targets.all(),
-            losses.all_mut(),
-        )?;
-        let host: Vec<f32> = dev.to_vec(losses.all())?;
+        let loss = mean_cross_entropy(dev, Shape2::new(n, v), logits.all(), targets.all())?;
         self.saved = Some(Saved {
             tokens: t,
             ids,
@@ -310,8 +303,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             ln_f,
             logits,
         });
-        let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
-        Ok((sum / n as f64) as f32)
+        Ok(loss)
     }
 
     fn backward(
@@ -327,14 +319,12 @@ impl<B: Backend> Model<B> for Gpt<B> {
         let (c, v) = (self.config.dim, self.config.vocab);
         let t = s.tokens;
         let n = t.batch * t.seq;
-        let mut dlogits = dev.alloc(self.dtype, n * v)?;
-        dev.softmax_cross_entropy_backward(
+        let dlogits = mean_cross_entropy_backward(
+            dev,
             Shape2::new(n, v),
-            -100,
-            scale / n as f32,
+            scale,
             s.logits.all(),
             s.targets.all(),
-            dlogits.all_mut(),
         )?;
         // Tied head: d wte += dlogitsᵀ h (the embedding adds its part and marks it done).
         crate::profile::gemm(

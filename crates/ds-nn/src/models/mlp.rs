@@ -2,6 +2,7 @@
 //! softmax cross-entropy of the labels.
 
 use crate::layers::Linear;
+use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
 use crate::registry::{Init, Registry};
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
@@ -120,15 +121,12 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
                 "the model has no layers",
             )
         })?;
-        let mut losses = dev.alloc(DType::F32, rows)?;
-        dev.softmax_cross_entropy(
+        let loss = mean_cross_entropy(
+            dev,
             Shape2::new(rows, self.classes),
-            -100,
             logits.all(),
             labels.all(),
-            losses.all_mut(),
         )?;
-        let host: Vec<f32> = dev.to_vec(losses.all())?;
         self.saved = Some(Saved {
             rows,
             inputs,
@@ -136,8 +134,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             labels,
             logits,
         });
-        let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
-        Ok((sum / rows.max(1) as f64) as f32)
+        Ok(loss)
     }
 
     fn backward(
@@ -155,14 +152,12 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             )
         })?;
         let rows = s.rows;
-        let mut dy = dev.alloc(self.dtype, rows * self.classes)?;
-        dev.softmax_cross_entropy_backward(
+        let mut dy = mean_cross_entropy_backward(
+            dev,
             Shape2::new(rows, self.classes),
-            -100,
-            scale / rows.max(1) as f32,
+            scale,
             s.logits.all(),
             s.labels.all(),
-            dy.all_mut(),
         )?;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let dx = layer.backward(dev, params, grads, s.inputs[i].all(), dy.all(), rows)?;
