@@ -426,14 +426,29 @@ fn assemble<B: Backend, M: Model<B>>(
     kind: &str,
     state_path: &Path,
 ) -> Result<Option<Vec<Vec<f32>>>> {
-    let index: HashMap<&str, usize> = e
+    let params: Vec<(&str, usize)> = e
         .specs
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
+        .map(|s| (s.name.as_str(), s.numel()))
         .collect();
-    let mut arrays: Vec<Vec<f32>> = e.specs.iter().map(|s| vec![0.0; s.numel()]).collect();
-    let mut covered = vec![0usize; e.specs.len()];
+    assemble_pieces(&params, files, kind, state_path)
+}
+
+/// [`assemble`] for parameters given by name and element count, in order (what consolidation
+/// reads from the model file, without an engine).
+pub(super) fn assemble_pieces(
+    params: &[(&str, usize)],
+    files: &Files,
+    kind: &str,
+    state_path: &Path,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let index: HashMap<&str, usize> = params
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (*name, i))
+        .collect();
+    let mut arrays: Vec<Vec<f32>> = params.iter().map(|(_, n)| vec![0.0; *n]).collect();
+    let mut covered = vec![0usize; params.len()];
     let mut any = false;
     for (path, bytes) in &files.optim {
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|err| {
@@ -473,15 +488,13 @@ fn assemble<B: Backend, M: Model<B>>(
     if !any {
         return Ok(None);
     }
-    for (i, spec) in e.specs.iter().enumerate() {
-        if covered[i] != spec.numel() {
+    for (i, (name, numel)) in params.iter().enumerate() {
+        if covered[i] != *numel {
             return Err(Error::checkpoint(
                 state_path,
                 format!(
-                    "`{kind}` state of `{}` covers {} of its {} elements: an optimizer file is missing from the list",
-                    spec.name,
+                    "`{kind}` state of `{name}` covers {} of its {numel} elements: an optimizer file is missing from the list",
                     covered[i],
-                    spec.numel()
                 ),
             ));
         }
