@@ -219,7 +219,7 @@ impl Drop for CpuBuffer {
 
 /// Bytes the kernel says can be allocated without swapping (`MemAvailable`), or `u64::MAX`
 /// when it cannot be read.
-pub(crate) fn available_memory() -> u64 {
+pub fn available_memory() -> u64 {
     meminfo_field("MemAvailable:").unwrap_or(u64::MAX)
 }
 

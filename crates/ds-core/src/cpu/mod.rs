@@ -20,7 +20,7 @@ mod reduce;
 pub mod roofline;
 mod stream;
 
-pub use buffer::CpuBuffer;
+pub use buffer::{CpuBuffer, available_memory};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -18,12 +18,11 @@ pub fn estimate_bytes(
     p + tokens as u128 * per_token
 }
 
-/// The memory this machine can give a new allocation: `MemAvailable` from /proc/meminfo.
+/// The memory this machine can give a new allocation (the CPU backend's reading of
+/// `MemAvailable`), when it can be read.
 pub fn host_available() -> Option<u128> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u128 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let bytes = ds_core::cpu::available_memory();
+    (bytes != u64::MAX).then_some(u128::from(bytes))
 }
 
 /// An error when `need` bytes exceed `available`, saying what to change.
