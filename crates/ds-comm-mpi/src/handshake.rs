@@ -157,7 +157,7 @@ fn abort_late(comm: &RawComm, call: &Call, timeout: Duration, missing: &[usize])
         seconds: timeout.as_secs_f64(),
         missing: missing.to_vec(),
     };
-    eprintln!("[ds] {error}; aborting the job");
+    crate::say::say(format_args!("[ds] {error}; aborting the job"));
     comm.abort(crate::TIMEOUT_EXIT_CODE)
 }
 

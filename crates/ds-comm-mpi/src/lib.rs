@@ -25,6 +25,7 @@ mod guards;
 mod handshake;
 mod launch;
 mod raw;
+mod say;
 mod watchdog;
 mod world;
 
@@ -33,6 +34,7 @@ pub use guards::{
     CHUNK_ENV, DEFAULT_CHUNK_ELEMENTS, DEFAULT_TIMEOUT, Guards, TIMEOUT_ENV, VALIDATE_ENV,
 };
 pub use launch::Launcher;
+pub use say::say;
 pub use world::{Comm, Distributed, Session, WorldInfo, init_distributed};
 
 /// The exit code of a job ended by a collective timeout (as the `timeout` command's).

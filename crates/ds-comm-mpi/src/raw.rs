@@ -204,78 +204,85 @@ impl<'buf> Requests<'buf> {
         }
     }
 
-    fn push(&mut self, handle: ffi::MPI_Request, peer: usize) {
-        self.handles.push(handle);
-        self.peers.push(peer);
-        self.done.push(false);
+    /// Posts one non-blocking transfer of `bytes` bytes of `dtype` with `peer`: `start` calls
+    /// MPI with the element count, datatype, peer, tag, communicator and request out-pointer.
+    /// A transfer that cannot be posted ends the job: earlier requests may point into borrowed
+    /// buffers, and returning would let those be freed under MPI.
+    fn post(
+        &mut self,
+        call: &'static str,
+        peer: usize,
+        bytes: usize,
+        dtype: DType,
+        tag: Tag,
+        start: impl FnOnce(
+            c_int,
+            ffi::MPI_Datatype,
+            c_int,
+            c_int,
+            ffi::MPI_Comm,
+            *mut ffi::MPI_Request,
+        ) -> c_int,
+    ) {
+        let posted = (|| {
+            let dt = datatype(dtype)?;
+            let n = count(bytes / dtype.size_bytes())?;
+            let rank = count(peer)?;
+            // SAFETY: MPI_REQUEST_NULL is a link-time constant.
+            let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+            check(
+                call,
+                start(n, dt, rank, tag as i32, self.comm.handle, &mut request),
+            )?;
+            Ok::<_, Error>(request)
+        })();
+        match posted {
+            Ok(request) => {
+                self.handles.push(request);
+                self.peers.push(peer);
+                self.done.push(false);
+            }
+            Err(e) => {
+                crate::say::say(format_args!(
+                    "[ds] rank {}: posting a transfer with rank {peer} failed: {e}; aborting the job",
+                    self.comm.rank
+                ));
+                self.comm.abort(1)
+            }
+        }
     }
 
     /// Posts a send of `data` (elements of `dtype`) to `peer`.
     pub(crate) fn send(&mut self, peer: usize, data: &'buf [u8], dtype: DType, tag: Tag) {
-        let posted = (|| {
-            let dt = datatype(dtype)?;
-            let n = count(data.len() / dtype.size_bytes())?;
-            let dest = count(peer)?;
-            // SAFETY: MPI_REQUEST_NULL is a link-time constant.
-            let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
-            // SAFETY: `data` stays borrowed (and unmodified) for `'buf`, which outlives this
-            // set, and the set completes every request before it is dropped (or aborts the
-            // job); `request` is a valid out-pointer.
-            check("MPI_Isend", unsafe {
-                ffi::MPI_Isend(
-                    data.as_ptr().cast(),
-                    n,
-                    dt,
-                    dest,
-                    tag as i32,
-                    self.comm.handle,
-                    &mut request,
-                )
-            })?;
-            Ok::<_, Error>(request)
-        })();
-        self.posted(posted, peer);
+        self.post(
+            "MPI_Isend",
+            peer,
+            data.len(),
+            dtype,
+            tag,
+            |n, dt, dest, tag, comm, req| {
+                // SAFETY: `data` stays borrowed (and unmodified) for `'buf`, which outlives this
+                // set, and the set completes every request before it is dropped (or aborts the
+                // job); `req` is a valid out-pointer.
+                unsafe { ffi::MPI_Isend(data.as_ptr().cast(), n, dt, dest, tag, comm, req) }
+            },
+        );
     }
 
     /// Posts a receive from `peer` into `data` (elements of `dtype`).
     pub(crate) fn receive(&mut self, peer: usize, data: &'buf mut [u8], dtype: DType, tag: Tag) {
-        let posted = (|| {
-            let dt = datatype(dtype)?;
-            let n = count(data.len() / dtype.size_bytes())?;
-            let source = count(peer)?;
-            // SAFETY: MPI_REQUEST_NULL is a link-time constant.
-            let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
-            // SAFETY: `data` stays mutably borrowed for `'buf` (nothing else touches it), and
-            // the set completes every request before it is dropped (or aborts the job).
-            check("MPI_Irecv", unsafe {
-                ffi::MPI_Irecv(
-                    data.as_mut_ptr().cast(),
-                    n,
-                    dt,
-                    source,
-                    tag as i32,
-                    self.comm.handle,
-                    &mut request,
-                )
-            })?;
-            Ok::<_, Error>(request)
-        })();
-        self.posted(posted, peer);
-    }
-
-    fn posted(&mut self, posted: Result<ffi::MPI_Request>, peer: usize) {
-        match posted {
-            Ok(request) => self.push(request, peer),
-            Err(e) => {
-                // Earlier requests may still point into borrowed buffers: returning would let
-                // them be freed under MPI. End the job instead, saying why.
-                eprintln!(
-                    "[ds] rank {}: posting a transfer with rank {peer} failed: {e}; aborting the job",
-                    self.comm.rank
-                );
-                self.comm.abort(1)
-            }
-        }
+        self.post(
+            "MPI_Irecv",
+            peer,
+            data.len(),
+            dtype,
+            tag,
+            |n, dt, src, tag, comm, req| {
+                // SAFETY: `data` stays mutably borrowed for `'buf` (nothing else touches it), and
+                // the set completes every request before it is dropped (or aborts the job).
+                unsafe { ffi::MPI_Irecv(data.as_mut_ptr().cast(), n, dt, src, tag, comm, req) }
+            },
+        );
     }
 
     /// Tests every unfinished request once; returns whether all are done.
@@ -290,10 +297,10 @@ impl<'buf> Requests<'buf> {
             // to MPI_REQUEST_NULL on completion); the status is ignored.
             let rc = unsafe { ffi::MPI_Test(handle, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
             if rc != 0 {
-                eprintln!(
+                crate::say::say(format_args!(
                     "[ds] rank {}: MPI_Test failed with code {rc}; aborting the job",
                     self.comm.rank
-                );
+                ));
                 self.comm.abort(1)
             }
             *done = flag != 0;
@@ -345,10 +352,10 @@ impl<'buf> Requests<'buf> {
         let rc =
             unsafe { ffi::MPI_Waitall(n, self.handles.as_mut_ptr(), ffi::RSMPI_STATUSES_IGNORE) };
         if rc != 0 {
-            eprintln!(
+            crate::say::say(format_args!(
                 "[ds] rank {}: MPI_Waitall failed with code {rc}; aborting the job",
                 self.comm.rank
-            );
+            ));
             self.comm.abort(1)
         }
         self.done.iter_mut().for_each(|d| *d = true);
@@ -360,10 +367,10 @@ impl Drop for Requests<'_> {
     fn drop(&mut self) {
         if !self.done.iter().all(|d| *d) && !self.poll() {
             // A request still points into a buffer about to be released.
-            eprintln!(
+            crate::say::say(format_args!(
                 "[ds] rank {}: transfers were abandoned unfinished; aborting the job",
                 self.comm.rank
-            );
+            ));
             self.comm.abort(1)
         }
     }

@@ -84,12 +84,12 @@ fn watch(shared: &Shared, rank: usize, timeout: Duration) {
             Some((op, deadline)) => {
                 let now = Instant::now();
                 if now >= deadline {
-                    eprintln!(
+                    crate::say::say(format_args!(
                         "[ds] rank {rank}: {op} did not finish within {:.1} s although every rank \
                          had arrived (a rank died mid-transfer or the transport stalled); ending \
                          this rank so the launcher ends the job",
                         timeout.as_secs_f64()
-                    );
+                    ));
                     // SAFETY: _exit ends the process at once without running handlers that
                     // could block on the stuck MPI call; nothing else is required.
                     unsafe { libc::_exit(crate::TIMEOUT_EXIT_CODE) };

@@ -102,7 +102,7 @@ pub fn init_distributed() -> Result<Distributed> {
         };
         Comm::Single(SingleRank)
     };
-    eprintln!("[ds] {}", info.describe());
+    crate::say::say(format_args!("[ds] {}", info.describe()));
     Ok(Distributed { info, comm })
 }
 

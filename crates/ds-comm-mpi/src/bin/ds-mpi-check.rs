@@ -21,14 +21,14 @@ fn main() -> ExitCode {
     let world = match init_distributed() {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("ds-mpi-check: {e}");
+            ds_comm_mpi::say(format_args!("ds-mpi-check: {e}"));
             return ExitCode::from(2);
         }
     };
     let device = match CpuBackend::new() {
         Ok(b) => Device::new(b),
         Err(e) => {
-            eprintln!("ds-mpi-check: {e}");
+            ds_comm_mpi::say(format_args!("ds-mpi-check: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("rank {rank}: FAILED: {e}");
+            ds_comm_mpi::say(format_args!("rank {rank}: FAILED: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -111,7 +111,7 @@ fn late(comm: &dyn Collectives<CpuBackend>) -> Result<String, String> {
 fn die(device: &Device<CpuBackend>, comm: &dyn Collectives<CpuBackend>) -> Result<String, String> {
     comm.barrier().map_err(|e| e.to_string())?;
     if comm.rank() == 1 {
-        eprintln!("rank 1: killing itself with SIGKILL");
+        ds_comm_mpi::say(format_args!("rank 1: killing itself with SIGKILL"));
         // SAFETY: raising a signal has no memory-safety preconditions.
         unsafe { libc::raise(libc::SIGKILL) };
     }
