@@ -36,15 +36,8 @@ impl GradSink<B> for Sink {
 fn check<M: Model<B>>(model: &mut M, batch: &M::Batch, h: f32, what: &str) {
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
     let specs = model.parameters();
-    let mut slots = Vec::new();
-    let mut offset = 0;
-    for s in &specs {
-        slots.push(Slot {
-            offset,
-            len: s.numel(),
-        });
-        offset += s.numel();
-    }
+    let slots = Slot::packed(&specs);
+    let offset: usize = slots.iter().map(|s| s.len).sum();
     let mut host = vec![0f32; offset];
     for (i, s) in slots.iter().enumerate() {
         model.init(i, 5, &mut host[s.offset..s.offset + s.len]);
@@ -156,15 +149,7 @@ fn bad_batches_are_refused_naming_the_batch() {
     let mut gpt = Gpt::<B>::new(config, DType::F32).expect("gpt");
     let n = config.numel();
     let buf = dev.alloc(DType::F32, n).expect("params");
-    let mut slots = Vec::new();
-    let mut offset = 0;
-    for s in Model::<B>::parameters(&gpt) {
-        slots.push(Slot {
-            offset,
-            len: s.numel(),
-        });
-        offset += s.numel();
-    }
+    let slots = Slot::packed(&Model::<B>::parameters(&gpt));
     let params = Params::new(&buf, &slots);
     for (batch, why) in [
         (vec![], "empty"),

@@ -59,15 +59,8 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 fn check(what: &str, reg: &Registry, probe: &dyn Probe, x: &[f32], h: f32) {
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
     let specs = reg.specs();
-    let mut slots = Vec::new();
-    let mut offset = 0;
-    for s in &specs {
-        slots.push(Slot {
-            offset,
-            len: s.numel(),
-        });
-        offset += s.numel();
-    }
+    let slots = Slot::packed(&specs);
+    let offset: usize = slots.iter().map(|s| s.len).sum();
     let mut host = noise(offset.max(1), 11);
     host.truncate(offset);
     let mut buf = dev

@@ -43,6 +43,25 @@ pub struct Slot {
     pub len: usize,
 }
 
+impl Slot {
+    /// The parameters `specs` back to back from element 0, without the engine's bucket
+    /// padding: the layout for tools and tests that drive a model without the engine.
+    pub fn packed(specs: &[ParamSpec]) -> Vec<Slot> {
+        let mut offset = 0;
+        specs
+            .iter()
+            .map(|s| {
+                let slot = Slot {
+                    offset,
+                    len: s.numel(),
+                };
+                offset += s.numel();
+                slot
+            })
+            .collect()
+    }
+}
+
 /// Read access to the model's parameters for one forward or backward.
 pub struct Params<'a, B: Backend> {
     pub(crate) buf: &'a B::Buffer,

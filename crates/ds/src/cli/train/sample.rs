@@ -21,15 +21,8 @@ pub fn generate<B: Backend>(
     seed: u64,
 ) -> Result<Vec<i32>> {
     let mut gpt = Gpt::<B>::new(config, DType::F32)?;
-    let mut slots = Vec::new();
-    let mut flat = Vec::new();
-    for (spec, (_, values)) in Model::<B>::parameters(&gpt).iter().zip(named) {
-        slots.push(Slot {
-            offset: flat.len(),
-            len: spec.numel(),
-        });
-        flat.extend_from_slice(values);
-    }
+    let slots = Slot::packed(&Model::<B>::parameters(&gpt));
+    let flat: Vec<f32> = named.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     let buf = dev.alloc_from(&flat)?;
     let params = Params::new(&buf, &slots);
     let mut tokens = prompt.to_vec();
