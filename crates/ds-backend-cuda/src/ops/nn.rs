@@ -17,30 +17,6 @@ fn f32_arg(v: f32) -> Arg {
 }
 
 impl CudaBackend {
-    /// `<name>_<T>(const T* x, T* y, u64 n)`, one thread per element.
-    fn unary(&self, name: &str, x: View<'_, Self>, y: ViewMut<'_, Self>) -> Result<()> {
-        self.launch(
-            &format!("{name}_{}", suffix(x.dtype())),
-            self.grid(x.len()),
-            &[ptr(&x), ptr_mut(&y), count(x.len())],
-        )
-    }
-
-    /// `<name>_<T>(const T* x, const T* dy, T* dx, u64 n)`, one thread per element.
-    fn unary_backward(
-        &self,
-        name: &str,
-        x: View<'_, Self>,
-        dy: View<'_, Self>,
-        dx: ViewMut<'_, Self>,
-    ) -> Result<()> {
-        self.launch(
-            &format!("{name}_{}", suffix(x.dtype())),
-            self.grid(x.len()),
-            &[ptr(&x), ptr(&dy), ptr_mut(&dx), count(x.len())],
-        )
-    }
-
     /// One block per row with `extra` floats of dynamic shared memory.
     fn row_blocks(&self, rows: usize, extra_floats: usize) -> Result<LaunchConfig> {
         let bytes = u32::try_from(extra_floats * 4).map_err(|_| {
@@ -166,7 +142,12 @@ impl NnKernels for CudaBackend {
     }
 
     fn gelu(&self, x: View<'_, Self>, y: ViewMut<'_, Self>, _: Validated) -> Result<()> {
-        self.unary("ds_gelu", x, y)
+        // ds_gelu_<T>(const T* x, T* y, u64 n)
+        self.launch(
+            &format!("ds_gelu_{}", suffix(x.dtype())),
+            self.grid(x.len()),
+            &[ptr(&x), ptr_mut(&y), count(x.len())],
+        )
     }
 
     fn gelu_backward(
@@ -176,11 +157,22 @@ impl NnKernels for CudaBackend {
         dx: ViewMut<'_, Self>,
         _: Validated,
     ) -> Result<()> {
-        self.unary_backward("ds_gelu_backward", x, dy, dx)
+        // ds_gelu_backward_<T>(const T* x, const T* dy, T* dx, u64 n)
+        let args = [ptr(&x), ptr(&dy), ptr_mut(&dx), count(x.len())];
+        self.launch(
+            &format!("ds_gelu_backward_{}", suffix(x.dtype())),
+            self.grid(x.len()),
+            &args,
+        )
     }
 
     fn relu(&self, x: View<'_, Self>, y: ViewMut<'_, Self>, _: Validated) -> Result<()> {
-        self.unary("ds_relu", x, y)
+        // ds_relu_<T>(const T* x, T* y, u64 n)
+        self.launch(
+            &format!("ds_relu_{}", suffix(x.dtype())),
+            self.grid(x.len()),
+            &[ptr(&x), ptr_mut(&y), count(x.len())],
+        )
     }
 
     fn relu_backward(
@@ -190,7 +182,13 @@ impl NnKernels for CudaBackend {
         dx: ViewMut<'_, Self>,
         _: Validated,
     ) -> Result<()> {
-        self.unary_backward("ds_relu_backward", x, dy, dx)
+        // ds_relu_backward_<T>(const T* x, const T* dy, T* dx, u64 n)
+        let args = [ptr(&x), ptr(&dy), ptr_mut(&dx), count(x.len())];
+        self.launch(
+            &format!("ds_relu_backward_{}", suffix(x.dtype())),
+            self.grid(x.len()),
+            &args,
+        )
     }
 
     fn layer_norm(
