@@ -116,6 +116,9 @@ pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Outp
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(unavailable(kind)),
         BackendKind::Rocm => Err(unavailable(kind)),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(task.run(Device::new(ds_backend_wgpu::WgpuBackend::new()?))),
+        #[cfg(not(feature = "wgpu"))]
         BackendKind::Wgpu => Err(unavailable(kind)),
     }
 }

@@ -93,6 +93,16 @@ pub fn render() -> String {
         if cfg!(feature = "mpi") { "yes" } else { "no" },
         mpi_status()
     );
+    #[cfg(feature = "wgpu")]
+    {
+        let _ = writeln!(
+            s,
+            "wgpu adapters (DS_WGPU_ADAPTER picks by index or name; DS_WGPU_F16=auto|native|packed):"
+        );
+        for a in ds_backend_wgpu::WgpuBackend::adapters() {
+            let _ = writeln!(s, "    {a}");
+        }
+    }
     let _ = writeln!(s, "{}", "-".repeat(60));
     let _ = writeln!(s, "devices");
     for d in devices {
