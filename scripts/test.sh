@@ -47,17 +47,43 @@ need_mpi() {
   exit 1
 }
 need_mpi
+
+# ds-backend-wgpu's tests run every WGSL kernel for real on Mesa's software Vulkan driver
+# (lavapipe). Install it and the Vulkan loader with apt when no Vulkan driver is present.
+need_vulkan() {
+  local icds
+  icds=$(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null || true)
+  if [ -n "$icds" ] && ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
+    echo "installing mesa-vulkan-drivers libvulkan1 (lavapipe, for the WGPU backend's tests)"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      mesa-vulkan-drivers libvulkan1 >/dev/null && return 0
+  fi
+  echo "error: the WGPU backend's tests need a Vulkan driver and none is installed;" \
+    "install Mesa's (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1;" \
+    "Fedora: dnf install mesa-vulkan-drivers vulkan-loader) and run this again" >&2
+  exit 1
+}
+need_vulkan
 # Open MPI refuses root unless told, and the tests run more ranks than this machine has cores.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 say "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
-say "lints (cargo clippy -D warnings), with the CUDA backend and GPU bench compiled in"
-cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,benches/cuda -- -D warnings
+say "lints (cargo clippy -D warnings), with the CUDA and WGPU backends and GPU benches compiled in"
+cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,ds/wgpu,benches/cuda,benches/wgpu \
+  -- -D warnings
 
-say "tests (cargo test --workspace; ds-comm-mpi's run under mpirun at 1-4 ranks)"
+say "tests (cargo test --workspace; ds-comm-mpi's under mpirun at 1-4 ranks; WGPU's on lavapipe)"
 cargo test --workspace
+
+say "ds train --backend wgpu matches the CPU backend (ds built with --features wgpu)"
+cargo test -p ds --features wgpu --test train_wgpu
 
 say "ds train under mpirun (2 ranks, ZeRO-2) matches one rank (ds built with --features mpi)"
 cargo test -p ds --features mpi --test train_mpi
@@ -90,5 +116,9 @@ fi
 
 say "coverage matrix (ds conformance --backend cpu)"
 cargo run -q -p ds -- conformance --backend cpu
+
+say "coverage matrix on lavapipe (ds conformance --backend wgpu), f16 native, then packed"
+cargo run -q -p ds --features wgpu -- conformance --backend wgpu
+DS_WGPU_F16=packed cargo run -q -p ds --features wgpu -- conformance --backend wgpu
 
 say "all checks passed"

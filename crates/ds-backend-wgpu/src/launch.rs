@@ -127,7 +127,14 @@ pub(crate) enum Grid {
     Elements { n: usize, per_group: usize },
     /// A fixed number of workgroups (rows); `p_n()` is that number.
     Groups(usize),
+    /// One kernel call per element of `n`, [`UNROLL`] calls per invocation; may run in pieces
+    /// like `Elements`.
+    Each(usize),
 }
+
+/// Elements each invocation of an [`Grid::Each`] kernel handles: fewer, fatter invocations
+/// cost less per element on every driver measured (lavapipe most of all).
+pub(crate) const UNROLL: u32 = 8;
 
 /// One kernel launch.
 #[derive(Debug)]
@@ -204,14 +211,16 @@ impl WgpuBackend {
 
     /// Runs `l`, in pieces when a view exceeds one binding.
     pub(crate) fn run(&self, l: Launch<'_>) -> Result<()> {
+        let (n, per_group, unroll) = match l.grid {
+            Grid::Elements { n, per_group } => (n, per_group, 1),
+            Grid::Each(n) => (n, UNROLL as usize * shader::WG as usize, UNROLL),
+            Grid::Groups(g) => (g, 0, 1),
+        };
         let sig = Signature {
             name: l.name,
             binds: l.binds.iter().map(|b| (b.name, b.store, b.write)).collect(),
             params: l.params.iter().map(|(n, p)| (*n, p.ty())).collect(),
-        };
-        let (n, per_group) = match l.grid {
-            Grid::Elements { n, per_group } => (n, per_group),
-            Grid::Groups(g) => (g, 0),
+            unroll,
         };
         if n == 0 {
             return Ok(());

@@ -100,7 +100,7 @@ impl WgpuBackend {
             body: COPY,
             binds: vec![src, dst],
             params: vec![],
-            grid: Grid::Elements { n, per_group: 256 },
+            grid: Grid::Each(n),
         })
     }
 
@@ -112,10 +112,7 @@ impl WgpuBackend {
             body: FILL,
             binds: vec![Bind::write("dst", dst, store)],
             params: vec![("bits", Param::U(bits))],
-            grid: Grid::Elements {
-                n: dst.len(),
-                per_group: 256,
-            },
+            grid: Grid::Each(dst.len()),
         })
     }
 

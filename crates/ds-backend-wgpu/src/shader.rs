@@ -96,12 +96,15 @@ pub(crate) struct Signature {
     pub binds: Vec<(&'static str, Store, bool)>,
     /// (name, type) per scalar parameter, after the binding offsets.
     pub params: Vec<(&'static str, ParamType)>,
+    /// Elements each invocation handles (`kernel` is called this many times, the calls'
+    /// indices a workgroup apart); 1 for row and reduction kernels.
+    pub unroll: u32,
 }
 
 impl Signature {
     /// The cache key: the name and every storage choice.
     pub(crate) fn key(&self) -> String {
-        let mut k = self.name.to_string();
+        let mut k = format!("{}x{}", self.name, self.unroll);
         for (n, s, w) in &self.binds {
             let _ = write!(k, ":{n}={}{}", s.short(), if *w { "w" } else { "" });
         }
@@ -258,15 +261,24 @@ pub(crate) fn module(sig: &Signature, body: &str) -> String {
         let _ = writeln!(s, "fn p_{name}() -> {t} {{ return {e}; }}");
     }
     s.push_str(body);
-    s.push_str(
+    let call = if sig.unroll > 1 {
+        format!(
+            "for (var k = 0u; k < {u}u; k++) {{ kernel((wg * {u}u + k) * WG + li, wg, li); }}",
+            u = sig.unroll
+        )
+    } else {
+        "kernel(wg * WG + li, wg, li);".to_string()
+    };
+    let _ = write!(
+        s,
         "
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32,
-        @builtin(num_workgroups) nwg: vec3<u32>) {
+        @builtin(num_workgroups) nwg: vec3<u32>) {{
     let wg = wid.y * nwg.x + wid.x;
-    kernel(wg * WG + li, wg, li);
-}
-",
+    {call}
+}}
+"
     );
     s
 }

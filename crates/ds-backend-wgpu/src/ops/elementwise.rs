@@ -40,15 +40,9 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 }
 ";
 
-/// Elements per workgroup of a one-per-invocation kernel.
-pub(crate) const PER_THREAD: usize = crate::shader::WG as usize;
-
-/// The grid of a kernel with one invocation per element of `n`.
+/// The grid of a kernel with one call per element of `n`.
 pub(crate) fn each(n: usize) -> Grid {
-    Grid::Elements {
-        n,
-        per_group: PER_THREAD,
-    }
+    Grid::Each(n)
 }
 
 /// The raw bits `value` has in `dtype`, rounded as the CPU backend rounds (through f32).
