@@ -39,6 +39,7 @@ pub mod cpu;
 mod device;
 pub mod dtype;
 pub mod error;
+pub mod id_groups;
 pub mod info;
 pub mod kernel;
 pub mod kernels;

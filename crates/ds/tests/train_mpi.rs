@@ -3,21 +3,13 @@
 //! Built with `--features mpi` (`scripts/test.sh` runs it).
 #![cfg(feature = "mpi")]
 
+mod common;
+
+use common::losses;
 use std::path::Path;
 use std::process::Command;
 
 const DS: &str = env!("CARGO_BIN_EXE_ds");
-
-fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .expect("metrics")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v["loss"].as_f64().expect("loss")
-        })
-        .collect()
-}
 
 #[test]
 fn two_mpi_ranks_with_zero_2_match_one_rank() {

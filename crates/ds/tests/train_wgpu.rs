@@ -2,22 +2,14 @@
 //! losses at every step within 1e-4 relative. Built with `--features wgpu` (`scripts/test.sh` runs it on Mesa's lavapipe).
 #![cfg(feature = "wgpu")]
 
+mod common;
+
+use common::losses;
 use std::path::Path;
 use std::process::Command;
 
 const DS: &str = env!("CARGO_BIN_EXE_ds");
 const STEPS: usize = 12;
-
-fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .expect("metrics")
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v["loss"].as_f64().expect("loss")
-        })
-        .collect()
-}
 
 fn train(backend: &str, dir: &Path) -> String {
     let out = Command::new(DS)

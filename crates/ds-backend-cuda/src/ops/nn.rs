@@ -5,6 +5,7 @@ use crate::buffer::CudaBuffer;
 use crate::context::CudaBackend;
 use crate::kernels::{Arg, THREADS, suffix};
 use cudarc::driver::LaunchConfig;
+use ds_core::id_groups::IdGroups;
 use ds_core::kernels::{
     AttentionArgs, AttentionBackwardArgs, LayerNormArgs, LayerNormBackwardArgs, NnKernels,
     Validated, View, ViewMut,
@@ -41,31 +42,11 @@ impl CudaBackend {
     ) -> Result<()> {
         let dev = Device::new(self.clone());
         let host_ids: Vec<i32> = dev.to_vec(ids)?;
-        let mut order: Vec<(u32, u32)> = host_ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &id)| {
-                usize::try_from(id)
-                    .ok()
-                    .filter(|&r| r < shape.rows)
-                    .map(|r| (r as u32, i as u32))
-            })
-            .collect();
-        order.sort_unstable();
-        let mut uids = Vec::new();
-        let mut starts = Vec::new();
-        for (k, &(id, _)) in order.iter().enumerate() {
-            if uids.last() != Some(&id) {
-                uids.push(id);
-                starts.push(k as u32);
-            }
-        }
-        starts.push(order.len() as u32);
-        let positions: Vec<u32> = order.iter().map(|&(_, i)| i).collect();
+        let groups = IdGroups::new(&host_ids, shape.rows);
         if !accumulate {
             dev.fill(dtable.reborrow(), 0.0)?;
         }
-        if uids.is_empty() || shape.cols == 0 {
+        if groups.ids.is_empty() || shape.cols == 0 {
             return Ok(());
         }
         // u32 index arrays travel as raw bytes in f32-typed buffers: the kernel sees addresses.
@@ -75,12 +56,16 @@ impl CudaBackend {
             dev.upload_bytes(&bytes, b.all_mut())?;
             Ok(b)
         };
-        let (pos_b, start_b, uid_b) = (to_buf(&positions)?, to_buf(&starts)?, to_buf(&uids)?);
+        let (pos_b, start_b, uid_b) = (
+            to_buf(&groups.positions)?,
+            to_buf(&groups.starts)?,
+            to_buf(&groups.ids)?,
+        );
         // ds_embedding_backward_<T>(const u32* order, const u32* starts, const u32* uids,
         //   const T* dout, T* dtable, u64 dim, int acc)
         self.launch(
             &format!("ds_embedding_backward_{}", suffix(dtable.dtype())),
-            self.rows(uids.len(), 0)?,
+            self.rows(groups.ids.len(), 0)?,
             &[
                 Arg::Ptr(pos_b.addr(0)),
                 Arg::Ptr(start_b.addr(0)),

@@ -10,6 +10,7 @@ use crate::buffer::WgpuBuffer;
 use crate::context::WgpuBackend;
 use crate::launch::{Bind, Grid, Launch, Param, u32_of};
 use crate::shader::Store;
+use ds_core::id_groups::IdGroups;
 use ds_core::kernels::{
     AttentionArgs, AttentionBackwardArgs, LayerNormArgs, LayerNormBackwardArgs, NnKernels,
     Validated, View, ViewMut,
@@ -594,37 +595,17 @@ impl NnKernels for WgpuBackend {
     ) -> Result<()> {
         let dev = Device::new(self.clone());
         let host_ids: Vec<i32> = dev.to_vec(ids)?;
-        let mut order: Vec<(u32, u32)> = host_ids
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &id)| {
-                usize::try_from(id)
-                    .ok()
-                    .filter(|&r| r < shape.rows)
-                    .map(|r| (r as u32, i as u32))
-            })
-            .collect();
-        order.sort_unstable();
-        let mut uids = Vec::new();
-        let mut starts = Vec::new();
-        for (k, &(id, _)) in order.iter().enumerate() {
-            if uids.last() != Some(&id) {
-                uids.push(id);
-                starts.push(k as u32);
-            }
-        }
-        starts.push(order.len() as u32);
-        let positions: Vec<u32> = order.iter().map(|&(_, i)| i).collect();
+        let groups = IdGroups::new(&host_ids, shape.rows);
         if !accumulate {
             dev.fill(dtable.reborrow(), 0.0)?;
         }
-        if uids.is_empty() || shape.cols == 0 {
+        if groups.ids.is_empty() || shape.cols == 0 {
             return Ok(());
         }
         let (pos_b, start_b, uid_b) = (
-            self.index_buffer(&dev, &positions)?,
-            self.index_buffer(&dev, &starts)?,
-            self.index_buffer(&dev, &uids)?,
+            self.index_buffer(&dev, &groups.positions)?,
+            self.index_buffer(&dev, &groups.starts)?,
+            self.index_buffer(&dev, &groups.ids)?,
         );
         let s = self.store(dout.dtype());
         self.run(Launch {
@@ -641,7 +622,7 @@ impl NnKernels for WgpuBackend {
                 "dim",
                 Param::U(u32_of(shape.cols, "embedding_backward", "shape")?),
             )],
-            grid: each(uids.len() * shape.cols),
+            grid: each(groups.ids.len() * shape.cols),
         })
     }
 
