@@ -23,6 +23,9 @@ use std::fmt::Write;
 
 /// Workgroup size of every kernel (a power of two; row kernels reduce across it).
 pub(crate) const WG: u32 = 256;
+/// Elements each invocation of a segment reduction folds (strided by the workgroup size):
+/// one workgroup covers `FOLD * WG` elements.
+pub(crate) const FOLD: u32 = 16;
 
 /// How one binding is stored and accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,6 +193,21 @@ fn max_nan(a: f32, b: f32) -> f32 {
     return max(a, b);
 }
 
+// Segment reductions: workgroup wg of a piece folds elements [segment_first(wg), + FOLD * WG)
+// and writes its partial to slot segment_slot(wg) if segment_live(wg) (the grid may hold more
+// workgroups than the piece has segments).
+fn segment_first(wg: u32) -> u32 {
+    return wg * WG * FOLD;
+}
+
+fn segment_live(wg: u32) -> bool {
+    return wg < (p_n() + WG * FOLD - 1u) / (WG * FOLD);
+}
+
+fn segment_slot(wg: u32) -> u32 {
+    return p_base() / (WG * FOLD) + wg;
+}
+
 // Workgroup-wide sum and maximum (NaN winning) of one value per invocation; every invocation
 // gets the result. Call from uniform control flow.
 var<workgroup> red: array<f32, WG>;
@@ -229,7 +247,7 @@ pub(crate) fn module(sig: &Signature, body: &str) -> String {
     if sig.binds.iter().any(|b| b.1 == Store::F16Native) {
         s.push_str("enable f16;\n");
     }
-    let _ = writeln!(s, "const WG: u32 = {WG}u;");
+    let _ = writeln!(s, "const WG: u32 = {WG}u;\nconst FOLD: u32 = {FOLD}u;");
     let _ = writeln!(
         s,
         "@group(0) @binding(0) var<uniform> params: array<vec4<u32>, {}>;",

@@ -40,11 +40,6 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 }
 ";
 
-/// The grid of a kernel with one call per element of `n`.
-pub(crate) fn each(n: usize) -> Grid {
-    Grid::Each(n)
-}
-
 /// The raw bits `value` has in `dtype`, rounded as the CPU backend rounds (through f32).
 fn fill_bits(dtype: DType, value: f64) -> u32 {
     match dtype {
@@ -70,7 +65,7 @@ impl ElementwiseKernels for WgpuBackend {
                 Bind::write("y", &dst, self.store(dst.dtype())),
             ],
             params: vec![],
-            grid: each(src.len()),
+            grid: Grid::Each(src.len()),
         })
     }
 
@@ -80,7 +75,7 @@ impl ElementwiseKernels for WgpuBackend {
             body: SCALE,
             binds: vec![Bind::write("x", &x, self.store(x.dtype()))],
             params: vec![("alpha", Param::F(alpha))],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -99,7 +94,7 @@ impl ElementwiseKernels for WgpuBackend {
                 Bind::write("y", &y, self.store(y.dtype())),
             ],
             params: vec![("alpha", Param::F(alpha))],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -143,7 +138,7 @@ impl WgpuBackend {
                 Bind::write("out", &out, store),
             ],
             params: vec![],
-            grid: each(a.len()),
+            grid: Grid::Each(a.len()),
         })
     }
 }

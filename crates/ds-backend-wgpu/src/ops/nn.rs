@@ -5,7 +5,6 @@
 //! deterministic. The embedding gradient groups positions by id on the host (as the CUDA
 //! backend does) and sums each id's rows in position order.
 
-use super::elementwise::each;
 use crate::buffer::WgpuBuffer;
 use crate::context::WgpuBackend;
 use crate::launch::{Bind, Grid, Launch, Param, u32_of};
@@ -17,6 +16,7 @@ use ds_core::kernels::{
 };
 use ds_core::params::{AttentionShape, Shape2};
 use ds_core::{BufferExt, DType, Device, Result};
+use std::sync::OnceLock;
 
 const BIAS_ADD: &str = "
 fn kernel(gi: u32, wg: u32, li: u32) {
@@ -281,15 +281,11 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 }
 ";
 
-/// Concatenations of shared helpers and kernel bodies, made once.
-fn joined(parts: &[&str], cell: &'static std::sync::OnceLock<String>) -> &'static str {
-    cell.get_or_init(|| parts.concat())
-}
-
-static GELU_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-static GELU_BACKWARD_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-static XENT_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-static XENT_BACKWARD_SRC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Shared helpers and kernel bodies, concatenated once.
+static GELU_SRC: OnceLock<String> = OnceLock::new();
+static GELU_BACKWARD_SRC: OnceLock<String> = OnceLock::new();
+static XENT_SRC: OnceLock<String> = OnceLock::new();
+static XENT_BACKWARD_SRC: OnceLock<String> = OnceLock::new();
 
 impl WgpuBackend {
     /// A kernel over `x -> y` elementwise with one input and one output of the same dtype.
@@ -306,7 +302,7 @@ impl WgpuBackend {
             body,
             binds: vec![Bind::read("x", &x, s), Bind::write("y", &y, s)],
             params: vec![],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -329,7 +325,7 @@ impl WgpuBackend {
                 Bind::write("dx", &dx, s),
             ],
             params: vec![],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -362,7 +358,7 @@ impl NnKernels for WgpuBackend {
                 Bind::read("bias", &bias, s).whole(),
             ],
             params: vec![("cols", Param::U(u32_of(shape.cols, "bias_add", "shape")?))],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -386,12 +382,17 @@ impl NnKernels for WgpuBackend {
                 ("rows", Param::U(u32_of(shape.rows, "bias_grad", "shape")?)),
                 ("acc", Param::U(u32::from(accumulate))),
             ],
-            grid: each(shape.cols),
+            grid: Grid::Each(shape.cols),
         })
     }
 
     fn gelu(&self, x: View<'_, Self>, y: ViewMut<'_, Self>, _: Validated) -> Result<()> {
-        self.unary("gelu", joined(&[GELU_COMMON, GELU], &GELU_SRC), x, y)
+        self.unary(
+            "gelu",
+            GELU_SRC.get_or_init(|| [GELU_COMMON, GELU].concat()),
+            x,
+            y,
+        )
     }
 
     fn gelu_backward(
@@ -401,7 +402,7 @@ impl NnKernels for WgpuBackend {
         dx: ViewMut<'_, Self>,
         _: Validated,
     ) -> Result<()> {
-        let body = joined(&[GELU_COMMON, GELU_BACKWARD], &GELU_BACKWARD_SRC);
+        let body = GELU_BACKWARD_SRC.get_or_init(|| [GELU_COMMON, GELU_BACKWARD].concat());
         self.unary_backward("gelu_backward", body, x, dy, dx)
     }
 
@@ -489,7 +490,7 @@ impl NnKernels for WgpuBackend {
                 ),
                 ("acc", Param::U(u32::from(accumulate))),
             ],
-            grid: each(shape.cols),
+            grid: Grid::Each(shape.cols),
         })
     }
 
@@ -504,7 +505,7 @@ impl NnKernels for WgpuBackend {
     ) -> Result<()> {
         self.run(Launch {
             name: "softmax_cross_entropy",
-            body: joined(&[ROW_LSE, XENT], &XENT_SRC),
+            body: XENT_SRC.get_or_init(|| [ROW_LSE, XENT].concat()),
             binds: vec![
                 Bind::read("logits", &logits, self.store(logits.dtype())),
                 Bind::read("labels", &labels, Store::I32),
@@ -534,7 +535,7 @@ impl NnKernels for WgpuBackend {
         let s = self.store(logits.dtype());
         self.run(Launch {
             name: "softmax_cross_entropy_backward",
-            body: joined(&[ROW_LSE, XENT_BACKWARD], &XENT_BACKWARD_SRC),
+            body: XENT_BACKWARD_SRC.get_or_init(|| [ROW_LSE, XENT_BACKWARD].concat()),
             binds: vec![
                 Bind::read("logits", &logits, s),
                 Bind::read("labels", &labels, Store::I32),
@@ -580,7 +581,7 @@ impl NnKernels for WgpuBackend {
                 ("dim", Param::U(u32_of(shape.cols, "embedding", "shape")?)),
                 ("vocab", Param::U(u32_of(shape.rows, "embedding", "shape")?)),
             ],
-            grid: each(out.len()),
+            grid: Grid::Each(out.len()),
         })
     }
 
@@ -622,7 +623,7 @@ impl NnKernels for WgpuBackend {
                 "dim",
                 Param::U(u32_of(shape.cols, "embedding_backward", "shape")?),
             )],
-            grid: each(groups.ids.len() * shape.cols),
+            grid: Grid::Each(groups.ids.len() * shape.cols),
         })
     }
 

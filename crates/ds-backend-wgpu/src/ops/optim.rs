@@ -1,7 +1,6 @@
 //! Fused Adam/AdamW, SGD and Lamb steps over fp32 master weights, one pass over memory, with
 //! the optional weight copy (any float type) written in the same pass.
 
-use super::elementwise::each;
 use super::reduce::SEGMENT;
 use crate::buffer::WgpuBuffer;
 use crate::context::WgpuBackend;
@@ -59,10 +58,10 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 /// (partials[groups + wg]).
 const LAMB_MOMENTS: &str = "
 fn kernel(gi: u32, wg: u32, li: u32) {
-    let first = wg * WG * 16u;
+    let first = segment_first(wg);
     var psq = 0.0;
     var usq = 0.0;
-    for (var k = 0u; k < 16u; k++) {
+    for (var k = 0u; k < FOLD; k++) {
         let i = first + k * WG + li;
         if (i < p_n()) {
             let g = ld_g(i) * p_gs();
@@ -78,8 +77,8 @@ fn kernel(gi: u32, wg: u32, li: u32) {
     }
     let a = wg_sum(psq, li);
     let b = wg_sum(usq, li);
-    if (li == 0u && wg < (p_n() + WG * 16u - 1u) / (WG * 16u)) {
-        let slot = p_base() / (WG * 16u) + wg;
+    if (li == 0u && segment_live(wg)) {
+        let slot = segment_slot(wg);
         st_partials(slot, a);
         st_partials(p_groups() + slot, b);
     }
@@ -147,7 +146,7 @@ impl OptimizerKernels for WgpuBackend {
                 ("l2", Param::F(s.l2)),
                 ("gs", Param::F(hp.grad_scale)),
             ],
-            grid: each(a.param.len()),
+            grid: Grid::Each(a.param.len()),
         })
     }
 
@@ -174,7 +173,7 @@ impl OptimizerKernels for WgpuBackend {
                 ("first", Param::U(u32::from(hp.step == 1))),
                 ("gs", Param::F(hp.grad_scale)),
             ],
-            grid: each(a.param.len()),
+            grid: Grid::Each(a.param.len()),
         })
     }
 
@@ -236,7 +235,7 @@ impl OptimizerKernels for WgpuBackend {
                 ("min_coeff", Param::F(hp.min_coeff)),
                 ("max_coeff", Param::F(hp.max_coeff)),
             ],
-            grid: each(a.param.len()),
+            grid: Grid::Each(a.param.len()),
         })
     }
 }

@@ -2,7 +2,6 @@
 //! accumulate strided elements, then a tree across the workgroup), then one workgroup adds the
 //! partials in a fixed order. No atomics in the sums, so results do not depend on scheduling.
 
-use super::elementwise::each;
 use crate::buffer::WgpuBuffer;
 use crate::context::WgpuBackend;
 use crate::launch::{Bind, Grid, Launch, Param, u32_of};
@@ -10,16 +9,14 @@ use crate::shader::Store;
 use ds_core::kernels::{ReductionKernels, Validated, View, ViewMut};
 use ds_core::{DType, Result};
 
-/// Elements each invocation folds (strided by the workgroup size).
-pub(crate) const FOLD: usize = 16;
 /// Elements one workgroup of a reduction covers.
-pub(crate) const SEGMENT: usize = FOLD * crate::shader::WG as usize;
+pub(crate) const SEGMENT: usize = (crate::shader::FOLD * crate::shader::WG) as usize;
 
 const SUM_PARTIALS: &str = "
 fn kernel(gi: u32, wg: u32, li: u32) {
-    let first = wg * WG * 16u;
+    let first = segment_first(wg);
     var acc = 0.0;
-    for (var k = 0u; k < 16u; k++) {
+    for (var k = 0u; k < FOLD; k++) {
         let i = first + k * WG + li;
         if (i < p_n()) {
             let v = ld_x(i);
@@ -31,8 +28,8 @@ fn kernel(gi: u32, wg: u32, li: u32) {
         }
     }
     let total = wg_sum(acc, li);
-    if (li == 0u && wg < (p_n() + WG * 16u - 1u) / (WG * 16u)) {
-        st_partials(p_base() / (WG * 16u) + wg, total);
+    if (li == 0u && segment_live(wg)) {
+        st_partials(segment_slot(wg), total);
     }
 }
 ";
@@ -149,7 +146,7 @@ impl ReductionKernels for WgpuBackend {
                 Bind::write("flag", &flag, Self::flag_store(&flag)).whole(),
             ],
             params: vec![],
-            grid: each(x.len()),
+            grid: Grid::Each(x.len()),
         })
     }
 
@@ -169,7 +166,7 @@ impl ReductionKernels for WgpuBackend {
                 Bind::write("flag", &flag, Self::flag_store(&flag)).whole(),
             ],
             params: vec![("inv_scale", Param::F(inv_scale))],
-            grid: each(n),
+            grid: Grid::Each(n),
         })
     }
 }
