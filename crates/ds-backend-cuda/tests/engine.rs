@@ -5,15 +5,15 @@
 use ds_backend_cuda::{CudaBackend, NcclComm};
 use ds_core::cpu::CpuBackend;
 use ds_core::{Backend, Collectives, Device, SingleRank};
+use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::testing::{Blobs, Mlp};
 use ds_zero::{Initialized, initialize};
 
 const STEPS: usize = 12;
 
 fn losses<B: Backend>(json: &str, device: Device<B>, comm: Box<dyn Collectives<B>>) -> Vec<f32> {
     let config = Config::parse(json, 1).expect("config");
-    let model = Mlp::new(64, 128, 8, config.precision.dtype());
+    let model = MlpClassifier::new(64, &[128], 8, config.precision.dtype());
     let Initialized {
         mut engine,
         mut data_loader,

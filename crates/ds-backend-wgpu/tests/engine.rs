@@ -8,8 +8,8 @@ use ds_backend_wgpu::WgpuBackend;
 use ds_core::collectives::ThreadedComm;
 use ds_core::cpu::CpuBackend;
 use ds_core::{Backend, Collectives, Device, SingleRank};
+use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::testing::{Blobs, Mlp};
 use ds_zero::{Initialized, initialize};
 
 const STEPS: usize = 10;
@@ -21,7 +21,7 @@ fn losses<B: Backend>(
     comm: Box<dyn Collectives<B>>,
 ) -> Vec<f32> {
     let config = Config::parse(json, world).expect("config");
-    let model = Mlp::new(32, 64, 8, config.precision.dtype());
+    let model = MlpClassifier::new(32, &[64], 8, config.precision.dtype());
     let Initialized {
         mut engine,
         mut data_loader,

@@ -6,8 +6,8 @@
 use ds_comm_mpi::init_distributed;
 use ds_core::cpu::CpuBackend;
 use ds_core::{Collectives, Device};
+use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::testing::{Blobs, Mlp};
 use ds_zero::{Initialized, initialize};
 use std::process::ExitCode;
 
@@ -23,7 +23,7 @@ fn run(stage: u32, steps: usize) -> Result<(), String> {
     );
     let config = Config::parse(&json, comm.world_size()).map_err(|e| e.to_string())?;
     let device = Device::new(CpuBackend::with_threads(1).map_err(|e| e.to_string())?);
-    let model = Mlp::new(16, 32, 4, config.precision.dtype());
+    let model = MlpClassifier::new(16, &[32], 4, config.precision.dtype());
     let Initialized {
         mut engine,
         mut data_loader,

@@ -1,7 +1,7 @@
 //! Text as training data: a byte-level tokenizer, token files, and a dataset of fixed-length
 //! windows that ds-zero's loader shards by rank, shuffles from its seed and resumes.
 
-use ds_zero::data::Dataset;
+use ds_model::Dataset;
 use std::path::Path;
 use std::sync::Arc;
 

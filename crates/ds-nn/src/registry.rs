@@ -1,7 +1,8 @@
-//! The list of a model's parameters, built layer by layer, with each one's initializer.
+//! The list of a model's parameters, built layer by layer in groups, with each one's
+//! initializer.
 
-use ds_zero::data::splitmix;
-use ds_zero::model::ParamSpec;
+use ds_model::splitmix;
+use ds_model::{ParamGroup, ParamSpec};
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,11 +17,13 @@ pub enum Init {
     Uniform(f32),
 }
 
-/// Parameters in the order layers registered them; a layer keeps the indices it got.
+/// Parameters in the order layers registered them, in groups; a layer keeps the indices it
+/// got and a model the group indices.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     specs: Vec<ParamSpec>,
     inits: Vec<Init>,
+    groups: Vec<ParamGroup>,
 }
 
 impl Registry {
@@ -29,11 +32,31 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers a parameter and returns its index.
+    /// Starts group `name`: the parameters registered from now on, until the next call, belong
+    /// to it. Returns its index (what the model opens scopes with).
+    pub fn group(&mut self, name: impl Into<String>) -> usize {
+        let at = self.specs.len();
+        self.groups.push(ParamGroup::new(name, at..at));
+        self.groups.len() - 1
+    }
+
+    /// Registers a parameter in the current group (a group named `params` when none was
+    /// started) and returns its index.
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize], init: Init) -> usize {
+        if self.groups.is_empty() {
+            self.group("params");
+        }
         self.specs.push(ParamSpec::new(name, shape));
         self.inits.push(init);
+        if let Some(g) = self.groups.last_mut() {
+            g.params.end = self.specs.len();
+        }
         self.specs.len() - 1
+    }
+
+    /// The groups, in registration order.
+    pub fn groups(&self) -> Vec<ParamGroup> {
+        self.groups.clone()
     }
 
     /// The parameters, in index order.
@@ -82,8 +105,17 @@ mod tests {
         let mut r = Registry::new();
         let n = r.add("w", &[100, 100], Init::Normal(0.02));
         let u = r.add("u", &[10_000], Init::Uniform(0.5));
+        let g1 = r.group("norm");
         let o = r.add("g", &[3], Init::Ones);
         assert_eq!(r.numel(), 20_003);
+        assert_eq!(g1, 1);
+        assert_eq!(
+            r.groups(),
+            [
+                ParamGroup::new("params", 0..2),
+                ParamGroup::new("norm", 2..3)
+            ]
+        );
         let mut w = vec![0.0; 10_000];
         r.init(n, 7, &mut w);
         let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / 1e4;

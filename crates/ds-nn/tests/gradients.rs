@@ -8,10 +8,9 @@
 use ds_core::cpu::CpuBackend;
 use ds_core::kernels::ViewMut;
 use ds_core::{BufferExt, DType, Device, Result};
+use ds_model::{Dataset, GradSink, Model, ParamTable, Params, Slot};
+use ds_nn::Blobs;
 use ds_nn::{Gpt, GptConfig, MlpClassifier};
-use ds_zero::data::Dataset;
-use ds_zero::model::{GradSink, Model, Params, Slot};
-use ds_zero::testing::Blobs;
 
 type B = CpuBackend;
 
@@ -35,7 +34,8 @@ impl GradSink<B> for Sink {
 
 fn check<M: Model<B>>(model: &mut M, batch: &M::Batch, h: f32, what: &str) {
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
-    let specs = model.parameters();
+    let table = ParamTable::of::<B, M>(model).expect("table");
+    let specs = table.specs().to_vec();
     let slots = Slot::packed(&specs);
     let offset: usize = slots.iter().map(|s| s.len).sum();
     let mut host = vec![0f32; offset];
@@ -53,8 +53,8 @@ fn check<M: Model<B>>(model: &mut M, batch: &M::Batch, h: f32, what: &str) {
     }
     let mut buf = dev.alloc_from(&host).expect("params");
     let loss_at = |model: &mut M, buf: &<B as ds_core::kernels::Memory>::Buffer| {
-        let params = Params::new(buf, &slots);
-        model.forward(&dev, &params, batch).expect("forward")
+        let mut params = Params::flat(buf, &slots, &table);
+        model.forward(&dev, &mut params, batch).expect("forward")
     };
     let loss = loss_at(model, &buf);
     assert!(loss.is_finite(), "{what}: loss {loss}");
@@ -64,9 +64,9 @@ fn check<M: Model<B>>(model: &mut M, batch: &M::Batch, h: f32, what: &str) {
         done: vec![0; slots.len()],
     };
     {
-        let params = Params::new(&buf, &slots);
+        let mut params = Params::flat(&buf, &slots, &table);
         model
-            .backward(&dev, &params, &mut sink, 1.0)
+            .backward(&dev, &mut params, &mut sink, 1.0)
             .expect("backward");
     }
     assert!(
@@ -149,8 +149,9 @@ fn bad_batches_are_refused_naming_the_batch() {
     let mut gpt = Gpt::<B>::new(config, DType::F32).expect("gpt");
     let n = config.numel();
     let buf = dev.alloc(DType::F32, n).expect("params");
-    let slots = Slot::packed(&Model::<B>::parameters(&gpt));
-    let params = Params::new(&buf, &slots);
+    let table = ParamTable::of::<B, _>(&gpt).expect("table");
+    let slots = Slot::packed(table.specs());
+    let mut params = Params::flat(&buf, &slots, &table);
     for (batch, why) in [
         (vec![], "empty"),
         (vec![vec![1, 2, 3, 4, 0, 1]], "context + 1 = 5"),
@@ -158,7 +159,7 @@ fn bad_batches_are_refused_naming_the_batch() {
         (vec![vec![1, 7]], "outside the vocabulary"),
     ] {
         let e = gpt
-            .forward(&dev, &params, &batch)
+            .forward(&dev, &mut params, &batch)
             .expect_err(why)
             .to_string();
         assert!(e.contains("batch") && e.contains(why), "{e}");

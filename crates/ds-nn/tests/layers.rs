@@ -8,9 +8,9 @@ use ds_core::cpu::CpuBackend;
 use ds_core::kernels::{Memory, ViewMut};
 use ds_core::params::Shape2;
 use ds_core::{BufferExt, DType, Device, Result};
+use ds_model::{GradSink, ParamTable, Params, Slot};
 use ds_nn::layers::{CausalSelfAttention, Embedding, LayerNorm, Linear, Tokens};
 use ds_nn::{Init, Registry};
-use ds_zero::model::{GradSink, Params, Slot};
 
 type B = CpuBackend;
 type Buf = <B as Memory>::Buffer;
@@ -56,8 +56,19 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The parameters in `buf` with every group's scope open (a layer on its own reads them
+/// directly; the models open scopes themselves).
+fn opened<'a>(buf: &'a Buf, slots: &'a [Slot], table: &'a ParamTable) -> Params<'a, CpuBackend> {
+    let mut p = Params::flat(buf, slots, table);
+    for g in 0..table.groups().len() {
+        p.open(g).expect("open");
+    }
+    p
+}
+
 fn check(what: &str, reg: &Registry, probe: &dyn Probe, x: &[f32], h: f32) {
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
+    let table = ParamTable::new(reg.specs(), reg.groups()).expect("table");
     let specs = reg.specs();
     let slots = Slot::packed(&specs);
     let offset: usize = slots.iter().map(|s| s.len).sum();
@@ -71,7 +82,7 @@ fn check(what: &str, reg: &Registry, probe: &dyn Probe, x: &[f32], h: f32) {
         padded.push(0.0);
         dev.upload(&padded, buf.all_mut()).expect("upload");
         let y = probe
-            .forward(&dev, &Params::new(buf, &slots), x)
+            .forward(&dev, &opened(buf, &slots, &table), x)
             .expect("forward");
         y.iter()
             .zip(w)
@@ -79,7 +90,7 @@ fn check(what: &str, reg: &Registry, probe: &dyn Probe, x: &[f32], h: f32) {
             .sum()
     };
     let y0 = probe
-        .forward(&dev, &Params::new(&buf, &slots), x)
+        .forward(&dev, &opened(&buf, &slots, &table), x)
         .expect("forward");
     let w = noise(y0.len(), 5);
     let mut sink = Sink {
@@ -87,7 +98,7 @@ fn check(what: &str, reg: &Registry, probe: &dyn Probe, x: &[f32], h: f32) {
         slots: slots.clone(),
     };
     let dx = probe
-        .backward(&dev, &Params::new(&buf, &slots), &mut sink, x, &w)
+        .backward(&dev, &opened(&buf, &slots, &table), &mut sink, x, &w)
         .expect("backward");
     let grads: Vec<f32> = dev.to_vec(sink.grads.all()).expect("grads");
     let compare = |name: &str, pairs: Vec<(f64, f64)>| {

@@ -9,8 +9,8 @@
 use ds_core::collectives::run_threaded;
 use ds_core::cpu::CpuBackend;
 use ds_core::{Collectives, Device};
+use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::testing::{Blobs, Mlp};
 use ds_zero::{Initialized, initialize};
 use std::process::ExitCode;
 
@@ -58,7 +58,7 @@ fn train(args: &Args, text: &str, comm: Box<dyn Collectives<CpuBackend>>) -> Res
         Config::parse(text, comm.world_size()).map_err(|e| format!("{}: {e}", args.config))?;
     let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / args.ranks).max(1);
     let device = Device::new(CpuBackend::with_threads(threads).map_err(|e| e.to_string())?);
-    let model = Mlp::new(32, 256, 10, config.precision.dtype());
+    let model = MlpClassifier::new(32, &[256], 10, config.precision.dtype());
     let Initialized {
         mut engine,
         mut data_loader,

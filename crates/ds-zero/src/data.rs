@@ -9,6 +9,7 @@
 //! comparable step for step), and the position (epoch, next index) is all a checkpoint needs
 //! to resume exactly.
 
+pub use ds_model::data::{Dataset, splitmix};
 use serde_json::{Value, json};
 
 /// State a checkpoint saves and restores beside the engine's (the data loader's position).
@@ -25,20 +26,6 @@ pub trait Resumable {
     /// # Errors
     /// As [`Resumable::check`]; nothing changes then.
     fn restore(&mut self, state: &Value) -> Result<(), String>;
-}
-
-/// Samples the loader can read by index.
-pub trait Dataset {
-    /// One sample.
-    type Item: Clone;
-    /// The number of samples.
-    fn len(&self) -> usize;
-    /// Whether there are none.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Sample `index` (`index < len()`).
-    fn get(&self, index: usize) -> Self::Item;
 }
 
 /// Where a loader is in its stream of samples.
@@ -62,15 +49,6 @@ pub struct DataLoader<D: Dataset> {
     shuffle: bool,
     order: Vec<usize>,
     pos: Position,
-}
-
-/// SplitMix64: a small, fast, well-mixed generator for shuffles and synthetic data.
-pub fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl<D: Dataset> DataLoader<D> {

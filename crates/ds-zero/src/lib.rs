@@ -6,26 +6,31 @@
 //! backend and the collectives, so it runs unchanged on every backend, one process or many.
 //!
 //! - [`config`]: the strict DeepSpeed schema, every default resolved in one place;
-//! - [`engine`]: gradient accumulation, clipping, mixed precision, ZeRO stages 0-2;
+//! - [`engine`]: gradient accumulation, clipping, mixed precision, ZeRO stages 0-3;
+//! - [`zero3`]: stage 3's gathered parameters, prefetch and trace;
 //! - [`schedule`]: WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle, LRRangeTest;
 //! - [`scaler`]: fp16 dynamic and static loss scaling;
 //! - [`checkpoint`]: DeepSpeed's layout in safetensors and JSON, written atomically;
-//! - [`data`]: a rank-sharded, deterministic, resumable data loader;
-//! - [`testing`]: a small MLP and dataset for tests and backend checks.
+//! - [`data`]: a rank-sharded, deterministic, resumable data loader.
+//!
+//! The model contract ([`model`], [`host`]) lives in ds-model, so layers and models depend on
+//! it and not on the engine.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;
 mod error;
+pub mod estimate;
 mod grads;
-pub mod host;
 pub mod layout;
 pub mod model;
 pub mod optimizer;
 pub mod scaler;
 pub mod schedule;
-pub mod testing;
+mod store;
+pub mod zero3;
 
+pub use ds_model::host;
 pub use engine::{Counters, Engine, Initialized, Loss, StepReport, initialize};
 pub use error::{Error, Result};

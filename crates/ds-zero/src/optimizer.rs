@@ -12,6 +12,7 @@
 use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::grads::Grads;
 use crate::layout::Layout;
+use crate::store::ParamStore;
 use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs, ViewMut};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, ReduceOp, Result};
 use std::ops::Range;
@@ -46,7 +47,7 @@ impl<B: Backend> Optimizer<B> {
         dev: &Device<B>,
         config: OptimizerConfig,
         layout: &Layout,
-        params: &B::Buffer,
+        params: &ParamStore<B>,
         dtype: DType,
     ) -> Result<Self> {
         let n = layout.owned_len;
@@ -59,9 +60,9 @@ impl<B: Backend> Optimizer<B> {
             None
         } else {
             let mut m = dev.alloc(DType::F32, n)?;
-            for b in &layout.buckets {
+            for (bi, b) in layout.buckets.iter().enumerate() {
                 dev.cast(
-                    params.range(b.owned.clone()),
+                    params.owned(layout, bi),
                     m.range_mut(b.local..b.local + b.owned.len()),
                 )?;
             }
@@ -120,7 +121,7 @@ impl<B: Backend> Optimizer<B> {
         dev: &Device<B>,
         comm: &dyn Collectives<B>,
         layout: &Layout,
-        params: &mut B::Buffer,
+        params: &mut ParamStore<B>,
         grads: &Grads<B>,
         inputs: StepInputs,
     ) -> Result<()> {
@@ -136,8 +137,13 @@ impl<B: Backend> Optimizer<B> {
                 hp.grad_scale = inputs.grad_scale;
                 for (bi, b) in layout.buckets.iter().enumerate() {
                     let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) =
-                        targets::<B>(&mut self.master, params, local.clone(), b.owned.clone());
+                    let (param, param_copy) = targets::<B>(
+                        &mut self.master,
+                        params,
+                        layout,
+                        local.clone(),
+                        b.owned.clone(),
+                    );
                     let (Some(m), Some(v)) = (&mut self.exp_avg, &mut self.exp_avg_sq) else {
                         return unreachable_state();
                     };
@@ -159,8 +165,13 @@ impl<B: Backend> Optimizer<B> {
                 hp.grad_scale = inputs.grad_scale;
                 for (bi, b) in layout.buckets.iter().enumerate() {
                     let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) =
-                        targets::<B>(&mut self.master, params, local.clone(), b.owned.clone());
+                    let (param, param_copy) = targets::<B>(
+                        &mut self.master,
+                        params,
+                        layout,
+                        local.clone(),
+                        b.owned.clone(),
+                    );
                     dev.sgd_step(
                         &hp,
                         SgdArgs {
@@ -193,7 +204,7 @@ impl<B: Backend> Optimizer<B> {
         dev: &Device<B>,
         comm: &dyn Collectives<B>,
         layout: &Layout,
-        params: &mut B::Buffer,
+        params: &mut ParamStore<B>,
         grads: &Grads<B>,
         hp: &ds_core::params::LambParams,
     ) -> Result<()> {
@@ -210,7 +221,7 @@ impl<B: Backend> Optimizer<B> {
             let lr = local..local + range.len();
             let param = match &self.master {
                 Some(master) => master.range(lr.clone()),
-                None => params.range(range.clone()),
+                None => params.piece(layout, range.clone(), local),
             };
             dev.lamb_moments(
                 hp,
@@ -231,7 +242,8 @@ impl<B: Backend> Optimizer<B> {
                 continue;
             };
             let lr = local..local + range.len();
-            let (param, param_copy) = targets::<B>(&mut self.master, params, lr.clone(), range);
+            let (param, param_copy) =
+                targets::<B>(&mut self.master, params, layout, lr.clone(), range);
             dev.lamb_apply(
                 hp,
                 LambApplyArgs {
@@ -251,13 +263,18 @@ impl<B: Backend> Optimizer<B> {
 /// fp32 master, with the parameters as the rounded copy, or the fp32 parameters themselves.
 fn targets<'a, B: Backend>(
     master: &'a mut Option<B::Buffer>,
-    params: &'a mut B::Buffer,
+    params: &'a mut ParamStore<B>,
+    layout: &Layout,
     local: Range<usize>,
     owned: Range<usize>,
 ) -> (ViewMut<'a, B>, Option<ViewMut<'a, B>>) {
+    let start = local.start;
     match master {
-        Some(m) => (m.range_mut(local), Some(params.range_mut(owned))),
-        None => (params.range_mut(owned), None),
+        Some(m) => (
+            m.range_mut(local),
+            Some(params.piece_mut(layout, owned, start)),
+        ),
+        None => (params.piece_mut(layout, owned, start), None),
     }
 }
 

@@ -242,7 +242,7 @@ fn a_loader_that_does_not_fit_refuses_the_load_on_every_rank_and_changes_nothing
         let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
         // Rank 1's loader reads another dataset; rank 0's fits.
         let mut other = ds_zero::data::DataLoader::new(
-            ds_zero::testing::Blobs::new(common::SAMPLES + 1, DIM, CLASSES, 7),
+            ds_nn::Blobs::new(common::SAMPLES + 1, DIM, CLASSES, 7),
             4,
             2,
             1,

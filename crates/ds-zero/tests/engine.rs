@@ -9,10 +9,11 @@ use ds_core::collectives::run_threaded;
 use ds_core::cpu::CpuBackend;
 use ds_core::kernels::ViewMut;
 use ds_core::{Collectives, Device, SingleRank};
+use ds_nn::Blobs;
 use ds_zero::config::Config;
+use ds_zero::data::Dataset;
 use ds_zero::host::{download_f32, upload_f32};
-use ds_zero::model::{GradSink, Model, ParamSpec, Params};
-use ds_zero::testing::Blobs;
+use ds_zero::model::{GradSink, Model, ParamGroup, ParamSpec, Params};
 use ds_zero::{Engine, Error, initialize};
 
 /// `loss = factor * (c . w + sum(b))`: the gradient is `factor * c` for `w` and `factor` for
@@ -24,6 +25,8 @@ struct Linear {
     poison: Vec<u64>,
     backwards: u64,
     duplicate_names: bool,
+    /// Reads `b` without opening its group's scope (the error a model gets for that).
+    unscoped: bool,
 }
 
 const C: [f32; 4] = [0.5, -1.0, 1.5, 2.0];
@@ -37,6 +40,7 @@ impl Linear {
             poison: Vec::new(),
             backwards: 0,
             duplicate_names: false,
+            unscoped: false,
         }
     }
 }
@@ -52,11 +56,19 @@ fn accumulate(
 }
 
 impl Model<CpuBackend> for Linear {
-    type Batch = Vec<ds_zero::testing::Sample>;
+    type Batch = Vec<ds_nn::Sample>;
 
     fn parameters(&self) -> Vec<ParamSpec> {
         let b = if self.duplicate_names { "w" } else { "b" };
         vec![ParamSpec::new("w", &[4]), ParamSpec::new(b, &[3])]
+    }
+
+    /// Two groups, `w` and `b`, so a stage-3 run gathers each on its own.
+    fn groups(&self) -> Vec<ParamGroup> {
+        vec![
+            ParamGroup::new("weight", 0..1),
+            ParamGroup::new("bias", 1..2),
+        ]
     }
 
     fn init(&self, index: usize, _seed: u64, out: &mut [f32]) {
@@ -69,11 +81,15 @@ impl Model<CpuBackend> for Linear {
     fn forward(
         &mut self,
         dev: &Device<CpuBackend>,
-        params: &Params<'_, CpuBackend>,
+        params: &mut Params<'_, CpuBackend>,
         _: &Self::Batch,
     ) -> ds_core::Result<f32> {
-        let w = download_f32(dev, params.get(0)?)?;
-        let b = download_f32(dev, params.get(1)?)?;
+        let w = params.scoped(0, |p| download_f32(dev, p.get(0)?))?;
+        let b = if self.unscoped {
+            download_f32(dev, params.get(1)?)?
+        } else {
+            params.scoped(1, |p| download_f32(dev, p.get(1)?))?
+        };
         let dot: f32 = w.iter().zip(C).map(|(w, c)| w * c).sum::<f32>() + b.iter().sum::<f32>();
         Ok(self.factor * dot)
     }
@@ -81,7 +97,7 @@ impl Model<CpuBackend> for Linear {
     fn backward(
         &mut self,
         dev: &Device<CpuBackend>,
-        _: &Params<'_, CpuBackend>,
+        _: &mut Params<'_, CpuBackend>,
         grads: &mut dyn GradSink<CpuBackend>,
         scale: f32,
     ) -> ds_core::Result<()> {
@@ -177,6 +193,16 @@ fn averaging_clipping_and_unscaling_follow_deepspeeds_formulas() {
             3.0,
         ),
         (r#""bf16": {"enabled": true}"#, 2, 2, 1, 1.0),
+        (r#""fp16": {"enabled": false}"#, 3, 2, 2, 1.0),
+        (r#""fp16": {"enabled": false}"#, 3, 4, 1, 2.5),
+        (
+            r#""fp16": {"enabled": true, "loss_scale": 1024}"#,
+            3,
+            2,
+            1,
+            1.0,
+        ),
+        (r#""bf16": {"enabled": true}"#, 3, 4, 2, 1.0),
     ];
     for (precision, stage, world, gas, clip) in cases {
         let json = format!(
@@ -334,10 +360,15 @@ fn configs_the_engine_cannot_run_are_refused_at_initialize() {
             .to_string();
         assert!(err.contains(part), "`{err}` lacks `{part}`");
     };
+    // A stage-3 group larger than the live-parameter cap: named with both sizes.
     refuse(
-        format!(r#"{{{base}, "zero_optimization": {{"stage": 3}}}}"#),
+        format!(
+            r#"{{{base}, "zero_optimization": {{"stage": 3, "stage3_param_persistence_threshold": 0,
+                "stage3_max_live_parameters": 8}}}}"#
+        ),
         Box::new(SingleRank),
-        "stage 3",
+        "group `weight` gathers 16 elements (4 parameter elements, padded to a multiple of 16 per rank), more than \
+         stage3_max_live_parameters = 8",
     );
     refuse(
         format!(
@@ -378,6 +409,27 @@ fn configs_the_engine_cannot_run_are_refused_at_initialize() {
     .err()
     .expect("duplicate names");
     assert!(err.to_string().contains("named `w`"), "{err}");
+}
+
+#[test]
+fn a_parameter_read_outside_its_scope_is_an_error_naming_it_and_its_group() {
+    let base = r#""train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}}"#;
+    for stage in [0, 3] {
+        let json = format!(r#"{{{base}, "zero_optimization": {{"stage": {stage}}}}}"#);
+        let mut e = linear_engine(&json, Box::new(SingleRank), &[]).expect("engine");
+        e.model_mut().unscoped = true;
+        let batch = vec![Blobs::new(1, 2, 2, 1).get(0)];
+        let err = e.forward(&batch).expect_err("unscoped read").to_string();
+        assert!(
+            err.contains("parameter `b` was read outside its group's scope: open group `bias`"),
+            "stage {stage}: {err}"
+        );
+        // Nothing is left gathered, and the engine trains once the model behaves.
+        e.model_mut().unscoped = false;
+        let loss = e.forward(&batch).expect("forward");
+        e.backward(&loss).expect("backward");
+        e.step().expect("step");
+    }
 }
 
 #[test]

@@ -37,6 +37,8 @@ struct Inner {
     pool: rayon::ThreadPool,
     info: DeviceInfo,
     tracker: Arc<MemoryTracker>,
+    /// A memory budget in bytes, when one was set ([`CpuBackend::with_capacity`]).
+    capacity: Option<u64>,
 }
 
 /// The CPU backend. Clones share one thread pool and one memory account.
@@ -105,6 +107,31 @@ impl CpuBackend {
                 pool,
                 info,
                 tracker: Arc::new(MemoryTracker::default()),
+                capacity: None,
+            }),
+        })
+    }
+
+    /// A backend with `threads` threads that behaves like a device of `bytes` bytes: its
+    /// `memory_total` is `bytes` and an allocation that would take live buffers past it fails
+    /// with [`Error::OutOfMemory`]. What lets tests (and users sizing a run) train a model
+    /// "larger than the device" on one machine.
+    ///
+    /// # Errors
+    /// As [`CpuBackend::with_threads`].
+    pub fn with_capacity(threads: usize, bytes: u64) -> Result<Self> {
+        let base = Self::with_threads(threads)?;
+        let inner = Arc::try_unwrap(base.inner).map_err(|_| Error::Device {
+            device: "cpu".into(),
+            message: "internal: a new backend is shared".into(),
+        })?;
+        let mut info = inner.info;
+        info.memory_total = bytes;
+        Ok(CpuBackend {
+            inner: Arc::new(Inner {
+                info,
+                capacity: Some(bytes),
+                ..inner
             }),
         })
     }
@@ -128,6 +155,17 @@ impl Memory for CpuBackend {
     }
 
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
+        if let Some(capacity) = self.inner.capacity {
+            let bytes = (len as u64).saturating_mul(dtype.size_bytes() as u64);
+            let in_use = self.inner.tracker.stats().in_use;
+            if in_use.saturating_add(bytes) > capacity {
+                return Err(Error::OutOfMemory {
+                    device: "cpu".into(),
+                    requested: bytes,
+                    available: capacity.saturating_sub(in_use),
+                });
+            }
+        }
         CpuBuffer::new(
             dtype,
             len,

@@ -10,7 +10,7 @@ use crate::registry::{Init, Registry};
 use ds_core::kernels::{AttentionArgs, AttentionBackwardArgs, View};
 use ds_core::params::{AttentionShape, GemmSpec, Shape2};
 use ds_core::{Backend, BufferExt, DType, Device, Result};
-use ds_zero::model::{GradSink, Params};
+use ds_model::{GradSink, Params};
 
 /// Causal self-attention over `dim` features in `heads` heads.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@ use crate::registry::{Init, Registry};
 use ds_core::kernels::View;
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, Device, Result};
-use ds_zero::model::{GradSink, Params};
+use ds_model::{GradSink, Params};
 
 /// A `rows x dim` table (`{name}.weight`, normal with std 0.02 as GPT-2).
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@ use crate::registry::{Init, Registry};
 use ds_core::kernels::{LayerNormArgs, LayerNormBackwardArgs, View};
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, DType, Device, Result};
-use ds_zero::model::{GradSink, Params};
+use ds_model::{GradSink, Params};
 
 /// GPT-2's LayerNorm (eps 1e-5): gain `{name}.weight` (ones) and bias `{name}.bias` (zeros).
 #[derive(Debug, Clone, Copy)]

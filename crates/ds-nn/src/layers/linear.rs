@@ -4,7 +4,7 @@ use crate::registry::{Init, Registry};
 use ds_core::kernels::View;
 use ds_core::params::{GemmSpec, Shape2};
 use ds_core::{Backend, BufferExt, Device, Result};
-use ds_zero::model::{GradSink, Params};
+use ds_model::{GradSink, Params};
 
 /// A fully connected layer: weight `inputs x outputs` (so `y = x W`), bias `outputs`.
 #[derive(Debug, Clone, Copy)]

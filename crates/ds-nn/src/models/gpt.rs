@@ -12,7 +12,7 @@ use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
 use crate::registry::{Init, Registry};
 use ds_core::params::{GemmSpec, Shape2};
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
-use ds_zero::model::{GradSink, Model, ParamSpec, Params};
+use ds_model::{GradSink, Model, ParamGroup, ParamSpec, Params};
 
 /// The shape of a GPT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,7 @@ impl GptConfig {
 }
 
 struct Block {
+    group: usize,
     ln1: LayerNorm,
     attn: CausalSelfAttention,
     ln2: LayerNorm,
@@ -100,9 +101,12 @@ pub struct Gpt<B: Backend> {
     config: GptConfig,
     dtype: DType,
     registry: Registry,
+    /// The embeddings' group (used first by the input and again by the tied head).
+    embed_group: usize,
     wte: Embedding,
     wpe: Embedding,
     blocks: Vec<Block>,
+    ln_f_group: usize,
     ln_f: LayerNorm,
     saved: Option<Saved<B>>,
 }
@@ -116,6 +120,7 @@ impl<B: Backend> Gpt<B> {
         config.validate()?;
         let c = config.dim;
         let mut reg = Registry::new();
+        let embed_group = reg.group("embed");
         let wte = Embedding::new(&mut reg, "wte", config.vocab, c);
         let wpe = Embedding::new(&mut reg, "wpe", config.context, c);
         let resid_std = 0.02 / ((2 * config.layers) as f32).sqrt();
@@ -123,6 +128,7 @@ impl<B: Backend> Gpt<B> {
             .map(|l| {
                 let p = format!("h.{l}");
                 Block {
+                    group: reg.group(&p),
                     ln1: LayerNorm::new(&mut reg, &format!("{p}.ln_1"), c),
                     attn: CausalSelfAttention::new(
                         &mut reg,
@@ -149,14 +155,17 @@ impl<B: Backend> Gpt<B> {
                 }
             })
             .collect();
+        let ln_f_group = reg.group("ln_f");
         let ln_f = LayerNorm::new(&mut reg, "ln_f", c);
         Ok(Gpt {
             config,
             dtype,
             registry: reg,
+            embed_group,
             wte,
             wpe,
             blocks,
+            ln_f_group,
             ln_f,
             saved: None,
         })
@@ -220,7 +229,7 @@ impl<B: Backend> Gpt<B> {
     pub fn logits(
         &mut self,
         dev: &Device<B>,
-        params: &Params<'_, B>,
+        params: &mut Params<'_, B>,
         batch: &[Vec<i32>],
     ) -> Result<Vec<f32>> {
         self.forward(dev, params, &batch.to_vec())?;
@@ -228,7 +237,7 @@ impl<B: Backend> Gpt<B> {
             .saved
             .take()
             .ok_or_else(|| Error::invalid("Gpt::logits", "forward", "the forward kept nothing"))?;
-        ds_zero::host::download_f32(dev, saved.logits.all())
+        ds_model::host::download_f32(dev, saved.logits.all())
     }
 }
 
@@ -239,6 +248,10 @@ impl<B: Backend> Model<B> for Gpt<B> {
         self.registry.specs()
     }
 
+    fn groups(&self) -> Vec<ParamGroup> {
+        self.registry.groups()
+    }
+
     fn init(&self, index: usize, seed: u64, out: &mut [f32]) {
         self.registry.init(index, seed, out);
     }
@@ -246,7 +259,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
     fn forward(
         &mut self,
         dev: &Device<B>,
-        params: &Params<'_, B>,
+        params: &mut Params<'_, B>,
         batch: &Vec<Vec<i32>>,
     ) -> Result<f32> {
         let (t, inputs, targets) = self.tokens(batch)?;
@@ -255,12 +268,15 @@ impl<B: Backend> Model<B> for Gpt<B> {
         let positions: Vec<i32> = (0..n).map(|i| (i % t.seq) as i32).collect();
         let pos = dev.alloc_from(&positions)?;
         let targets = dev.alloc_from(&targets)?;
+        params.open(self.embed_group)?;
         let tok = self.wte.forward(dev, params, ids.all())?;
         let posd = self.wpe.forward(dev, params, pos.all())?;
+        params.close(self.embed_group)?;
         let mut x = dev.alloc(self.dtype, n * c)?;
         dev.add(tok.all(), posd.all(), x.all_mut())?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for blk in &self.blocks {
+            params.open(blk.group)?;
             let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
             let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
             let mut x1 = dev.alloc(self.dtype, n * c)?;
@@ -272,6 +288,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             let p = blk.proj.forward(dev, params, g.all(), n)?;
             let mut x2 = dev.alloc(self.dtype, n * c)?;
             dev.add(x1.all(), p.all(), x2.all_mut())?;
+            params.close(blk.group)?;
             blocks.push(BlockSaved {
                 x,
                 ln1,
@@ -283,15 +300,17 @@ impl<B: Backend> Model<B> for Gpt<B> {
             });
             x = x2;
         }
-        let ln_f = self.ln_f.forward(dev, params, x.all(), n)?;
+        let ln_f = params.scoped(self.ln_f_group, |p| self.ln_f.forward(dev, p, x.all(), n))?;
         let mut logits = dev.alloc(self.dtype, n * v)?;
-        crate::profile::gemm(
-            dev,
-            &GemmSpec::new(n, v, c).transpose(false, true),
-            ln_f.y.all(),
-            params.get(self.wte.table)?,
-            logits.all_mut(),
-        )?;
+        params.scoped(self.embed_group, |p| {
+            crate::profile::gemm(
+                dev,
+                &GemmSpec::new(n, v, c).transpose(false, true),
+                ln_f.y.all(),
+                p.get(self.wte.table)?,
+                logits.all_mut(),
+            )
+        })?;
         let loss = mean_cross_entropy(dev, Shape2::new(n, v), logits.all(), targets.all())?;
         self.saved = Some(Saved {
             tokens: t,
@@ -309,7 +328,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
     fn backward(
         &mut self,
         dev: &Device<B>,
-        params: &Params<'_, B>,
+        params: &mut Params<'_, B>,
         grads: &mut dyn GradSink<B>,
         scale: f32,
     ) -> Result<()> {
@@ -327,6 +346,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             s.targets.all(),
         )?;
         // Tied head: d wte += dlogitsᵀ h (the embedding adds its part and marks it done).
+        params.open(self.embed_group)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(v, c, n)
@@ -344,11 +364,15 @@ impl<B: Backend> Model<B> for Gpt<B> {
             params.get(self.wte.table)?,
             dh.all_mut(),
         )?;
+        params.close(self.embed_group)?;
         drop(dlogits);
+        params.open(self.ln_f_group)?;
         let mut dx =
             self.ln_f
                 .backward(dev, params, grads, &s.ln_f, s.x_final.all(), dh.all(), n)?;
+        params.close(self.ln_f_group)?;
         for (blk, bs) in self.blocks.iter().zip(&s.blocks).rev() {
+            params.open(blk.group)?;
             // x2 = x1 + proj(gelu(fc(ln2(x1)))).
             let dg = blk
                 .proj
@@ -370,7 +394,9 @@ impl<B: Backend> Model<B> for Gpt<B> {
                 .ln1
                 .backward(dev, params, grads, &bs.ln1, bs.x.all(), da.all(), n)?;
             dev.axpy(1.0, dx_attn.all(), dx.all_mut())?;
+            params.close(blk.group)?;
         }
+        // The embeddings' backward reads no parameter: no scope.
         self.wpe
             .backward(dev, grads, s.pos.all(), dx.all(), false)?;
         self.wte

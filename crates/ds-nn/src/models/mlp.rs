@@ -1,14 +1,14 @@
 //! An MLP classifier: `Linear -> ReLU` for each hidden width, a final `Linear`, and the mean
 //! softmax cross-entropy of the labels.
 
+use crate::blobs::Sample;
 use crate::layers::Linear;
 use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
 use crate::registry::{Init, Registry};
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
-use ds_zero::host::upload_f32;
-use ds_zero::model::{GradSink, Model, ParamSpec, Params};
-use ds_zero::testing::Sample;
+use ds_model::host::upload_f32;
+use ds_model::{GradSink, Model, ParamGroup, ParamSpec, Params};
 
 struct Saved<B: Backend> {
     rows: usize,
@@ -42,6 +42,8 @@ impl<B: Backend> MlpClassifier<B> {
             .enumerate()
             .map(|(i, w)| {
                 let bound = 1.0 / (w[0].max(1) as f32).sqrt();
+                // One group per layer: group i is layer i.
+                registry.group(format!("fc{i}"));
                 Linear::new(
                     &mut registry,
                     &format!("fc{i}"),
@@ -68,6 +70,10 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
         self.registry.specs()
     }
 
+    fn groups(&self) -> Vec<ParamGroup> {
+        self.registry.groups()
+    }
+
     fn init(&self, index: usize, seed: u64, out: &mut [f32]) {
         self.registry.init(index, seed, out);
     }
@@ -75,7 +81,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
     fn forward(
         &mut self,
         dev: &Device<B>,
-        params: &Params<'_, B>,
+        params: &mut Params<'_, B>,
         batch: &Vec<Sample>,
     ) -> Result<f32> {
         let rows = batch.len();
@@ -104,7 +110,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
                 .last()
                 .map(BufferExt::all)
                 .ok_or_else(|| Error::invalid("MlpClassifier::forward", "layers", "no input"))?;
-            let z = layer.forward(dev, params, input, rows)?;
+            let z = params.scoped(i, |p| layer.forward(dev, p, input, rows))?;
             if i == last {
                 logits = Some(z);
             } else {
@@ -140,7 +146,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
     fn backward(
         &mut self,
         dev: &Device<B>,
-        params: &Params<'_, B>,
+        params: &mut Params<'_, B>,
         grads: &mut dyn GradSink<B>,
         scale: f32,
     ) -> Result<()> {
@@ -160,7 +166,9 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             s.labels.all(),
         )?;
         for (i, layer) in self.layers.iter().enumerate().rev() {
-            let dx = layer.backward(dev, params, grads, s.inputs[i].all(), dy.all(), rows)?;
+            let dx = params.scoped(i, |p| {
+                layer.backward(dev, p, grads, s.inputs[i].all(), dy.all(), rows)
+            })?;
             if i == 0 {
                 break;
             }

@@ -1,9 +1,10 @@
 //! DeepSpeed's `zero_to_fp32`, for ds: one fp32 tensor per parameter, assembled from every
 //! rank's pieces of the fp32 master weights (or, for a run without separate master weights,
-//! from the model file), with the model's names and shapes.
+//! from the model file, or at stage 3 from the ranks' parameter pieces), with the model's
+//! names and shapes.
 
 use super::files::write_atomic;
-use super::pieces::{MASTER, assemble_pieces, ds_dtype, read_files, serialize};
+use super::pieces::{MASTER, PARAM, assemble_pieces, ds_dtype, read_files, serialize};
 use super::{read_state, resolve_tag};
 use crate::host::bytes_to_f32;
 use crate::{Error, Result};
@@ -46,16 +47,75 @@ pub fn consolidate_fp32(dir: &Path, tag: Option<&str>) -> Result<Consolidated> {
             bytes_to_f32(dtype, t.data())?,
         ));
     }
+    let from_pieces = tensors.is_empty();
+    if from_pieces {
+        // A stage-3 save without gathering: names and shapes from the state file, values from
+        // the ranks' pieces.
+        tensors = saved_parameters(&state_path, &state)?
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product();
+                (name, shape, vec![0.0; n])
+            })
+            .collect();
+    }
     let params: Vec<(&str, usize)> = tensors
         .iter()
         .map(|(name, _, values)| (name.as_str(), values.len()))
         .collect();
-    if let Some(masters) = assemble_pieces(&params, &files, MASTER, &state_path)? {
-        for ((_, _, values), master) in tensors.iter_mut().zip(masters) {
-            *values = master;
+    let masters = match assemble_pieces(&params, &files, MASTER, &state_path)? {
+        Some(m) => Some(m),
+        None if from_pieces => assemble_pieces(&params, &files, PARAM, &state_path)?,
+        None => None,
+    };
+    match masters {
+        Some(masters) => {
+            for ((_, _, values), master) in tensors.iter_mut().zip(masters) {
+                *values = master;
+            }
         }
+        None if from_pieces && !tensors.is_empty() => {
+            return Err(Error::checkpoint(
+                model_path,
+                "has no tensors and the optimizer files no weights: nothing to consolidate",
+            ));
+        }
+        None => {}
     }
     Ok(Consolidated { tag, tensors })
+}
+
+/// The parameter names and shapes `engine_state.json` lists.
+fn saved_parameters(
+    state_path: &Path,
+    state: &serde_json::Value,
+) -> Result<Vec<(String, Vec<usize>)>> {
+    let bad = || {
+        Error::checkpoint(
+            state_path,
+            "has no valid parameter list: the file is damaged",
+        )
+    };
+    let list = state
+        .get("parameters")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(bad)?;
+    list.iter()
+        .map(|p| {
+            let name = p
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(bad)?;
+            let shape = p
+                .get("shape")
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(bad))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((name.to_string(), shape))
+        })
+        .collect()
 }
 
 impl Consolidated {

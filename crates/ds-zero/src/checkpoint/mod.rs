@@ -145,8 +145,14 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             }
             write_atomic(&path, &bytes)
         };
-        if self.rank() == 0 {
-            write(partial.join(MODEL_FILE), pieces::model_bytes(self)?)?;
+        // At stage 3 gathering the weights is a collective, so every rank takes part.
+        let stage3 = self.config().zero.stage >= 3;
+        let whole = !stage3 || self.config().zero.stage3.gather_16bit_weights_on_model_save;
+        if self.rank() == 0 || (stage3 && whole) {
+            let bytes = pieces::model_bytes(self, whole)?;
+            if self.rank() == 0 {
+                write(partial.join(MODEL_FILE), bytes)?;
+            }
         }
         if self.layout().partitioned || self.rank() == 0 {
             write(

@@ -7,6 +7,7 @@ use crate::config::OptimizerKind;
 use crate::engine::Engine;
 use crate::host::{bytes_to_f32, download_f32, upload_f32};
 use crate::model::Model;
+use crate::store::ParamStore;
 use crate::{Error, Result};
 use ds_core::{Backend, BufferExt, DType};
 use safetensors::tensor::{Dtype, TensorView};
@@ -16,6 +17,8 @@ use std::path::Path;
 
 /// The optimizer-state kinds a piece can hold.
 pub(super) const MASTER: &str = "master";
+/// Stage 3's training-dtype parameters, widened to f32 (exact), in per-rank pieces.
+pub(super) const PARAM: &str = "param";
 const EXP_AVG: &str = "exp_avg";
 const EXP_AVG_SQ: &str = "exp_avg_sq";
 
@@ -69,15 +72,21 @@ pub(super) fn optimizer_kind<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> &'sta
     }
 }
 
-/// Every parameter, whole, in the training dtype.
-pub(super) fn model_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<Vec<u8>> {
+/// Every parameter, whole, in the training dtype; with `whole == false` (stage 3 without
+/// `stage3_gather_16bit_weights_on_model_save`) a model file with no tensors, the weights
+/// being in the ranks' `param` pieces. At stage 3 gathering is a collective: every rank calls
+/// this.
+pub(super) fn model_bytes<B: Backend, M: Model<B>>(
+    e: &Engine<B, M>,
+    whole: bool,
+) -> Result<Vec<u8>> {
     let dt = st_dtype(e.dtype)?;
     let mut tensors = Vec::new();
-    for (spec, slot) in e.specs.iter().zip(&e.layout.slots) {
-        let view = e.params.range(slot.offset..slot.offset + slot.len);
-        let mut bytes = vec![0u8; slot.len * e.dtype.size_bytes()];
-        e.dev.download_bytes(view, &mut bytes)?;
-        tensors.push((spec.name.clone(), dt, spec.shape.clone(), bytes));
+    if whole {
+        let bytes = e.params.whole_bytes(&e.dev, e.comm.as_ref(), &e.layout)?;
+        for (spec, bytes) in e.table.specs().iter().zip(bytes) {
+            tensors.push((spec.name.clone(), dt, spec.shape.clone(), bytes));
+        }
     }
     serialize(tensors, MODEL_FILE)
 }
@@ -91,14 +100,22 @@ pub(super) fn optim_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<V
         (EXP_AVG_SQ, &opt.exp_avg_sq),
     ];
     let mut tensors = Vec::new();
-    for (i, spec) in e.specs.iter().enumerate() {
+    for (i, spec) in e.table.specs().iter().enumerate() {
         let Some((range, local)) = e.layout.owned_piece(i) else {
             continue;
         };
         let start = range.start - e.layout.slots[i].offset;
+        let mut views = Vec::new();
         for (kind, buf) in &kinds {
-            let Some(buf) = buf else { continue };
-            let values = download_f32(&e.dev, buf.range(local..local + range.len()))?;
+            if let Some(buf) = buf {
+                views.push((*kind, buf.range(local..local + range.len())));
+            }
+        }
+        if matches!(e.params, ParamStore::Partitioned(_)) {
+            views.push((PARAM, e.params.piece(&e.layout, range.clone(), local)));
+        }
+        for (kind, view) in views {
+            let values = download_f32(&e.dev, view)?;
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             tensors.push((
                 format!("{kind}:{start}:{}", spec.name),
@@ -266,7 +283,8 @@ impl Restored {
             })
             .unwrap_or_default();
         let ours: Vec<(String, Vec<usize>)> = e
-            .specs
+            .table
+            .specs()
             .iter()
             .map(|s| (s.name.clone(), s.shape.clone()))
             .collect();
@@ -301,7 +319,15 @@ impl Restored {
                 ),
             ));
         }
-        let model = read_model(e, files)?;
+        let model = match read_model(e, files)? {
+            Some(model) => model,
+            None => assemble(e, files, PARAM, state_path)?.ok_or_else(|| {
+                Error::checkpoint(
+                    &files.model.0,
+                    "has no tensors and no rank saved `param` pieces: the weights are missing",
+                )
+            })?,
+        };
         let mut arrays = HashMap::new();
         let needed: &[&'static str] = match optimizer_kind(e) {
             "adam" | "lamb" => &[EXP_AVG, EXP_AVG_SQ],
@@ -338,14 +364,14 @@ impl Restored {
     ) -> Result<()> {
         // Parameters: the fp32 master when the checkpoint has it (exact), else the model file.
         let weights = self.state.get(MASTER).unwrap_or(&self.model);
-        for (i, slot) in e.layout.slots.iter().enumerate() {
-            upload_f32(
-                &e.dev,
-                &weights[i],
-                e.params.range_mut(slot.offset..slot.offset + slot.len),
-            )?;
+        for (i, w) in weights.iter().enumerate() {
+            e.params.load_param(&e.dev, &e.layout, i, w)?;
         }
-        let pieces: Vec<_> = (0..e.specs.len())
+        if let ParamStore::Partitioned(p) = &mut e.params {
+            p.release_all(&e.layout);
+            p.refresh_persistent(&e.dev, e.comm.as_ref(), &e.layout)?;
+        }
+        let pieces: Vec<_> = (0..e.table.specs().len())
             .filter_map(|i| e.layout.owned_piece(i).map(|p| (i, p)))
             .collect();
         let targets = [
@@ -381,12 +407,21 @@ impl Restored {
     }
 }
 
-fn read_model<B: Backend, M: Model<B>>(e: &Engine<B, M>, files: &Files) -> Result<Vec<Vec<f32>>> {
+/// The model file's weights, or `None` when it holds no tensors (a stage-3 save without
+/// gathering, whose weights are the ranks' `param` pieces).
+fn read_model<B: Backend, M: Model<B>>(
+    e: &Engine<B, M>,
+    files: &Files,
+) -> Result<Option<Vec<Vec<f32>>>> {
     let (path, bytes) = &files.model;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|err| {
         Error::checkpoint(path, format!("is not a valid safetensors file: {err}"))
     })?;
-    e.specs
+    if st.is_empty() && !e.table.specs().is_empty() {
+        return Ok(None);
+    }
+    e.table
+        .specs()
         .iter()
         .map(|spec| {
             let t = st
@@ -415,7 +450,8 @@ fn read_model<B: Backend, M: Model<B>>(e: &Engine<B, M>, files: &Files) -> Resul
             }
             Ok(bytes_to_f32(dt, t.data())?)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// Assembles the whole per-parameter arrays of `kind` from every rank's pieces; `None` when no
@@ -427,7 +463,8 @@ fn assemble<B: Backend, M: Model<B>>(
     state_path: &Path,
 ) -> Result<Option<Vec<Vec<f32>>>> {
     let params: Vec<(&str, usize)> = e
-        .specs
+        .table
+        .specs()
         .iter()
         .map(|s| (s.name.as_str(), s.numel()))
         .collect();

@@ -16,12 +16,14 @@ mod json;
 mod optimizer;
 mod precision;
 mod scheduler;
+mod stage3;
 mod zero;
 
 pub use batch::Batch;
 pub use optimizer::{OptimizerConfig, OptimizerKind};
 pub use precision::{Fp16Config, Precision};
 pub use scheduler::{SchedulerConfig, WarmupType};
+pub use stage3::Stage3Config;
 pub use zero::{OffloadConfig, ZeroConfig};
 
 use json::Obj;

@@ -1,9 +1,10 @@
 //! `zero_optimization`: a bool (legacy: `true` is stage 1) or an object. Every key DeepSpeed
-//! documents is accepted and validated, including stage 3 and offload settings that a later
-//! issue implements (the engine refuses to run those until then, saying so).
+//! documents is accepted and validated; stage 3's are resolved in [`super::stage3`]; offload
+//! settings are validated and refused by the engine until the offload issue implements them.
 
 use super::ConfigError;
 use super::json::Obj;
+use super::stage3::{self, Stage3Config};
 use serde_json::{Value, json};
 
 /// `offload_optimizer` / `offload_param`.
@@ -36,8 +37,10 @@ pub struct ZeroConfig {
     pub offload_optimizer: Option<OffloadConfig>,
     /// Parameter offload, when configured.
     pub offload_param: Option<OffloadConfig>,
-    /// Stage 3 settings as written (validated numbers), for the stage 3 issue.
-    pub stage3: serde_json::Map<String, Value>,
+    /// Stage 3 settings (validated at every stage, used at stage 3).
+    pub stage3: Stage3Config,
+    /// Other flags DeepSpeed documents that do not change what ds computes, as written.
+    pub flags: serde_json::Map<String, Value>,
 }
 
 impl Default for ZeroConfig {
@@ -52,7 +55,8 @@ impl Default for ZeroConfig {
             allgather_bucket_size: 500_000_000,
             offload_optimizer: None,
             offload_param: None,
-            stage3: serde_json::Map::new(),
+            stage3: Stage3Config::default(),
+            flags: serde_json::Map::new(),
         }
     }
 }
@@ -75,38 +79,14 @@ impl ZeroConfig {
             "allgather_bucket_size": self.allgather_bucket_size,
             "offload_optimizer": off(&self.offload_optimizer),
             "offload_param": off(&self.offload_param),
-            "stage3": Value::Object(self.stage3.clone()),
+            "stage3": self.stage3.to_json(),
+            "flags": Value::Object(self.flags.clone()),
         })
     }
 }
 
-const STAGE3_NUMBERS: [&str; 16] = [
-    "stage3_max_live_parameters",
-    "max_live_parameters",
-    "stage3_max_reuse_distance",
-    "max_reuse_distance",
-    "stage3_prefetch_bucket_size",
-    "prefetch_bucket_size",
-    "stage3_param_persistence_threshold",
-    "param_persistence_threshold",
-    "stage3_model_persistence_threshold",
-    "model_persistence_threshold",
-    "stage3_module_granularity_threshold",
-    "module_granularity_threshold",
-    "sub_group_size",
-    "zero_hpz_partition_size",
-    "allgather_size",
-    "overlap_events",
-];
-const STAGE3_BOOLS: [&str; 7] = [
-    "stage3_gather_16bit_weights_on_model_save",
-    "gather_16bit_weights_on_model_save",
-    "stage3_gather_fp16_weights_on_model_save",
-    "stage3_use_all_reduce_for_fetch_params",
-    "use_all_reduce_for_fetch_params",
-    "stage3_allgather_sequential",
-    "allgather_sequential",
-];
+/// Numbers DeepSpeed documents whose effect ds does not need (validated, kept as written).
+const OTHER_NUMBERS: [&str; 2] = ["allgather_size", "overlap_events"];
 const OTHER_BOOLS: [&str; 14] = [
     "round_robin_gradients",
     "elastic_checkpoint",
@@ -231,14 +211,15 @@ pub(super) fn resolve(top: &mut Obj<'_>) -> Result<ZeroConfig, ConfigError> {
             pin_memory: true,
         });
     }
-    for k in STAGE3_NUMBERS {
+    z.stage3 = stage3::resolve(&mut o)?;
+    for k in OTHER_NUMBERS {
         if let Some(v) = o.u64(k)? {
-            z.stage3.insert(k.to_string(), json!(v));
+            z.flags.insert(k.to_string(), json!(v));
         }
     }
-    for k in STAGE3_BOOLS.into_iter().chain(OTHER_BOOLS) {
+    for k in OTHER_BOOLS {
         if let Some(v) = o.bool(k)? {
-            z.stage3.insert(k.to_string(), json!(v));
+            z.flags.insert(k.to_string(), json!(v));
         }
     }
     let mut known: Vec<&str> = vec![
@@ -255,8 +236,8 @@ pub(super) fn resolve(top: &mut Obj<'_>) -> Result<ZeroConfig, ConfigError> {
         "cpu_offload_param",
         "legacy_stage1",
     ];
-    known.extend(STAGE3_NUMBERS);
-    known.extend(STAGE3_BOOLS);
+    known.extend(stage3::KEYS);
+    known.extend(OTHER_NUMBERS);
     known.extend(OTHER_BOOLS);
     let unsupported = [
         ("zero_quantized_weights", "ZeRO++ quantized weights"),

@@ -8,7 +8,8 @@
 //! 3. On overflow: skip the step, update the loss scaler (an error at its floor), count it.
 //!    Otherwise: one fused optimizer pass with `grad_scale = post / (loss_scale * clip)`, where
 //!    `clip = max(1, (norm + 1e-6) / gradient_clipping)` on the unscaled norm (DeepSpeed's
-//!    formula); all-gather the updated parameters (ZeRO); advance the LR schedule and scaler.
+//!    formula); all-gather the updated parameters (stages 1-2; at stage 3 only the persistent
+//!    ones, the rest are gathered when next used); advance the LR schedule and scaler.
 //! 4. Count the step and zero the gradients for the next window.
 
 use super::{Engine, StepReport};
@@ -50,7 +51,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         let (sum_sq, loss) = (reduced[0], reduced[1] / layout.world as f32);
 
         let loss_scale = self.scaler.scale();
-        // Stage 2 applied the post-reduction factor as it accumulated each bucket.
+        // Stages 2-3 applied the post-reduction factor as they accumulated each bucket.
         let post = if self.config.zero.stage >= 2 {
             1.0
         } else {
@@ -82,11 +83,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             };
             self.optimizer
                 .step(dev, comm, layout, &mut self.params, &self.grads, inputs)?;
-            if layout.partitioned && layout.world > 1 {
-                for b in &layout.buckets {
-                    comm.all_gather_in_place(dev, self.params.range_mut(b.range.clone()))?;
-                }
-            }
+            self.params.after_update(dev, comm, layout)?;
             if self.schedule.is_some() {
                 self.schedule_iter += 1;
             }

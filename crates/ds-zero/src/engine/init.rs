@@ -6,14 +6,15 @@ use crate::config::{Config, OptimizerConfig};
 use crate::data::{DataLoader, Dataset};
 use crate::grads::Grads;
 use crate::host::upload_f32;
-use crate::layout::Layout;
-use crate::model::Model;
+use crate::layout::{Layout, Persistence};
+use crate::model::{Model, ParamTable};
 use crate::optimizer::Optimizer;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
+use crate::store::ParamStore;
+use crate::zero3::{Limits, Partitioned};
 use crate::{Error, Result};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device};
-use std::collections::HashSet;
 
 /// What [`initialize`] returns, DeepSpeed's four objects: the engine, the optimizer, the data
 /// loader and the LR schedule. The engine owns and steps the live optimizer and schedule
@@ -34,9 +35,34 @@ pub struct Initialized<B: Backend, M: Model<B>, D: Dataset> {
 
 fn unsupported(what: &str) -> Error {
     Error::Usage(format!(
-        "{what} is accepted by the config but not implemented by this engine yet; use ZeRO stage 0, 1 or 2 \
+        "{what} is accepted by the config but not implemented by this engine yet; use ZeRO stages 0-3 \
          without offload"
     ))
+}
+
+fn elements(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// The layout `config` gives `table` on `rank` of `world`: buckets of `reduce_bucket_size`
+/// at stages 0-2, the model's groups at stage 3.
+pub(crate) fn layout_for(config: &Config, table: &ParamTable, world: usize, rank: usize) -> Layout {
+    let z = &config.zero;
+    if z.stage >= 3 {
+        let persistence = Persistence {
+            param_threshold: elements(z.stage3.param_persistence_threshold),
+            model_threshold: elements(z.stage3.model_persistence_threshold),
+        };
+        Layout::stage3(table, persistence, world, rank)
+    } else {
+        Layout::new(
+            table.specs(),
+            elements(z.reduce_bucket_size),
+            world,
+            rank,
+            z.stage >= 1,
+        )
+    }
 }
 
 /// Builds the engine for `model` on `device`, one rank of `comm`, as `config` says, with a
@@ -45,8 +71,10 @@ fn unsupported(what: &str) -> Error {
 ///
 /// # Errors
 /// [`Error::Usage`] when the config was resolved for another world size, has no optimizer,
-/// or asks for ZeRO stage 3 or offload (not implemented yet), or when the model's parameters
-/// have duplicate names or non-finite initial values; allocation and collective errors.
+/// or asks for offload (not implemented yet), when the model's parameters have duplicate
+/// names, invalid groups or non-finite initial values, when a stage-3 group is larger than
+/// `stage3_max_live_parameters`, or when the device cannot hold this stage's model states
+/// (naming the bytes and the stage that would fit); allocation and collective errors.
 pub fn initialize<B, M, D>(
     config: &Config,
     device: Device<B>,
@@ -68,9 +96,6 @@ where
         )));
     }
     let stage = config.zero.stage;
-    if stage >= 3 {
-        return Err(unsupported("ZeRO stage 3"));
-    }
     let offloads =
         |o: &Option<crate::config::OffloadConfig>| o.as_ref().is_some_and(|o| o.device != "none");
     if offloads(&config.zero.offload_optimizer) {
@@ -84,22 +109,22 @@ where
             "the config has no `optimizer`: add one, e.g. {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}".into(),
         )
     })?;
-    let specs = model.parameters();
-    let mut seen = HashSet::new();
-    for s in &specs {
-        if !seen.insert(s.name.as_str()) {
-            return Err(Error::Usage(format!(
-                "two model parameters are named `{}`: names identify parameters in checkpoints and must be unique",
-                s.name
-            )));
-        }
-    }
+    let table = ParamTable::of(&model).map_err(|e| Error::Usage(e.to_string()))?;
     let dtype = config.precision.dtype();
-    let bucket = usize::try_from(config.zero.reduce_bucket_size).unwrap_or(usize::MAX);
-    let layout = Layout::new(&specs, bucket, world, rank, stage >= 1);
+    let layout = layout_for(config, &table, world, rank);
+    let limits = Limits {
+        max_live: elements(config.zero.stage3.max_live_parameters),
+        prefetch: elements(config.zero.stage3.prefetch_bucket_size),
+        reuse_distance: elements(config.zero.stage3.max_reuse_distance),
+    };
+    if stage >= 3 {
+        check_groups_fit(&table, &layout, limits.max_live)?;
+    }
+    // Refuse before allocating anything when this stage's model states cannot fit.
+    crate::estimate::check_fits(config, &table, &device, world)?;
 
     let mut host = vec![0f32; layout.len];
-    for (i, (spec, slot)) in specs.iter().zip(&layout.slots).enumerate() {
+    for (i, (spec, slot)) in table.specs().iter().zip(&layout.slots).enumerate() {
         let values = &mut host[slot.offset..slot.offset + slot.len];
         model.init(i, config.seed, values);
         if values.iter().any(|v| !v.is_finite()) {
@@ -109,12 +134,18 @@ where
             )));
         }
     }
-    let mut params = device.alloc(dtype, layout.len)?;
-    upload_f32(&device, &host, params.all_mut())?;
+    let params = if stage >= 3 {
+        // Every rank computed the same values from the seed; each keeps only its slices.
+        ParamStore::Partitioned(Partitioned::new(&device, &layout, dtype, limits, &host)?)
+    } else {
+        let mut params = device.alloc(dtype, layout.len)?;
+        upload_f32(&device, &host, params.all_mut())?;
+        if world > 1 {
+            comm.broadcast(&device, params.all_mut(), 0)?;
+        }
+        ParamStore::Flat(params)
+    };
     drop(host);
-    if world > 1 {
-        comm.broadcast(&device, params.all_mut(), 0)?;
-    }
     let grads = Grads::new(&device, &layout, dtype, stage >= 2)?;
     let optimizer = Optimizer::new(&device, optimizer_config.clone(), &layout, &params, dtype)?;
     let schedule = config
@@ -138,7 +169,7 @@ where
         dev: device,
         comm,
         model,
-        specs,
+        table,
         layout,
         dtype,
         params,
@@ -166,4 +197,29 @@ where
         data_loader,
         lr_schedule: schedule,
     })
+}
+
+/// Refuses a stage-3 group whose gathered bucket alone exceeds `stage3_max_live_parameters`.
+fn check_groups_fit(table: &ParamTable, layout: &Layout, max_live: usize) -> Result<()> {
+    let Some(groups) = &layout.groups else {
+        return Ok(());
+    };
+    for (g, bucket) in groups.group_bucket.iter().enumerate() {
+        let Some(b) = bucket else { continue };
+        let gathered = layout.buckets[*b].range.len();
+        if gathered > max_live {
+            return Err(Error::Usage(format!(
+                "ZeRO stage 3: group `{}` gathers {gathered} elements ({} parameter elements, padded to a multiple of \
+                 {} per rank), more than stage3_max_live_parameters = {max_live}: raise the limit or split the group",
+                table.groups()[g].name,
+                layout.buckets[*b]
+                    .params
+                    .iter()
+                    .map(|&i| layout.slots[i].len)
+                    .sum::<usize>(),
+                crate::layout::ALIGN,
+            )));
+        }
+    }
+    Ok(())
 }

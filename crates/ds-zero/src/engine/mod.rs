@@ -13,16 +13,19 @@ mod boundary;
 mod init;
 mod log;
 
+pub(crate) use init::layout_for;
 pub use init::{Initialized, initialize};
 
 use crate::config::Config;
 use crate::grads::{Grads, Sink};
-use crate::host::download_f32;
+use crate::host::{bytes_to_f32, download_f32};
 use crate::layout::Layout;
-use crate::model::{Model, ParamSpec, Params};
+use crate::model::{Model, ParamSpec, ParamTable};
 use crate::optimizer::Optimizer;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
+use crate::store::ParamStore;
+use crate::zero3::{Zero3Event, Zero3Stats};
 use crate::{Error, Result};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, MemoryStats};
 use std::time::Duration;
@@ -92,10 +95,10 @@ pub struct Engine<B: Backend, M: Model<B>> {
     pub(crate) dev: Device<B>,
     pub(crate) comm: Box<dyn Collectives<B>>,
     pub(crate) model: M,
-    pub(crate) specs: Vec<ParamSpec>,
+    pub(crate) table: ParamTable,
     pub(crate) layout: Layout,
     pub(crate) dtype: DType,
-    pub(crate) params: B::Buffer,
+    pub(crate) params: ParamStore<B>,
     pub(crate) grads: Grads<B>,
     pub(crate) optimizer: Optimizer<B>,
     pub(crate) schedule: Option<LrSchedule>,
@@ -133,11 +136,29 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             Phase::Ready | Phase::Forwarded(_) => {}
         }
         let t = std::time::Instant::now();
-        let params = Params {
-            buf: &self.params,
-            slots: &self.layout.slots,
+        if let ParamStore::Partitioned(p) = &mut self.params {
+            p.begin_forward();
+        }
+        let (dev, comm, model) = (&self.dev, self.comm.as_ref(), &mut self.model);
+        let value = self.params.with_params(
+            dev,
+            comm,
+            &self.layout,
+            &self.table,
+            "Model::forward",
+            |params| model.forward(dev, params, batch),
+        );
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing a failed forward gathered outlives it (every rank fails alike: the
+                // same code meets the same batch shapes and scopes).
+                if let ParamStore::Partitioned(p) = &mut self.params {
+                    p.release_all(&self.layout);
+                }
+                return Err(e.into());
+            }
         };
-        let value = self.model.forward(&self.dev, &params, batch)?;
         self.timers.forward += t.elapsed();
         self.forwards += 1;
         self.phase = Phase::Forwarded(self.forwards);
@@ -172,19 +193,29 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         let post_scale = self.post_scale();
         self.phase = Phase::Broken;
         self.grads.begin_backward(&self.layout);
-        let params = Params {
-            buf: &self.params,
-            slots: &self.layout.slots,
-        };
+        if let ParamStore::Partitioned(p) = &mut self.params {
+            p.begin_backward();
+        }
+        let (dev, comm, model) = (&self.dev, self.comm.as_ref(), &mut self.model);
         let mut sink = Sink {
             grads: &mut self.grads,
             layout: &self.layout,
-            dev: &self.dev,
-            comm: self.comm.as_ref(),
+            dev,
+            comm,
             post_scale,
         };
-        self.model.backward(&self.dev, &params, &mut sink, scale)?;
-        self.grads.end_backward(&self.specs)?;
+        self.params.with_params(
+            dev,
+            comm,
+            &self.layout,
+            &self.table,
+            "Model::backward",
+            |params| model.backward(dev, params, &mut sink, scale),
+        )?;
+        if let ParamStore::Partitioned(p) = &mut self.params {
+            p.release_all(&self.layout);
+        }
+        self.grads.end_backward(self.table.specs())?;
         self.window_loss += f64::from(loss.value);
         self.phase = Phase::Backwarded;
         self.timers.backward += t.elapsed();
@@ -366,18 +397,20 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         self.dev.memory_stats()
     }
 
-    /// Every parameter's current values (widened to f32), by name, in model order.
+    /// Every parameter's current values (widened to f32), by name, in model order. At ZeRO
+    /// stage 3 this gathers every group, so every rank must call it.
     ///
     /// # Errors
-    /// Download errors.
+    /// Download and collective errors.
     pub fn parameters(&self) -> Result<Vec<(String, Vec<f32>)>> {
-        self.specs
+        let bytes = self
+            .params
+            .whole_bytes(&self.dev, self.comm.as_ref(), &self.layout)?;
+        self.table
+            .specs()
             .iter()
-            .zip(&self.layout.slots)
-            .map(|(spec, s)| {
-                let v = download_f32(&self.dev, self.params.range(s.offset..s.offset + s.len))?;
-                Ok((spec.name.clone(), v))
-            })
+            .zip(bytes)
+            .map(|(spec, b)| Ok((spec.name.clone(), bytes_to_f32(self.dtype, &b)?)))
             .collect()
     }
 
@@ -391,8 +424,11 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             Some(m) => Ok(download_f32(&self.dev, m.all())?),
             None => {
                 let mut out = Vec::with_capacity(self.layout.owned_len);
-                for b in &self.layout.buckets {
-                    out.extend(download_f32(&self.dev, self.params.range(b.owned.clone()))?);
+                for bi in 0..self.layout.buckets.len() {
+                    out.extend(download_f32(
+                        &self.dev,
+                        self.params.owned(&self.layout, bi),
+                    )?);
                 }
                 Ok(out)
             }
@@ -401,7 +437,29 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
 
     /// The model's parameter descriptions, in order.
     pub fn param_specs(&self) -> &[ParamSpec] {
-        &self.specs
+        self.table.specs()
+    }
+
+    /// The model's parameters and groups.
+    pub fn param_table(&self) -> &ParamTable {
+        &self.table
+    }
+
+    /// ZeRO stage 3's gather counters (`None` at stages 0-2).
+    pub fn zero3_stats(&self) -> Option<Zero3Stats> {
+        match &self.params {
+            ParamStore::Partitioned(p) => Some(p.stats()),
+            ParamStore::Flat(_) => None,
+        }
+    }
+
+    /// What ZeRO stage 3 gathered, kept and released during the current or last micro-step,
+    /// in order (empty at stages 0-2).
+    pub fn zero3_events(&self) -> &[Zero3Event] {
+        match &self.params {
+            ParamStore::Partitioned(p) => p.events(),
+            ParamStore::Flat(_) => &[],
+        }
     }
 
     /// Whether the engine sits between accumulation windows, ready for a forward.

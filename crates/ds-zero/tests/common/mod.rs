@@ -5,9 +5,9 @@
 use ds_core::collectives::run_threaded;
 use ds_core::cpu::CpuBackend;
 use ds_core::{Collectives, Device};
+use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
 use ds_zero::data::DataLoader;
-use ds_zero::testing::{Blobs, Mlp};
 use ds_zero::{Engine, Initialized, initialize};
 
 pub const DIM: usize = 16;
@@ -15,7 +15,7 @@ pub const HIDDEN: usize = 32;
 pub const CLASSES: usize = 4;
 pub const SAMPLES: usize = 64;
 
-pub type TestEngine = Engine<CpuBackend, Mlp<CpuBackend>>;
+pub type TestEngine = Engine<CpuBackend, MlpClassifier<CpuBackend>>;
 
 /// Builds one rank's engine and loader for `json` (resolved for the communicator's world).
 pub fn engine(
@@ -25,7 +25,7 @@ pub fn engine(
 ) -> (TestEngine, DataLoader<Blobs>) {
     let config = Config::parse(json, comm.world_size()).expect("config");
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
-    let model = Mlp::new(dims.0, dims.1, dims.2, config.precision.dtype());
+    let model = MlpClassifier::new(dims.0, &[dims.1], dims.2, config.precision.dtype());
     let Initialized {
         engine,
         data_loader,

@@ -12,12 +12,14 @@ mod sample;
 use crate::backends::{BackendKind, DeviceTask, with_backend};
 use crate::world::World;
 use ds_core::{Backend, Device};
+use ds_nn::Blobs;
 use ds_nn::data::{ByteTokenizer, TokenWindows, load_tokens, unigram_entropy};
 use ds_nn::{Gpt, GptConfig, MlpClassifier};
 use ds_zero::config::Config;
 use ds_zero::data::{DataLoader, Dataset};
+use ds_zero::estimate::model_states;
 use ds_zero::model::Model;
-use ds_zero::testing::Blobs;
+use ds_zero::model::ParamTable;
 use ds_zero::{Engine, Initialized, initialize};
 use metrics::{Metrics, Progress, Record};
 use serde_json::{Value, json};
@@ -207,9 +209,12 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         .validate()
         .map_err(|e| format!("{e} (check --dim, --heads, --layers and --context)"))?;
     let dtype = config.precision.dtype();
+    let gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
+    let table = ParamTable::of(&gpt).map_err(|e| e.to_string())?;
+    let states = model_states(&config, &table, world.world_size, config.zero.stage);
     let micro_tokens = config.batch.micro_batch_per_gpu as usize * args.context;
     let need = memory::estimate_bytes(
-        shape.numel(),
+        states.total(),
         dtype.size_bytes(),
         micro_tokens,
         args.layers,
@@ -229,7 +234,6 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
             config.batch.train_batch_size
         ));
     }
-    let gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
     let tokens_per_step = config.batch.train_batch_size as f64 * args.context as f64;
     if lead {
         println!(
@@ -266,13 +270,18 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         tokens_per_step,
         &client,
     )?;
+    // At ZeRO stage 3 reading the whole parameters gathers them: every rank takes part.
+    let named = if args.sample_tokens > 0 {
+        engine.parameters().map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
     if !lead {
         return Ok(());
     }
     let entropy = unigram_entropy(&tokens);
     finish(args, started, entropy, "unigram entropy of the corpus")?;
     if args.sample_tokens > 0 {
-        let named = engine.parameters().map_err(|e| e.to_string())?;
         let prompt: Vec<i32> = tokens
             .iter()
             .take(16.min(args.context))

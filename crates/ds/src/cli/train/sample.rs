@@ -4,7 +4,7 @@
 use ds_core::{Backend, DType, Device, Result};
 use ds_nn::{Gpt, GptConfig};
 use ds_zero::data::splitmix;
-use ds_zero::model::{Model, Params, Slot};
+use ds_zero::model::{ParamTable, Params, Slot};
 
 /// Generates `count` tokens after `prompt` with the parameters `named` (the engine's, in the
 /// model's order), sampling at `temperature` from a stream seeded with `seed`.
@@ -21,10 +21,11 @@ pub fn generate<B: Backend>(
     seed: u64,
 ) -> Result<Vec<i32>> {
     let mut gpt = Gpt::<B>::new(config, DType::F32)?;
-    let slots = Slot::packed(&Model::<B>::parameters(&gpt));
+    let table = ParamTable::of::<B, _>(&gpt)?;
+    let slots = Slot::packed(table.specs());
     let flat: Vec<f32> = named.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     let buf = dev.alloc_from(&flat)?;
-    let params = Params::new(&buf, &slots);
+    let mut params = Params::flat(&buf, &slots, &table);
     let mut tokens = prompt.to_vec();
     let mut state = seed;
     for _ in 0..count {
@@ -32,7 +33,7 @@ pub fn generate<B: Backend>(
         let mut window = tokens[start..].to_vec();
         let rows = window.len();
         window.push(0); // a target the forward needs; its loss is ignored
-        let logits = gpt.logits(dev, &params, &[window])?;
+        let logits = gpt.logits(dev, &mut params, &[window])?;
         let last = &logits[(rows - 1) * config.vocab..rows * config.vocab];
         let max = last.iter().copied().fold(f32::MIN, f32::max);
         let weights: Vec<f64> = last

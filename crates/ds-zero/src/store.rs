@@ -1,0 +1,173 @@
+//! Where the engine keeps the training-dtype parameters: one flat buffer holding every
+//! parameter whole (ZeRO stages 0-2), or this rank's partition with groups gathered on demand
+//! (stage 3, [`crate::zero3`]). The optimizer, the checkpoint code and the engine reach the
+//! parameters only through this, so none of them depends on the stage.
+
+use crate::layout::Layout;
+use crate::model::{ParamTable, Params};
+use crate::zero3::{Gatherer, Partitioned};
+use ds_core::kernels::{View, ViewMut};
+use ds_core::{Backend, BufferExt, Collectives, Device, Result};
+use std::ops::Range;
+
+/// The training-dtype parameters of one rank.
+pub(crate) enum ParamStore<B: Backend> {
+    /// Every parameter whole, at its slot of the flat buffer.
+    Flat(B::Buffer),
+    /// Stage 3: this rank's slices, groups gathered when the model opens them.
+    Partitioned(Partitioned<B>),
+}
+
+impl<B: Backend> ParamStore<B> {
+    /// The parameter elements this rank owns in bucket `b` (what its optimizer updates).
+    pub(crate) fn owned(&self, layout: &Layout, b: usize) -> View<'_, B> {
+        let bucket = &layout.buckets[b];
+        self.piece(layout, bucket.owned.clone(), bucket.local)
+    }
+
+    /// Owned flat elements `range` (within one bucket), starting at `local` in this rank's
+    /// partition order.
+    pub(crate) fn piece(&self, layout: &Layout, range: Range<usize>, local: usize) -> View<'_, B> {
+        match self {
+            ParamStore::Flat(buf) => buf.range(range),
+            ParamStore::Partitioned(p) => p.piece(layout, range, local),
+        }
+    }
+
+    /// Writable form of [`ParamStore::piece`].
+    pub(crate) fn piece_mut(
+        &mut self,
+        layout: &Layout,
+        range: Range<usize>,
+        local: usize,
+    ) -> ViewMut<'_, B> {
+        match self {
+            ParamStore::Flat(buf) => buf.range_mut(range),
+            ParamStore::Partitioned(p) => p.piece_mut(layout, range, local),
+        }
+    }
+
+    /// Makes every rank's parameters current after its owned elements changed (an optimizer
+    /// step or a load): an in-place all-gather of every bucket when they are partitioned
+    /// (stages 1-2); at stage 3 the persistent parameters' all-gather, and gathered copies
+    /// are dropped.
+    pub(crate) fn after_update(
+        &mut self,
+        dev: &Device<B>,
+        comm: &dyn Collectives<B>,
+        layout: &Layout,
+    ) -> Result<()> {
+        match self {
+            ParamStore::Flat(buf) => {
+                if layout.partitioned && layout.world > 1 {
+                    for b in &layout.buckets {
+                        comm.all_gather_in_place(dev, buf.range_mut(b.range.clone()))?;
+                    }
+                }
+                Ok(())
+            }
+            ParamStore::Partitioned(p) => {
+                p.release_all(layout);
+                p.refresh_persistent(dev, comm, layout)
+            }
+        }
+    }
+
+    /// Runs `f` with the model's view of the parameters: whole, or gathered group by group.
+    /// Afterwards every scope must be closed.
+    pub(crate) fn with_params<T>(
+        &mut self,
+        dev: &Device<B>,
+        comm: &dyn Collectives<B>,
+        layout: &Layout,
+        table: &ParamTable,
+        op: &'static str,
+        f: impl FnOnce(&mut Params<'_, B>) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            ParamStore::Flat(buf) => {
+                let mut params = Params::flat(buf, &layout.slots, table);
+                let out = f(&mut params)?;
+                params.check_all_closed(op)?;
+                Ok(out)
+            }
+            ParamStore::Partitioned(store) => {
+                let mut source = Gatherer {
+                    dev,
+                    comm,
+                    layout,
+                    names: table.groups(),
+                    store,
+                };
+                let mut params = Params::from_source(&mut source, table);
+                let out = f(&mut params)?;
+                params.check_all_closed(op)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Every parameter whole, as training-dtype bytes in model order. At stage 3 each bucket
+    /// is gathered into a temporary buffer (a collective: every rank must call this).
+    pub(crate) fn whole_bytes(
+        &self,
+        dev: &Device<B>,
+        comm: &dyn Collectives<B>,
+        layout: &Layout,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); layout.slots.len()];
+        let mut read = |buf: &B::Buffer, start: usize, params: &[usize]| -> Result<()> {
+            for &i in params {
+                let s = layout.slots[i];
+                let view = buf.range(s.offset - start..s.offset - start + s.len);
+                let mut bytes = vec![0u8; s.len * view.dtype().size_bytes()];
+                dev.download_bytes(view, &mut bytes)?;
+                out[i] = bytes;
+            }
+            Ok(())
+        };
+        match self {
+            ParamStore::Flat(buf) => {
+                let all: Vec<usize> = (0..layout.slots.len()).collect();
+                read(buf, 0, &all)?;
+            }
+            ParamStore::Partitioned(p) => {
+                for (bi, b) in layout.buckets.iter().enumerate() {
+                    let gathered = p.gather_copy(dev, comm, layout, bi)?;
+                    read(&gathered, b.range.start, &b.params)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes parameter `index`'s whole values (f32) into the elements of it this rank holds.
+    /// Call [`ParamStore::after_update`] once every parameter is written.
+    pub(crate) fn load_param(
+        &mut self,
+        dev: &Device<B>,
+        layout: &Layout,
+        index: usize,
+        values: &[f32],
+    ) -> Result<()> {
+        let slot = layout.slots[index];
+        match self {
+            ParamStore::Flat(buf) => crate::host::upload_f32(
+                dev,
+                values,
+                buf.range_mut(slot.offset..slot.offset + slot.len),
+            ),
+            ParamStore::Partitioned(p) => {
+                let Some((range, local)) = layout.owned_piece(index) else {
+                    return Ok(());
+                };
+                let start = range.start - slot.offset;
+                crate::host::upload_f32(
+                    dev,
+                    &values[start..start + range.len()],
+                    p.piece_mut(layout, range, local),
+                )
+            }
+        }
+    }
+}
