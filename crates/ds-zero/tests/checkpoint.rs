@@ -367,3 +367,87 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_loadable() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_stage_3_checkpoint_loads_at_stages_0_and_2_and_consolidates_to_the_trained_weights() {
+    let json = |stage: u8, gather: bool| {
+        let stage3 = if stage == 3 {
+            format!(
+                r#", "stage3_param_persistence_threshold": 40,
+                   "stage3_gather_16bit_weights_on_model_save": {gather}"#
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, {FP32},
+                "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
+                "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200 {stage3}}}}}"#
+        )
+    };
+    for gather in [false, true] {
+        let dir = scratch(&format!("stage3-{gather}"));
+        let saved = json(3, gather);
+        // 10 steps on 4 ranks, the weights at the save, then 10 more.
+        let runs = run_threaded(4, |comm| {
+            let (mut e, mut loader) = engine(&saved, Box::new(comm), DIMS);
+            for _ in 0..10 {
+                e.train_batch(&mut loader).expect("step");
+            }
+            let at_save = e.parameters().expect("params");
+            e.save_checkpoint(
+                &dir,
+                "global_step10",
+                &json!({"epoch_note": "ten"}),
+                Some(&loader),
+            )
+            .expect("save");
+            let losses: Vec<f32> = (0..10)
+                .map(|_| e.train_batch(&mut loader).expect("step").loss)
+                .collect();
+            (at_save, trace(&losses, e.parameters().expect("params")))
+        });
+        let (at_save, continued) = runs[0].clone();
+        // The model file holds the whole weights only when asked to gather them.
+        let model = std::fs::read(dir.join("global_step10").join(MODEL_FILE)).expect("model file");
+        let tensors = safetensors::SafeTensors::deserialize(&model)
+            .expect("safetensors")
+            .len();
+        assert_eq!(tensors > 0, gather, "gather {gather}: {tensors} tensors");
+        // zero-to-fp32 gives the trained parameters exactly (fp32 training).
+        let consolidated = ds_zero::checkpoint::consolidate_fp32(&dir, None).expect("consolidate");
+        let got: Vec<(String, Vec<f32>)> = consolidated
+            .tensors
+            .into_iter()
+            .map(|(name, _, values)| (name, values))
+            .collect();
+        assert_eq!(got, at_save, "gather {gather}: consolidated weights");
+        for (stage, world) in [(0, 1), (2, 2), (3, 2)] {
+            let (losses, params) = load_and_continue(&json(stage, gather), world, &dir);
+            let floats = |bits: &[u32]| {
+                bits.iter()
+                    .map(|&b| f32::from_bits(b))
+                    .collect::<Vec<f32>>()
+            };
+            let what = format!("saved at stage 3 on 4 ranks, loaded at stage {stage} on {world}");
+            common::assert_close(&what, &floats(&losses), &floats(&continued.0), 1e-6);
+            // The parameters as one vector: ||a - b|| / ||b||.
+            let (a, b) = (floats(&params), floats(&continued.1));
+            let diff: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(x - y).powi(2))
+                .sum();
+            let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+            let rel = (diff / norm).sqrt();
+            println!("{what}: parameters differ by {rel:.2e} (relative norm)");
+            assert!(rel <= 1e-6, "{what}: parameters differ by {rel:e}");
+            if stage == 0 {
+                // One rank accumulating 4 micro-batches adds the gradients in the order the 4
+                // ranks' reduction did: the same bits.
+                assert_eq!(params, continued.1, "{what}: bits");
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

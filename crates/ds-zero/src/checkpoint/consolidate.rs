@@ -16,7 +16,7 @@ use std::path::Path;
 pub struct Consolidated {
     /// The tag read.
     pub tag: String,
-    /// Name, shape and values of every parameter, in the model file's order.
+    /// Name, shape and values of every parameter, in the model's order.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
@@ -33,55 +33,40 @@ pub fn consolidate_fp32(dir: &Path, tag: Option<&str>) -> Result<Consolidated> {
     let (model_path, model_bytes) = &files.model;
     let st = safetensors::SafeTensors::deserialize(model_bytes)
         .map_err(|e| Error::checkpoint(model_path, format!("is not valid safetensors: {e}")))?;
-    // The order the tensors were written in (their offsets), which is the model's order.
-    let mut named: Vec<_> = st.tensors();
-    named.sort_by_key(|(_, t)| t.data().as_ptr() as usize);
-    let mut tensors = Vec::with_capacity(named.len());
-    for (name, t) in &named {
-        let dtype = ds_dtype(t.dtype()).ok_or_else(|| {
-            Error::checkpoint(model_path, format!("`{name}` has an unsupported dtype"))
-        })?;
-        tensors.push((
-            name.clone(),
-            t.shape().to_vec(),
-            bytes_to_f32(dtype, t.data())?,
-        ));
-    }
-    let from_pieces = tensors.is_empty();
-    if from_pieces {
-        // A stage-3 save without gathering: names and shapes from the state file, values from
-        // the ranks' pieces.
-        tensors = saved_parameters(&state_path, &state)?
-            .into_iter()
-            .map(|(name, shape)| {
-                let n = shape.iter().product();
-                (name, shape, vec![0.0; n])
-            })
-            .collect();
-    }
-    let params: Vec<(&str, usize)> = tensors
+    // Names, shapes and the model's order from the state file.
+    let list = saved_parameters(&state_path, &state)?;
+    let params: Vec<(&str, usize)> = list
         .iter()
-        .map(|(name, _, values)| (name.as_str(), values.len()))
+        .map(|(name, shape)| (name.as_str(), shape.iter().product()))
         .collect();
-    let masters = match assemble_pieces(&params, &files, MASTER, &state_path)? {
-        Some(m) => Some(m),
-        None if from_pieces => assemble_pieces(&params, &files, PARAM, &state_path)?,
-        None => None,
-    };
-    match masters {
-        Some(masters) => {
-            for ((_, _, values), master) in tensors.iter_mut().zip(masters) {
-                *values = master;
-            }
-        }
-        None if from_pieces && !tensors.is_empty() => {
-            return Err(Error::checkpoint(
+    // The fp32 master pieces when the run kept them; else the model file's tensors; else
+    // (stage 3 without gathering) the ranks' parameter pieces.
+    let values = match assemble_pieces(&params, &files, MASTER, &state_path)? {
+        Some(masters) => masters,
+        None if !st.is_empty() => params
+            .iter()
+            .map(|(name, _)| {
+                let t = st.tensor(name).map_err(|_| {
+                    Error::checkpoint(model_path, format!("has no tensor `{name}`"))
+                })?;
+                let dtype = ds_dtype(t.dtype()).ok_or_else(|| {
+                    Error::checkpoint(model_path, format!("`{name}` has an unsupported dtype"))
+                })?;
+                Ok(bytes_to_f32(dtype, t.data())?)
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => assemble_pieces(&params, &files, PARAM, &state_path)?.ok_or_else(|| {
+            Error::checkpoint(
                 model_path,
                 "has no tensors and the optimizer files no weights: nothing to consolidate",
-            ));
-        }
-        None => {}
-    }
+            )
+        })?,
+    };
+    let tensors = list
+        .into_iter()
+        .zip(values)
+        .map(|((name, shape), v)| (name, shape, v))
+        .collect();
     Ok(Consolidated { tag, tensors })
 }
 
