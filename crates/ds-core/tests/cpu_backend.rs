@@ -148,3 +148,20 @@ fn integer_fills_and_round_trips() {
         Some("src")
     );
 }
+
+#[test]
+fn a_capacity_makes_the_cpu_backend_a_device_of_that_size() {
+    let dev = Device::new(CpuBackend::with_capacity(1, 1000).expect("backend"));
+    assert_eq!(dev.info().memory_total, 1000);
+    let a = dev.alloc(DType::F32, 200).expect("800 bytes fit");
+    match dev.alloc(DType::F32, 100) {
+        Err(ds_core::Error::OutOfMemory {
+            requested,
+            available,
+            ..
+        }) => assert_eq!((requested, available), (400, 200)),
+        other => panic!("expected out of memory, got {other:?}"),
+    }
+    drop(a);
+    dev.alloc(DType::F32, 250).expect("freed memory is available again");
+}

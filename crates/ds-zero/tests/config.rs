@@ -338,3 +338,70 @@ fn the_resolved_settings_print_as_json() {
     assert_eq!(j["precision"]["initial_scale"], 65536.0);
     assert_eq!(j["zero_optimization"]["reduce_bucket_size"], 1000);
 }
+
+#[test]
+fn stage_3_keys_resolve_with_deepspeeds_defaults_and_refuse_what_ds_does_not_do_by_name() {
+    let zero = |keys: &str| {
+        parse(
+            &format!(r#"{{"train_batch_size": 8, "zero_optimization": {{"stage": 3 {keys}}}}}"#),
+            1,
+        )
+    };
+    let d = zero("").expect("defaults").zero.stage3;
+    assert_eq!(
+        (
+            d.max_live_parameters,
+            d.max_reuse_distance,
+            d.prefetch_bucket_size,
+            d.param_persistence_threshold,
+            d.gather_16bit_weights_on_model_save
+        ),
+        (1_000_000_000, 1_000_000_000, 50_000_000, 100_000, false)
+    );
+    // The short spellings and the deprecated fp16 flag are the same settings.
+    let c = zero(
+        r#", "max_live_parameters": 5e6, "stage3_prefetch_bucket_size": 1e6, "param_persistence_threshold": 10,
+           "stage3_gather_fp16_weights_on_model_save": true, "sub_group_size": 1e9"#,
+    )
+    .expect("aliases")
+    .zero
+    .stage3;
+    assert_eq!(
+        (
+            c.max_live_parameters,
+            c.prefetch_bucket_size,
+            c.param_persistence_threshold,
+            c.gather_16bit_weights_on_model_save
+        ),
+        (5_000_000, 1_000_000, 10, true)
+    );
+    let err = |keys: &str| zero(keys).expect_err(keys).to_string();
+    assert!(
+        err(r#", "stage3_max_live_parameters": 10, "max_live_parameters": 20"#)
+            .contains("disagrees with `stage3_max_live_parameters`")
+    );
+    for (keys, key, named) in [
+        (
+            r#", "stage3_module_granularity_threshold": 100"#,
+            "stage3_module_granularity_threshold",
+            "granularity",
+        ),
+        (
+            r#", "stage3_use_all_reduce_for_fetch_params": true"#,
+            "stage3_use_all_reduce_for_fetch_params",
+            "all-reduce",
+        ),
+        (r#", "zero_hpz_partition_size": 8"#, "zero_hpz_partition_size", "hpZ"),
+    ] {
+        let e = err(keys);
+        assert!(
+            e.contains(&format!("`zero_optimization.{key}` configures"))
+                && e.contains(named)
+                && e.contains("which ds does not implement"),
+            "{e}"
+        );
+    }
+    assert!(err(r#", "stage3_max_live_parameters": 0"#).contains("at least 1"));
+    let e = err(r#", "stage3_prefetch_bucket_sise": 1"#);
+    assert!(e.contains("did you mean `zero_optimization.stage3_prefetch_bucket_size`?"), "{e}");
+}
