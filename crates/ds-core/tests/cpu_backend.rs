@@ -163,5 +163,6 @@ fn a_capacity_makes_the_cpu_backend_a_device_of_that_size() {
         other => panic!("expected out of memory, got {other:?}"),
     }
     drop(a);
-    dev.alloc(DType::F32, 250).expect("freed memory is available again");
+    dev.alloc(DType::F32, 250)
+        .expect("freed memory is available again");
 }

@@ -242,7 +242,9 @@ mod tests {
     #[test]
     fn scopes_gate_every_read_and_misuse_is_named() {
         let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
-        let buf = dev.alloc_from(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).expect("buf");
+        let buf = dev
+            .alloc_from(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .expect("buf");
         let table = table();
         let slots = Slot::packed(table.specs());
         let mut p = Params::<CpuBackend>::flat(&buf, &slots, &table);
@@ -252,10 +254,16 @@ mod tests {
                 .contains("parameter `b.w` was read outside its group's scope: open group `b`")
         );
         p.open(1).expect("open");
-        assert_eq!(dev.to_vec::<f32>(p.get(2).expect("open")).expect("read"), [4.0, 5.0, 6.0]);
+        assert_eq!(
+            dev.to_vec::<f32>(p.get(2).expect("open")).expect("read"),
+            [4.0, 5.0, 6.0]
+        );
         assert!(err(p.get(0).expect_err("a is closed")).contains("group `a`"));
         assert!(err(p.open(1).expect_err("twice")).contains("group `b` is already open"));
-        assert!(err(p.check_all_closed("forward").expect_err("open")).contains("group `b` was left open"));
+        assert!(
+            err(p.check_all_closed("forward").expect_err("open"))
+                .contains("group `b` was left open")
+        );
         p.close(1).expect("close");
         assert!(err(p.close(1).expect_err("not open")).contains("group `b` is not open"));
         assert!(err(p.open(7).expect_err("unknown")).contains("past the model's 2 groups"));
@@ -263,7 +271,8 @@ mod tests {
         // `scoped` closes again, also when the body fails.
         let failed = p.scoped(0, |q| q.get(2).map(|_| ()));
         assert!(failed.is_err());
-        p.check_all_closed("forward").expect("closed after a failing scope");
+        p.check_all_closed("forward")
+            .expect("closed after a failing scope");
         let sum = p
             .scoped(0, |q| Ok(dev.to_vec::<f32>(q.get(1)?)?[0]))
             .expect("scoped");

@@ -391,7 +391,11 @@ fn stage_3_keys_resolve_with_deepspeeds_defaults_and_refuse_what_ds_does_not_do_
             "stage3_use_all_reduce_for_fetch_params",
             "all-reduce",
         ),
-        (r#", "zero_hpz_partition_size": 8"#, "zero_hpz_partition_size", "hpZ"),
+        (
+            r#", "zero_hpz_partition_size": 8"#,
+            "zero_hpz_partition_size",
+            "hpZ",
+        ),
     ] {
         let e = err(keys);
         assert!(
@@ -403,5 +407,8 @@ fn stage_3_keys_resolve_with_deepspeeds_defaults_and_refuse_what_ds_does_not_do_
     }
     assert!(err(r#", "stage3_max_live_parameters": 0"#).contains("at least 1"));
     let e = err(r#", "stage3_prefetch_bucket_sise": 1"#);
-    assert!(e.contains("did you mean `zero_optimization.stage3_prefetch_bucket_size`?"), "{e}");
+    assert!(
+        e.contains("did you mean `zero_optimization.stage3_prefetch_bucket_size`?"),
+        "{e}"
+    );
 }

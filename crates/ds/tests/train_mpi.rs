@@ -1,5 +1,6 @@
-//! `mpirun -np 2 ds train` (ZeRO-2, the built-in config) gives one rank's losses on the same
-//! global batch, within the engine's tolerance (1e-5 relative); only rank 0 writes metrics.
+//! `mpirun -np 2 ds train` (ZeRO-2, the built-in config; and ZeRO-3 from a config file) gives
+//! one rank's losses on the same global batch, within the engine's tolerance (1e-5 relative);
+//! only rank 0 writes metrics.
 //! Built with `--features mpi` (`scripts/test.sh` runs it).
 #![cfg(feature = "mpi")]
 
@@ -12,7 +13,7 @@ use std::process::Command;
 const DS: &str = env!("CARGO_BIN_EXE_ds");
 
 #[test]
-fn two_mpi_ranks_with_zero_2_match_one_rank() {
+fn two_mpi_ranks_with_zero_2_and_zero_3_match_one_rank() {
     let dir = std::env::temp_dir().join(format!("ds-train-mpi-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let args = |save: &Path| -> Vec<String> {
@@ -37,6 +38,19 @@ fn two_mpi_ranks_with_zero_2_match_one_rank() {
         .chain([save.display().to_string()])
         .collect()
     };
+    // The built-in config with stage 3, every parameter gathered group by group.
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let stage3 = dir.join("stage3.json");
+    std::fs::write(
+        &stage3,
+        r#"{"train_batch_size": 32, "steps_per_print": 50,
+            "optimizer": {"type": "AdamW", "params": {"lr": 0.003, "betas": [0.9, 0.95], "weight_decay": 0.1}},
+            "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": 12, "warmup_num_steps": 1,
+                                                               "cos_min_ratio": 0.1}},
+            "gradient_clipping": 1.0,
+            "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}"#,
+    )
+    .expect("config");
     let one = Command::new(DS)
         .args(args(&dir.join("one")))
         .output()
@@ -79,5 +93,28 @@ fn two_mpi_ranks_with_zero_2_match_one_rank() {
             .map(|(x, y)| ((x - y) / x).abs())
             .fold(0.0, f64::max)
     );
+    let three = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe", DS])
+        .args(args(&dir.join("three")))
+        .args(["--config".into(), stage3.display().to_string()])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .expect("mpirun");
+    assert!(
+        three.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&three.stdout),
+        String::from_utf8_lossy(&three.stderr)
+    );
+    let c = losses(&dir.join("three"));
+    assert_eq!(c.len(), 12);
+    for (step, (x, z)) in a.iter().zip(&c).enumerate() {
+        assert!(
+            (x - z).abs() <= 1e-5 * x.abs(),
+            "step {}: one rank at ZeRO-2 {x}, two MPI ranks at ZeRO-3 {z}",
+            step + 1
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

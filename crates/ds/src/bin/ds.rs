@@ -1,5 +1,5 @@
 //! The `ds` command: `ds train`, `ds zero-to-fp32`, `ds report`, `ds conformance`,
-//! `ds config check`.
+//! `ds config check`, `ds estimate`.
 
 use clap::{Parser, Subcommand};
 use ds::cli;
@@ -37,6 +37,20 @@ enum Command {
         /// The tag to read (default: the one `latest` names).
         #[arg(long)]
         tag: Option<String>,
+    },
+    /// Model-state bytes per rank at ZeRO stages 0-3 for a parameter count, from the layout
+    /// the engine allocates with.
+    Estimate {
+        /// The number of model parameters.
+        #[arg(long)]
+        params: u64,
+        /// The number of data-parallel ranks.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        world_size: u32,
+        /// A DeepSpeed config for the precision, optimizer and stage-3 settings (default: fp16
+        /// with AdamW).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
     /// DeepSpeed JSON configs.
     Config {
@@ -88,6 +102,29 @@ fn main() -> ExitCode {
             return match cli::zero_to_fp32::run(&checkpoint_dir, &output, tag.as_deref()) {
                 Ok(msg) => {
                     println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Estimate {
+            params,
+            world_size,
+            config,
+        } => {
+            let text = match config.as_ref().map(std::fs::read_to_string).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read the config: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return match cli::estimate::estimate(params, world_size as usize, text.as_deref()) {
+                Ok(table) => {
+                    print!("{table}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod conformance;
+pub mod estimate;
 pub mod report;
 pub mod train;
 pub mod zero_to_fp32;
