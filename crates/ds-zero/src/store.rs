@@ -14,8 +14,9 @@ use std::ops::Range;
 pub(crate) enum ParamStore<B: Backend> {
     /// Every parameter whole, at its slot of the flat buffer.
     Flat(B::Buffer),
-    /// Stage 3: this rank's slices, groups gathered when the model opens them.
-    Partitioned(Partitioned<B>),
+    /// Stage 3: this rank's slices, groups gathered when the model opens them (boxed: the
+    /// store is made once per engine, and the flat case stays one pointer wide).
+    Partitioned(Box<Partitioned<B>>),
 }
 
 impl<B: Backend> ParamStore<B> {

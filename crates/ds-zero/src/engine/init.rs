@@ -136,7 +136,9 @@ where
     }
     let params = if stage >= 3 {
         // Every rank computed the same values from the seed; each keeps only its slices.
-        ParamStore::Partitioned(Partitioned::new(&device, &layout, dtype, limits, &host)?)
+        ParamStore::Partitioned(Box::new(Partitioned::new(
+            &device, &layout, dtype, limits, &host,
+        )?))
     } else {
         let mut params = device.alloc(dtype, layout.len)?;
         upload_f32(&device, &host, params.all_mut())?;
