@@ -2,7 +2,8 @@
 # Builds everything the GPU check runs, on a machine with no GPU and no CUDA toolkit (cudarc
 # loads the libraries at run time), and collects the executables in .device-bin/:
 #   ds            the command, with the cuda feature (ds report, ds conformance --backend cuda)
-#   cuda-tests-*  ds-backend-cuda's test executables (the conformance suite on CUDA, NCCL)
+#   cuda-tests-*  ds-backend-cuda's test executables (the conformance suite on CUDA, NCCL) and
+#                 ds's engine test built with the cuda feature (the engine on CUDA against the CPU)
 #   gpu-bench     the GPU benchmark (kernels against a device-to-device copy, AdamW, GEMM)
 # plus the PyTorch peer script. Then run scripts/gpu-check.sh .device-bin on the GPU machine.
 set -euo pipefail
@@ -23,6 +24,15 @@ for line in sys.stdin:
         name = "cuda-tests-" + m["target"]["name"]
         shutil.copy(m["executable"], os.path.join(out, name))
         print("collected", name)
+' "$out"
+cargo test --release -p ds --features cuda --test engine --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys, shutil, os
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "engine":
+        shutil.copy(m["executable"], os.path.join(sys.argv[1], "cuda-tests-engine"))
+        print("collected cuda-tests-engine")
 ' "$out"
 cargo build --release -p benches --features cuda --bench gpu --message-format=json 2>/dev/null \
   | python3 -c '

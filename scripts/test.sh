@@ -82,11 +82,8 @@ cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,ds/wgpu,benches
 say "tests (cargo test --workspace; ds-comm-mpi's under mpirun at 1-4 ranks; WGPU's on lavapipe)"
 cargo test --workspace
 
-say "ds train --backend wgpu matches the CPU backend (ds built with --features wgpu)"
-cargo test -p ds --features wgpu --test train_wgpu
-
-say "ds train under mpirun (2 ranks, ZeRO-2) matches one rank (ds built with --features mpi)"
-cargo test -p ds --features mpi --test train_mpi
+say "with the WGPU backend and MPI compiled in (--features wgpu,mpi): the engine on WGPU at ZeRO 0-3 on 1-4 threaded ranks, ds train --backend wgpu, ds train under mpirun (ZeRO-2 and ZeRO-3), MPI collectives on wgpu buffers"
+cargo test -p ds --features wgpu,mpi --test engine --test train_wgpu --test train_mpi --test mpi_wgpu
 
 say "the consolidated fp32 checkpoint loads in Python's safetensors (numpy)"
 # Installed from PyPI into target/ when missing; without network it is reported as not run.
@@ -118,7 +115,7 @@ say "coverage matrix (ds conformance --backend cpu)"
 cargo run -q -p ds -- conformance --backend cpu
 
 say "coverage matrix on lavapipe (ds conformance --backend wgpu), f16 native, then packed"
-cargo run -q -p ds --features wgpu -- conformance --backend wgpu
-DS_WGPU_F16=packed cargo run -q -p ds --features wgpu -- conformance --backend wgpu
+cargo run -q -p ds --features wgpu,mpi -- conformance --backend wgpu
+DS_WGPU_F16=packed cargo run -q -p ds --features wgpu,mpi -- conformance --backend wgpu
 
 say "all checks passed"

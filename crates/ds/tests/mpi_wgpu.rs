@@ -1,7 +1,9 @@
 //! ds-comm-mpi's collectives on wgpu buffers (staged through host memory): every operation,
 //! dtype and length of the conformance suite's collective cases, on two MPI ranks, each with
 //! its own wgpu device. The test starts itself again under `mpirun -np 2` (Open MPI, which
-//! `scripts/test.sh` installs).
+//! `scripts/test.sh` installs). Here, in the crate that knows both, so neither the WGPU backend
+//! nor MPI depends on the other; built with `--features wgpu,mpi`.
+#![cfg(all(feature = "wgpu", feature = "mpi"))]
 
 use conformance::cases::collectives::{CollectiveOp, LENGTHS, collective_body};
 use ds_backend_wgpu::WgpuBackend;

@@ -1,0 +1,279 @@
+//! One engine-equivalence body for every backend: ds-zero's engine trains ds-nn's MLP on the
+//! backend under test, at ZeRO stages 0-3, in fp32, fp16 and bf16, on 1, 2 and 4 ranks
+//! (threads, the collectives staging device buffers through host memory), and each run's
+//! losses must follow the CPU backend's at stage 0 on one rank, step for step, on the same
+//! global batches.
+//!
+//! A backend gets the whole body with one line in `crates/ds/tests/engine.rs`:
+//!
+//! ```ignore
+//! ds::engine_tests!(my_backend, my_crate::MyBackend::new());
+//! ```
+//!
+//! The tolerances: 1e-5 relative where only the reduction order can differ from the
+//! reference (the CPU backend itself), 1e-4 for another backend's f32 arithmetic, and 2e-2
+//! (fp16) or 5e-2 (bf16) when the 16-bit rounding of gradients lands differently once the f32
+//! arithmetic differs in its last bits (what the CUDA and WGPU checks have always allowed).
+
+use ds_core::collectives::run_threaded;
+use ds_core::cpu::CpuBackend;
+use ds_core::{Backend, Collectives, Device, SingleRank};
+use ds_nn::{Blobs, MlpClassifier};
+use ds_zero::config::Config;
+use ds_zero::{Initialized, initialize};
+
+/// Optimizer steps per run.
+pub const STEPS: usize = 10;
+
+/// One run to compare with the reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Case {
+    /// The precision section of the config.
+    pub precision: &'static str,
+    /// The ZeRO stage.
+    pub stage: u8,
+    /// Ranks, as threads.
+    pub world: usize,
+}
+
+const FP32: &str = r#""bf16": {"enabled": false}"#;
+const FP16: &str = r#""fp16": {"enabled": true, "initial_scale_power": 12}"#;
+const BF16: &str = r#""bf16": {"enabled": true}"#;
+
+/// fp32 at every stage on one rank.
+pub const FP32_STAGES: [Case; 4] = [
+    Case {
+        precision: FP32,
+        stage: 0,
+        world: 1,
+    },
+    Case {
+        precision: FP32,
+        stage: 1,
+        world: 1,
+    },
+    Case {
+        precision: FP32,
+        stage: 2,
+        world: 1,
+    },
+    Case {
+        precision: FP32,
+        stage: 3,
+        world: 1,
+    },
+];
+/// 16-bit training with fp32 master weights.
+pub const MIXED: [Case; 4] = [
+    Case {
+        precision: FP16,
+        stage: 1,
+        world: 1,
+    },
+    Case {
+        precision: FP16,
+        stage: 3,
+        world: 1,
+    },
+    Case {
+        precision: BF16,
+        stage: 2,
+        world: 1,
+    },
+    Case {
+        precision: BF16,
+        stage: 3,
+        world: 1,
+    },
+];
+/// Several ranks on threads.
+pub const RANKS: [Case; 4] = [
+    Case {
+        precision: FP32,
+        stage: 2,
+        world: 2,
+    },
+    Case {
+        precision: FP32,
+        stage: 3,
+        world: 2,
+    },
+    Case {
+        precision: FP32,
+        stage: 3,
+        world: 4,
+    },
+    Case {
+        precision: FP16,
+        stage: 3,
+        world: 2,
+    },
+];
+
+fn config(case: &Case) -> String {
+    format!(
+        r#"{{"train_batch_size": 32, "gradient_accumulation_steps": 2, {},
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 0.003, "weight_decay": 0.01}}}},
+            "scheduler": {{"type": "WarmupLR", "params": {{"warmup_num_steps": 4}}}},
+            "zero_optimization": {{"stage": {}, "reduce_bucket_size": 4096,
+                                   "stage3_param_persistence_threshold": 100}}}}"#,
+        case.precision, case.stage
+    )
+}
+
+/// Rank 0's losses of `case` on devices from `open`, one-rank runs on `single`'s collectives.
+fn losses<B: Backend>(
+    case: &Case,
+    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
+    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
+) -> Result<Vec<f32>, String> {
+    let json = config(case);
+    let run = |device: Device<B>, comm: Box<dyn Collectives<B>>| -> Result<Vec<f32>, String> {
+        let config = Config::parse(&json, case.world).map_err(|e| e.to_string())?;
+        let model = MlpClassifier::new(32, &[64], 8, config.precision.dtype());
+        let Initialized {
+            mut engine,
+            mut data_loader,
+            ..
+        } = initialize(&config, device, comm, model, Blobs::new(256, 32, 8, 3))
+            .map_err(|e| e.to_string())?;
+        (0..STEPS)
+            .map(|_| {
+                engine
+                    .train_batch(&mut data_loader)
+                    .map(|r| r.loss)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    if case.world == 1 {
+        let device = open()?;
+        let comm = single(&device)?;
+        return run(device, comm);
+    }
+    let mut ranks = run_threaded(case.world, |comm| run(open()?, Box::new(comm)));
+    ranks.swap_remove(0)
+}
+
+/// The CPU backend's losses at stage 0 on one rank with `case`'s precision: the reference.
+pub fn reference(case: &Case) -> Result<Vec<f32>, String> {
+    let base = Case {
+        stage: 0,
+        world: 1,
+        ..*case
+    };
+    let open = || {
+        CpuBackend::new()
+            .map(Device::new)
+            .map_err(|e| e.to_string())
+    };
+    losses::<CpuBackend>(&base, &open, &|_| Ok(Box::new(SingleRank)))
+}
+
+/// Runs `cases` on the backend `open` gives and compares each with [`reference`]; `Err`
+/// lists every step out of tolerance. `cpu` says the backend is the CPU one (the tighter
+/// f32 tolerance).
+///
+/// # Errors
+/// A report naming each failing case and step, or why a run could not start.
+pub fn check<B: Backend>(
+    cases: &[Case],
+    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
+    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
+) -> Result<String, String> {
+    let backend = open()?.info().backend;
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for case in cases {
+        let want = reference(case)?;
+        let got = losses(case, open, single).map_err(|e| {
+            format!(
+                "{} ZeRO-{} on {} rank(s): {e}",
+                case.precision, case.stage, case.world
+            )
+        })?;
+        let tolerance = match case.precision {
+            FP16 => 2e-2,
+            BF16 => 5e-2,
+            _ if backend == "cpu" => 1e-5,
+            _ => 1e-4,
+        };
+        let mut worst = 0f32;
+        for (step, (w, g)) in want.iter().zip(&got).enumerate() {
+            let rel = (w - g).abs() / w.abs().max(1e-30);
+            worst = worst.max(rel);
+            if !(rel <= tolerance) {
+                failures.push(format!(
+                    "{} ZeRO-{} on {} rank(s), step {}: {backend} {g} vs cpu {w} (relative {rel:.2e} > {tolerance:e})",
+                    case.precision,
+                    case.stage,
+                    case.world,
+                    step + 1
+                ));
+            }
+        }
+        if want[STEPS - 1] >= 0.9 * want[0] {
+            failures.push(format!("the reference does not train: {want:?}"));
+        }
+        report.push(format!(
+            "{backend} {} ZeRO-{} on {} rank(s): largest relative difference from the CPU at stage 0 {worst:.2e} (tolerance {tolerance:e})",
+            case.precision, case.stage, case.world
+        ));
+    }
+    if failures.is_empty() {
+        Ok(report.join("\n"))
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// Panics with [`check`]'s report on failure (the stamped tests' body); a backend with no
+/// device here fails with "NOT RUN", never passes.
+#[doc(hidden)]
+pub fn assert_cases<B: Backend>(
+    cases: &[Case],
+    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
+    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
+) {
+    if let Err(e) = open() {
+        panic!("NOT RUN: the backend has no device here: {e}");
+    }
+    match check(cases, open, single) {
+        Ok(report) => println!("{report}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Stamps the engine-equivalence tests for a backend: `engine_tests!(name, constructor)`,
+/// where the constructor returns `Result<B, impl Display>`; one-rank runs use [`SingleRank`]
+/// unless a third argument, `|device| -> Result<Box<dyn Collectives<B>>, String>`, gives the
+/// backend's own (NCCL for CUDA). Attributes before the name (`#[ignore = "..."]`) apply to
+/// every test.
+#[macro_export]
+macro_rules! engine_tests {
+    ($(#[$meta:meta])* $name:ident, $make:expr) => {
+        $crate::engine_tests!($(#[$meta])* $name, $make, |_| Ok(Box::new($crate::core::SingleRank)));
+    };
+    ($(#[$meta:meta])* $name:ident, $make:expr, $single:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::engine_check::{FP32_STAGES, MIXED, RANKS, assert_cases};
+            $(#[$meta])*
+            #[test]
+            fn fp32_at_stages_0_to_3_matches_the_cpu() {
+                assert_cases(&FP32_STAGES, &|| ($make).map($crate::core::Device::new).map_err(|e| e.to_string()), &$single);
+            }
+            $(#[$meta])*
+            #[test]
+            fn fp16_and_bf16_match_the_cpu() {
+                assert_cases(&MIXED, &|| ($make).map($crate::core::Device::new).map_err(|e| e.to_string()), &$single);
+            }
+            $(#[$meta])*
+            #[test]
+            fn threaded_ranks_at_stages_2_and_3_match_the_cpu() {
+                assert_cases(&RANKS, &|| ($make).map($crate::core::Device::new).map_err(|e| e.to_string()), &$single);
+            }
+        }
+    };
+}
