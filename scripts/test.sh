@@ -79,11 +79,14 @@ say "lints (cargo clippy -D warnings), with the CUDA and WGPU backends and GPU b
 cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,ds/wgpu,benches/cuda,benches/wgpu \
   -- -D warnings
 
-say "tests (cargo test --workspace; ds-comm-mpi's under mpirun at 1-4 ranks; WGPU's on lavapipe)"
+say "tests (cargo test --workspace; WGPU's conformance on lavapipe)"
 cargo test --workspace
 
-say "with the WGPU backend and MPI compiled in (--features wgpu,mpi): the engine on WGPU at ZeRO 0-3 on 1-4 threaded ranks, ds train --backend wgpu, ds train under mpirun (ZeRO-2 and ZeRO-3), MPI collectives on wgpu buffers"
-cargo test -p ds --features wgpu,mpi --test engine --test train_wgpu --test train_mpi --test mpi_wgpu
+say "with the WGPU backend and MPI compiled in (--features wgpu,mpi): the engine on WGPU at ZeRO 0-3 on 1-4 threaded ranks, ds train --backend wgpu, ds train under mpirun (ZeRO-2 and ZeRO-3), MPI collectives at 1-4 ranks (host and wgpu buffers), their guards, and the engine under mpirun"
+# The mpirun tests launch the zero_train example (ZeRO 0-3 on 1, 2 and 4 MPI ranks): build it first.
+cargo build -p ds --features wgpu,mpi --example zero_train
+cargo test -p ds --features wgpu,mpi --test engine --test train_wgpu --test train_mpi --test mpi_wgpu \
+  --test mpirun
 
 say "the consolidated fp32 checkpoint loads in Python's safetensors (numpy)"
 # Installed from PyPI into target/ when missing; without network it is reported as not run.

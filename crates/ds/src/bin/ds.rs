@@ -17,7 +17,8 @@ struct Args {
 enum Command {
     /// Version, backends compiled in, devices found with memory and dtype capabilities.
     Report,
-    /// Run the conformance suite on a backend and print the coverage matrix.
+    /// Run the conformance suite on a backend and print the coverage matrix, or (`--comm mpi`,
+    /// under mpirun) the collective cases on the MPI world.
     Conformance {
         /// Backend to check: cpu, cuda, rocm or wgpu.
         #[arg(long, default_value = "cpu")]
@@ -25,6 +26,15 @@ enum Command {
         /// Random inputs per kernel and dtype (default: DS_CONFORMANCE_CASES or 24).
         #[arg(long)]
         cases: Option<u32>,
+        /// Check collectives instead: `mpi` (start it under mpirun; needs the mpi feature).
+        #[arg(long)]
+        comm: Option<String>,
+        /// With --comm mpi: `collectives`, or a fault the guards must catch (tests).
+        #[arg(long, default_value = "collectives", hide = true)]
+        mode: String,
+        /// Ignored: lets tests find their processes.
+        #[arg(long, hide = true)]
+        tag: Option<String>,
     },
     /// Train a GPT (or an MLP) with the engine: progress, metrics, loss plot, checkpoints.
     Train(Box<cli::train::TrainArgs>),
@@ -69,6 +79,24 @@ enum ConfigCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         world_size: u32,
     },
+}
+
+/// `ds conformance --comm NAME`: the collectives' cases on a real transport.
+fn conformance_comm(comm: &str, mode: &str) -> ExitCode {
+    match comm {
+        #[cfg(feature = "mpi")]
+        "mpi" => cli::mpi_check::run(mode),
+        #[cfg(not(feature = "mpi"))]
+        "mpi" => {
+            let _ = mode;
+            eprintln!("error: this ds was built without MPI: rebuild with `--features mpi`");
+            ExitCode::FAILURE
+        }
+        other => {
+            eprintln!("error: unknown --comm `{other}`: the transport to check is `mpi`");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -134,7 +162,12 @@ fn main() -> ExitCode {
             };
         }
         Command::Report => cli::report::run(),
-        Command::Conformance { backend, cases } => cli::conformance::run(&backend, cases),
+        Command::Conformance {
+            comm: Some(comm),
+            mode,
+            ..
+        } => return conformance_comm(&comm, &mode),
+        Command::Conformance { backend, cases, .. } => cli::conformance::run(&backend, cases),
         Command::Config {
             command: ConfigCommand::Check { file, world_size },
         } => {

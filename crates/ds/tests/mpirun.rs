@@ -4,13 +4,15 @@
 //! is left behind.
 //!
 //! Needs Open MPI's `mpirun` on PATH (`scripts/test.sh` installs it); without it these tests
-//! fail saying what to install, and are never counted as passed.
+//! fail saying what to install, and are never counted as passed. The checks run as
+//! `ds conformance --comm mpi`; built with `--features mpi`.
+#![cfg(feature = "mpi")]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const CHECK: &str = env!("CARGO_BIN_EXE_ds-mpi-check");
+const DS: &str = env!("CARGO_BIN_EXE_ds");
 
 /// Every guard test must finish well within this.
 const GUARD_LIMIT: Duration = Duration::from_secs(60);
@@ -58,7 +60,7 @@ impl Run {
     }
 }
 
-/// Runs `ds-mpi-check MODE` on `ranks` ranks with extra environment `env`.
+/// Runs `ds conformance --comm mpi --mode MODE` on `ranks` ranks with extra environment `env`.
 fn launch(ranks: usize, mode: &str, env: &[(&str, &str)], test: &str) -> Run {
     let marker = format!("ds-test-marker-{}-{test}", std::process::id());
     let mut cmd = Command::new(mpirun());
@@ -68,7 +70,16 @@ fn launch(ranks: usize, mode: &str, env: &[(&str, &str)], test: &str) -> Run {
     for (k, v) in env {
         cmd.args(["-x", &format!("{k}={v}")]);
     }
-    cmd.args([CHECK, mode, &marker]);
+    cmd.args([
+        DS,
+        "conformance",
+        "--comm",
+        "mpi",
+        "--mode",
+        mode,
+        "--tag",
+        &marker,
+    ]);
     let start = Instant::now();
     let output = cmd.output().expect("mpirun starts");
     Run {
@@ -154,10 +165,10 @@ fn collectives_pass_with_the_guards_off() {
 
 #[test]
 fn without_a_launcher_the_world_is_one_rank() {
-    let output = Command::new(CHECK)
-        .arg("collectives")
+    let output = Command::new(DS)
+        .args(["conformance", "--comm", "mpi"])
         .output()
-        .expect("ds-mpi-check starts");
+        .expect("ds starts");
     let (out, err) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
@@ -261,7 +272,8 @@ fn zero_train() -> PathBuf {
         .expect("target directory");
     assert!(
         example.is_file(),
-        "NOT RUN: {} is missing; run the whole `cargo test -p ds-comm-mpi` (it builds examples)",
+        "NOT RUN: {} is missing; build it with `cargo build -p ds --features mpi --example zero_train` \
+         (scripts/test.sh does)",
         example.display()
     );
     example
@@ -295,7 +307,7 @@ fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
     assert!(single.status.success(), "{single:?}");
     let (reference, _) = losses_and_hashes(&String::from_utf8_lossy(&single.stdout));
     assert_eq!(reference.len(), STEPS);
-    for (ranks, stage) in [(2usize, 2u32), (4, 1)] {
+    for (ranks, stage) in [(2usize, 2u32), (4, 1), (2, 3), (4, 3)] {
         let mut cmd = Command::new(mpirun());
         cmd.args(["-np", &ranks.to_string(), "--oversubscribe"])
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")

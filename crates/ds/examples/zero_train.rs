@@ -1,9 +1,10 @@
-//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS` trains ds-zero's test MLP with
-//! ZeRO stage STAGE on a global batch of 32 (32/N per rank), and the same command without
-//! `mpirun` trains it on one rank. Rank 0 prints each step's loss (value and bits); every rank
+//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS` trains ds-nn's MLP with ZeRO
+//! stage STAGE (at stage 3 the weights are gathered, the biases persist) on a global batch of
+//! 32 (32/N per rank), and the same command without `mpirun` trains it on one rank. Built
+//! with `--features mpi`. Rank 0 prints each step's loss (value and bits); every rank
 //! prints a hash of its final parameters, which must be the same on all ranks.
 
-use ds_comm_mpi::init_distributed;
+use ds::mpi::init_distributed;
 use ds_core::cpu::CpuBackend;
 use ds_core::{Collectives, Device};
 use ds_nn::{Blobs, MlpClassifier};
@@ -19,7 +20,7 @@ fn run(stage: u32, steps: usize) -> Result<(), String> {
         r#"{{"train_batch_size": 32, "gradient_accumulation_steps": 1,
             "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
             "gradient_clipping": 1.0,
-            "zero_optimization": {{"stage": {stage}}}}}"#
+            "zero_optimization": {{"stage": {stage}, "stage3_param_persistence_threshold": 40}}}}"#
     );
     let config = Config::parse(&json, comm.world_size()).map_err(|e| e.to_string())?;
     let device = Device::new(CpuBackend::with_threads(1).map_err(|e| e.to_string())?);
