@@ -34,6 +34,8 @@ pub(crate) struct Grads<B: Backend> {
     done: Vec<bool>,
     /// Parameters of each bucket not finished yet in the current backward.
     pending: Vec<usize>,
+    /// Elements reduced over ranks so far (all-reduce or reduce-scatter inputs).
+    pub(crate) reduced_elements: u64,
 }
 
 impl<B: Backend> Grads<B> {
@@ -68,6 +70,7 @@ impl<B: Backend> Grads<B> {
             dtype,
             done: vec![false; layout.slots.len()],
             pending: Vec::new(),
+            reduced_elements: 0,
         })
     }
 
@@ -120,6 +123,7 @@ impl<B: Backend> Grads<B> {
             return Ok(());
         };
         for b in &layout.buckets {
+            self.reduced_elements += b.range.len() as u64;
             let view = full.range_mut(b.range.clone());
             if layout.partitioned {
                 comm.reduce_scatter_in_place(dev, view, ReduceOp::Sum)?;
@@ -198,6 +202,7 @@ impl<B: Backend> Sink<'_, B> {
             ));
         };
         let len = bucket.range.len();
+        self.grads.reduced_elements += len as u64;
         self.comm
             .reduce_scatter_in_place(self.dev, scratch.range_mut(0..len), ReduceOp::Sum)?;
         let mine = bucket.owned.start - bucket.range.start;

@@ -32,5 +32,5 @@ mod store;
 pub mod zero3;
 
 pub use ds_model::host;
-pub use engine::{Counters, Engine, Initialized, Loss, StepReport, initialize};
+pub use engine::{Counters, Engine, Initialized, Loss, StepReport, Traffic, initialize};
 pub use error::{Error, Result};

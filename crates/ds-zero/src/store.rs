@@ -51,25 +51,31 @@ impl<B: Backend> ParamStore<B> {
     /// Makes every rank's parameters current after its owned elements changed (an optimizer
     /// step or a load): an in-place all-gather of every bucket when they are partitioned
     /// (stages 1-2); at stage 3 the persistent parameters' all-gather, and gathered copies
-    /// are dropped.
+    /// are dropped. Returns the elements all-gathered.
     pub(crate) fn after_update(
         &mut self,
         dev: &Device<B>,
         comm: &dyn Collectives<B>,
         layout: &Layout,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         match self {
             ParamStore::Flat(buf) => {
-                if layout.partitioned && layout.world > 1 {
-                    for b in &layout.buckets {
-                        comm.all_gather_in_place(dev, buf.range_mut(b.range.clone()))?;
-                    }
+                if !(layout.partitioned && layout.world > 1) {
+                    return Ok(0);
                 }
-                Ok(())
+                for b in &layout.buckets {
+                    comm.all_gather_in_place(dev, buf.range_mut(b.range.clone()))?;
+                }
+                Ok(layout.len as u64)
             }
             ParamStore::Partitioned(p) => {
                 p.release_all(layout);
-                p.refresh_persistent(dev, comm, layout)
+                p.refresh_persistent(dev, comm, layout)?;
+                let persistent = layout.groups.as_ref().and_then(|g| g.persistent);
+                Ok(match persistent {
+                    Some(b) if layout.world > 1 => layout.buckets[b].range.len() as u64,
+                    _ => 0,
+                })
             }
         }
     }

@@ -65,6 +65,8 @@ pub struct Zero3Stats {
     pub prefetches: u64,
     /// Opens that found the group gathered already.
     pub hits: u64,
+    /// Elements all-gathered for groups (on demand and ahead of use) since initialize.
+    pub gathered_elements: u64,
 }
 
 /// The limits stage 3 runs under, in elements.
@@ -316,6 +318,7 @@ impl<B: Backend> Gatherer<'_, B> {
         let st = &mut *self.store;
         st.gathered[b] = Some(buf);
         st.stats.live_elements += self.layout.buckets[b].range.len();
+        st.stats.gathered_elements += self.layout.buckets[b].range.len() as u64;
         st.stats.peak_live_elements = st.stats.peak_live_elements.max(st.stats.live_elements);
         if prefetch {
             st.stats.prefetches += 1;

@@ -1,8 +1,9 @@
 //! The ranks a `ds` command runs on: every rank of `mpirun` when MPI is compiled in, otherwise
-//! one.
+//! one; or N threads of this process as N ranks (`ds train --ranks N`).
 
 #[cfg(not(feature = "mpi"))]
 use ds_core::SingleRank;
+use ds_core::collectives::ThreadedComm;
 use ds_core::{Backend, Collectives};
 
 /// This process's place among the ranks, and its collectives.
@@ -17,6 +18,7 @@ pub struct World {
 enum Inner {
     #[cfg(not(feature = "mpi"))]
     Single,
+    Threads(ThreadedComm),
     #[cfg(feature = "mpi")]
     Mpi(ds_comm_mpi::Comm),
 }
@@ -60,9 +62,23 @@ impl World {
         }
     }
 
+    /// `ranks` threads of this process as ranks: one world per thread, in rank order.
+    pub fn threads(ranks: usize) -> Vec<World> {
+        ThreadedComm::group(ranks)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, comm)| World {
+                rank,
+                world_size: ranks,
+                inner: Inner::Threads(comm),
+            })
+            .collect()
+    }
+
     /// The collectives, for backend `B`.
     pub fn collectives<B: Backend>(self) -> Box<dyn Collectives<B>> {
         match self.inner {
+            Inner::Threads(c) => Box::new(c),
             #[cfg(not(feature = "mpi"))]
             Inner::Single => Box::new(SingleRank),
             #[cfg(feature = "mpi")]

@@ -196,3 +196,65 @@ fn a_killed_run_resumes_with_the_losses_of_an_uninterrupted_one() {
     assert_eq!(a, b, "resumed losses differ from the uninterrupted run");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A config like the built-in one (constant LR) at ZeRO stage `stage`, every parameter
+/// gathered at stage 3, written to `dir/ds_config.json`.
+fn stage_config(dir: &Path, stage: u8) -> PathBuf {
+    let path = dir.join(format!("ds_config_{stage}.json"));
+    let json = format!(
+        r#"{{"train_batch_size": 32,
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 0.003, "betas": [0.9, 0.95], "weight_decay": 0.1}}}},
+            "gradient_clipping": 1.0,
+            "zero_optimization": {{"stage": {stage}, "stage3_param_persistence_threshold": 0}}}}"#
+    );
+    std::fs::write(&path, json).expect("config");
+    path
+}
+
+#[test]
+fn zero_3_on_threaded_ranks_trains_the_gpt_and_the_mlp_like_one_rank_at_stage_0() {
+    let dir = scratch("stage3");
+    let (zero0, zero3) = (stage_config(&dir, 0), stage_config(&dir, 3));
+    for model in ["gpt", "mlp"] {
+        let run = |config: &Path, ranks: &str, name: &str| {
+            let save = dir.join(format!("{model}-{name}"));
+            let mut args: Vec<String> =
+                ["train", "--model", model, "--steps", "8", "--ranks", ranks]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            args.extend(["--config".into(), config.display().to_string()]);
+            args.extend(["--save-dir".into(), save.display().to_string()]);
+            if model == "gpt" {
+                args.extend(SMALL.iter().map(|s| s.to_string()));
+            }
+            let out = Command::new(DS).args(&args).output().expect("ds");
+            assert!(
+                out.status.success(),
+                "{model} {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (losses(&save), text)
+        };
+        let (one, _) = run(&zero0, "1", "stage0");
+        let (two, text) = run(&zero3, "2", "stage3");
+        assert!(text.contains("2 rank(s)") || model == "mlp", "{text}");
+        assert!(
+            text.contains("ZeRO-3 collectives per optimizer step"),
+            "{text}"
+        );
+        assert_eq!(one.len(), 8);
+        for ((step, a), (_, b)) in one.iter().zip(&two) {
+            let (a, b): (f64, f64) = (a.parse().expect("loss"), b.parse().expect("loss"));
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs(),
+                "{model} step {step}: one rank at stage 0 {a}, two threaded ranks at stage 3 {b}"
+            );
+        }
+    }
+    // --ranks 0 is refused.
+    let out = ds(&["train", "--ranks", "0"]);
+    assert_one_line_error(&out, &["--ranks must be at least 1"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -83,7 +83,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             };
             self.optimizer
                 .step(dev, comm, layout, &mut self.params, &self.grads, inputs)?;
-            self.params.after_update(dev, comm, layout)?;
+            self.step_gathered += self.params.after_update(dev, comm, layout)?;
             if self.schedule.is_some() {
                 self.schedule_iter += 1;
             }

@@ -190,6 +190,7 @@ where
         norm_parts,
         reduced,
         timers: Timers::default(),
+        step_gathered: 0,
         log: LogState::new(),
         save_fault: None,
     };

@@ -43,6 +43,15 @@ pub struct Counters {
     pub micro_steps: u64,
 }
 
+/// Parameter elements moved through collectives (see [`Engine::traffic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Gradient elements reduced.
+    pub reduced_elements: u64,
+    /// Parameter elements all-gathered.
+    pub gathered_elements: u64,
+}
+
 /// The loss of one forward, which `backward` takes back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Loss {
@@ -115,6 +124,8 @@ pub struct Engine<B: Backend, M: Model<B>> {
     pub(crate) norm_parts: B::Buffer,
     pub(crate) reduced: B::Buffer,
     pub(crate) timers: Timers,
+    /// Elements all-gathered after optimizer steps (stages 1-2; stage 3's persistent ones).
+    pub(crate) step_gathered: u64,
     pub(crate) log: log::LogState,
     pub(crate) save_fault: Option<usize>,
 }
@@ -443,6 +454,18 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
     /// The model's parameters and groups.
     pub fn param_table(&self) -> &ParamTable {
         &self.table
+    }
+
+    /// The parameter elements this rank has passed through collectives since initialize:
+    /// gradients reduced (all-reduce or reduce-scatter) and parameters all-gathered (after
+    /// steps, and at stage 3 for every group's use). Divide by the steps for the per-step
+    /// volume the ZeRO paper counts (Ψ each way at stages 1-2; at stage 3, 2Ψ gathered).
+    pub fn traffic(&self) -> Traffic {
+        let groups = self.zero3_stats().map_or(0, |s| s.gathered_elements);
+        Traffic {
+            reduced_elements: self.grads.reduced_elements,
+            gathered_elements: self.step_gathered + groups,
+        }
     }
 
     /// ZeRO stage 3's gather counters (`None` at stages 0-2).

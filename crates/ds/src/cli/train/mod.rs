@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// Backend: cpu, cuda, rocm or wgpu (those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// Train on this many ranks as threads of this process, each with its own device (ZeRO's
+    /// partitioning on one machine without MPI; under mpirun leave it at 1).
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
     /// Optimizer steps to train (in total, counting those of a resumed run).
     #[arg(long, default_value_t = 800)]
     pub steps: u64,
@@ -137,12 +141,26 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         }
         None => default_config(args.steps),
     };
-    let world = World::init()?;
-    let mut config =
-        Config::from_value(&value, world.world_size).map_err(|e| match &args.config {
-            Some(p) => format!("{}: {e}", p.display()),
-            None => e.to_string(),
-        })?;
+    if args.ranks == 0 {
+        return Err("--ranks must be at least 1".into());
+    }
+    let mut worlds = if args.ranks > 1 {
+        if launched_by_mpirun() {
+            return Err(
+                "--ranks runs threads of one process as ranks; under mpirun each process is a rank: \
+                 leave --ranks out"
+                    .into(),
+            );
+        }
+        World::threads(args.ranks)
+    } else {
+        vec![World::init()?]
+    };
+    let world_size = worlds[0].world_size;
+    let mut config = Config::from_value(&value, world_size).map_err(|e| match &args.config {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
+    })?;
     config.seed = args.seed;
     std::fs::create_dir_all(&args.save_dir).map_err(|e| {
         format!(
@@ -150,15 +168,44 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             args.save_dir.display()
         )
     })?;
-    with_backend(
-        kind,
-        Task {
-            args,
-            config,
-            world,
-        },
-    )
-    .map_err(|e| e.to_string())?
+    let task = |world: World| {
+        with_backend(
+            kind,
+            Task {
+                args,
+                config: config.clone(),
+                world,
+            },
+        )
+        .map_err(|e| e.to_string())?
+    };
+    if worlds.len() == 1 {
+        return task(worlds.remove(0));
+    }
+    // Every rank's thread runs the whole job; the first error (rank order) is the answer.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = worlds
+            .into_iter()
+            .map(|w| scope.spawn(|| task(w)))
+            .collect();
+        let results: Vec<Result<(), String>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a rank's thread panicked".into()))
+            })
+            .collect();
+        results.into_iter().collect::<Result<(), String>>()
+    })
+}
+
+/// Whether a launcher started this process as one of several ranks.
+fn launched_by_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|v| v.parse::<usize>().ok())
+        .any(|n| n > 1)
 }
 
 struct Task<'a> {
@@ -417,6 +464,19 @@ where
         }
     }
     progress.clear();
+    let steps = engine.counters().global_steps - start;
+    if lead && steps > 0 && engine.world_size() > 1 {
+        let t = engine.traffic();
+        let psi = engine.layout().numel() as f64;
+        let per = |e: u64| e as f64 / steps as f64 / psi;
+        println!(
+            "[ds] ZeRO-{} collectives per optimizer step on rank 0: {:.2}Ψ of gradients reduced, {:.2}Ψ of \
+             parameters all-gathered (Ψ = {psi}; the ZeRO paper: Ψ + Ψ at stages 1-2, Ψ + 2Ψ at stage 3)",
+            engine.config().zero.stage,
+            per(t.reduced_elements),
+            per(t.gathered_elements),
+        );
+    }
     Ok(start)
 }
 
