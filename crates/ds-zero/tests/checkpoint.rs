@@ -57,11 +57,21 @@ fn trace(losses: &[f32], params: Vec<(String, Vec<f32>)>) -> Trace {
 
 /// Trains 10 steps, saves, trains 10 more; returns rank 0's trace of the last 10.
 fn train_save_continue(json: &str, world: usize, dir: &Path) -> Trace {
+    train_save_continue_with_saved(json, world, dir).1
+}
+
+/// [`train_save_continue`], also returning the parameters at the save.
+fn train_save_continue_with_saved(
+    json: &str,
+    world: usize,
+    dir: &Path,
+) -> (Vec<(String, Vec<f32>)>, Trace) {
     let traces = run_threaded(world, |comm| {
         let (mut e, mut loader) = engine(json, Box::new(comm), DIMS);
         for _ in 0..10 {
             e.train_batch(&mut loader).expect("step");
         }
+        let at_save = e.parameters().expect("params");
         e.save_checkpoint(
             dir,
             "global_step10",
@@ -72,9 +82,9 @@ fn train_save_continue(json: &str, world: usize, dir: &Path) -> Trace {
         let losses: Vec<f32> = (0..10)
             .map(|_| e.train_batch(&mut loader).expect("step").loss)
             .collect();
-        trace(&losses, e.parameters().expect("params"))
+        (at_save, trace(&losses, e.parameters().expect("params")))
     });
-    assert!(traces.iter().all(|t| *t == traces[0]), "ranks disagree");
+    assert!(traces.iter().all(|t| t.1 == traces[0].1), "ranks disagree");
     traces[0].clone()
 }
 
@@ -389,25 +399,7 @@ fn a_stage_3_checkpoint_loads_at_stages_0_and_2_and_consolidates_to_the_trained_
         let dir = scratch(&format!("stage3-{gather}"));
         let saved = json(3, gather);
         // 10 steps on 4 ranks, the weights at the save, then 10 more.
-        let runs = run_threaded(4, |comm| {
-            let (mut e, mut loader) = engine(&saved, Box::new(comm), DIMS);
-            for _ in 0..10 {
-                e.train_batch(&mut loader).expect("step");
-            }
-            let at_save = e.parameters().expect("params");
-            e.save_checkpoint(
-                &dir,
-                "global_step10",
-                &json!({"epoch_note": "ten"}),
-                Some(&loader),
-            )
-            .expect("save");
-            let losses: Vec<f32> = (0..10)
-                .map(|_| e.train_batch(&mut loader).expect("step").loss)
-                .collect();
-            (at_save, trace(&losses, e.parameters().expect("params")))
-        });
-        let (at_save, continued) = runs[0].clone();
+        let (at_save, continued) = train_save_continue_with_saved(&saved, 4, &dir);
         // The model file holds the whole weights only when asked to gather them.
         let model = std::fs::read(dir.join("global_step10").join(MODEL_FILE)).expect("model file");
         let tensors = safetensors::SafeTensors::deserialize(&model)

@@ -42,12 +42,7 @@ impl World {
         }
         #[cfg(not(feature = "mpi"))]
         {
-            let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
-                .iter()
-                .filter_map(|v| std::env::var(v).ok())
-                .filter_map(|v| v.parse::<usize>().ok())
-                .any(|n| n > 1);
-            if launched {
+            if launched_by_mpirun() {
                 return Err(
                     "started by mpirun, but this ds was built without MPI: rebuild with \
                             `cargo build --release -p ds --features mpi`"
@@ -85,4 +80,13 @@ impl World {
             Inner::Mpi(c) => Box::new(c),
         }
     }
+}
+
+/// Whether a launcher (Open MPI's or a PMI one) started this process as one of several ranks.
+pub fn launched_by_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .filter_map(|v| v.parse::<usize>().ok())
+        .any(|n| n > 1)
 }

@@ -82,11 +82,16 @@ pub(super) const KEYS: [&str; 21] = [
     "allgather_sequential",
 ];
 
-/// The first of `names` the object has, as a non-negative integer.
-fn number(o: &mut Obj<'_>, names: &[&'static str]) -> Result<Option<u64>, ConfigError> {
+/// The value of whichever of `names` (spellings of one setting) the object has, read by
+/// `read`; two spellings with different values are an error naming the second.
+fn spelled<'a, T: PartialEq + Copy>(
+    o: &mut Obj<'a>,
+    names: &[&'a str],
+    read: impl Fn(&mut Obj<'a>, &'a str) -> Result<Option<T>, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
     let mut found = None;
     for &n in names {
-        if let Some(v) = o.u64(n)? {
+        if let Some(v) = read(o, n)? {
             if found.is_some_and(|f| f != v) {
                 return Err(ConfigError::invalid(
                     o.key(n),
@@ -102,23 +107,12 @@ fn number(o: &mut Obj<'_>, names: &[&'static str]) -> Result<Option<u64>, Config
     Ok(found)
 }
 
-fn flag(o: &mut Obj<'_>, names: &[&'static str]) -> Result<Option<bool>, ConfigError> {
-    let mut found = None;
-    for &n in names {
-        if let Some(v) = o.bool(n)? {
-            if found.is_some_and(|f| f != v) {
-                return Err(ConfigError::invalid(
-                    o.key(n),
-                    format!(
-                        "disagrees with `{}`, another spelling of the same setting",
-                        names[0]
-                    ),
-                ));
-            }
-            found = Some(v);
-        }
-    }
-    Ok(found)
+fn number<'a>(o: &mut Obj<'a>, names: &[&'a str]) -> Result<Option<u64>, ConfigError> {
+    spelled(o, names, |o, n| o.u64(n))
+}
+
+fn flag<'a>(o: &mut Obj<'a>, names: &[&'a str]) -> Result<Option<bool>, ConfigError> {
+    spelled(o, names, |o, n| o.bool(n))
 }
 
 /// Reads the stage-3 keys of `zero_optimization` (they are validated at every stage, as

@@ -10,7 +10,7 @@ mod plot;
 mod sample;
 
 use crate::backends::{BackendKind, DeviceTask, with_backend};
-use crate::world::World;
+use crate::world::{World, launched_by_mpirun};
 use ds_core::{Backend, Device};
 use ds_nn::Blobs;
 use ds_nn::data::{ByteTokenizer, TokenWindows, load_tokens, unigram_entropy};
@@ -197,15 +197,6 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             .collect();
         results.into_iter().collect::<Result<(), String>>()
     })
-}
-
-/// Whether a launcher started this process as one of several ranks.
-fn launched_by_mpirun() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
-        .iter()
-        .filter_map(|v| std::env::var(v).ok())
-        .filter_map(|v| v.parse::<usize>().ok())
-        .any(|n| n > 1)
 }
 
 struct Task<'a> {
