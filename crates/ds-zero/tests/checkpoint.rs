@@ -27,7 +27,8 @@ fn config_with(precision: &str, stage: u8, batch: &str) -> String {
         r#"{{{batch}, {precision},
             "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
             "scheduler": {{"type": "WarmupDecayLR", "params": {{"warmup_num_steps": 5, "total_num_steps": 40, "warmup_max_lr": 0.01}}}},
-            "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200}}}}"#
+            "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200,
+                                   "stage3_param_persistence_threshold": 40}}}}"#
     )
 }
 
@@ -179,7 +180,7 @@ fn a_checkpoint_loads_on_another_world_size_and_stage() {
     // The same global batch of 16 with micro-batches of 4: accumulation 4 on one rank, 1 on
     // four, where the run that saved accumulated 2 on two.
     let batch = r#""train_batch_size": 16, "train_micro_batch_size_per_gpu": 4"#;
-    for (stage, world) in [(1, 4), (0, 1), (2, 4)] {
+    for (stage, world) in [(1, 4), (0, 1), (2, 4), (3, 4), (3, 1)] {
         let (losses, params) = load_and_continue(&config_with(FP16, stage, batch), world, &dir);
         let floats = |bits: &[u32]| {
             bits.iter()

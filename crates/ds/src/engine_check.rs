@@ -22,6 +22,11 @@ use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
 use ds_zero::{Initialized, initialize};
 
+/// Opens a device of the backend under test (one per rank).
+pub type Open<'a, B> = dyn Fn() -> Result<Device<B>, String> + Sync + 'a;
+/// The collectives of a one-rank run on a device (`SingleRank`, or the backend's own).
+pub type Single<'a, B> = dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync + 'a;
+
 /// Optimizer steps per run.
 pub const STEPS: usize = 10;
 
@@ -124,8 +129,8 @@ fn config(case: &Case) -> String {
 /// Rank 0's losses of `case` on devices from `open`, one-rank runs on `single`'s collectives.
 fn losses<B: Backend>(
     case: &Case,
-    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
-    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
+    open: &Open<'_, B>,
+    single: &Single<'_, B>,
 ) -> Result<Vec<f32>, String> {
     let json = config(case);
     let run = |device: Device<B>, comm: Box<dyn Collectives<B>>| -> Result<Vec<f32>, String> {
@@ -178,8 +183,8 @@ pub fn reference(case: &Case) -> Result<Vec<f32>, String> {
 /// A report naming each failing case and step, or why a run could not start.
 pub fn check<B: Backend>(
     cases: &[Case],
-    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
-    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
+    open: &Open<'_, B>,
+    single: &Single<'_, B>,
 ) -> Result<String, String> {
     let backend = open()?.info().backend;
     let mut report = Vec::new();
@@ -202,7 +207,8 @@ pub fn check<B: Backend>(
         for (step, (w, g)) in want.iter().zip(&got).enumerate() {
             let rel = (w - g).abs() / w.abs().max(1e-30);
             worst = worst.max(rel);
-            if !(rel <= tolerance) {
+            // NaN is out of tolerance too.
+            if rel.is_nan() || rel > tolerance {
                 failures.push(format!(
                     "{} ZeRO-{} on {} rank(s), step {}: {backend} {g} vs cpu {w} (relative {rel:.2e} > {tolerance:e})",
                     case.precision,
@@ -230,11 +236,7 @@ pub fn check<B: Backend>(
 /// Panics with [`check`]'s report on failure (the stamped tests' body); a backend with no
 /// device here fails with "NOT RUN", never passes.
 #[doc(hidden)]
-pub fn assert_cases<B: Backend>(
-    cases: &[Case],
-    open: &(dyn Fn() -> Result<Device<B>, String> + Sync),
-    single: &(dyn Fn(&Device<B>) -> Result<Box<dyn Collectives<B>>, String> + Sync),
-) {
+pub fn assert_cases<B: Backend>(cases: &[Case], open: &Open<'_, B>, single: &Single<'_, B>) {
     if let Err(e) = open() {
         panic!("NOT RUN: the backend has no device here: {e}");
     }
