@@ -14,7 +14,9 @@
 //! - **The cap.** Gathered elements (open, kept and prefetched groups) never exceed
 //!   `stage3_max_live_parameters`: kept groups are evicted first, prefetch stops at the cap,
 //!   and opening a group that cannot fit beside the groups already open is an error naming
-//!   them. `initialize` refuses a group larger than the cap.
+//!   them. `initialize` refuses a group larger than the cap. A cap of 0 means DeepSpeed's
+//!   "nothing beyond what is in use": no prefetch, no reuse, open groups gathered whatever
+//!   their size.
 //! - **Persistent parameters** (below `stage3_param_persistence_threshold`) live whole on
 //!   every rank in one buffer, refreshed by one all-gather after every step; their groups'
 //!   scopes gather nothing for them.
@@ -75,6 +77,27 @@ pub(crate) struct Limits {
     pub max_live: usize,
     pub prefetch: usize,
     pub reuse_distance: usize,
+    /// Whether anything may be held beyond the open groups (prefetched or kept):
+    /// `stage3_max_live_parameters: 0` says no, as it does in DeepSpeed, whose cap applies
+    /// to what it holds ahead.
+    pub ahead: bool,
+}
+
+impl Limits {
+    pub(crate) fn from_config(c: &crate::config::Stage3Config) -> Self {
+        let elements = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let ahead = c.max_live_parameters > 0;
+        Limits {
+            max_live: if ahead {
+                elements(c.max_live_parameters)
+            } else {
+                usize::MAX
+            },
+            prefetch: elements(c.prefetch_bucket_size),
+            reuse_distance: elements(c.max_reuse_distance),
+            ahead,
+        }
+    }
 }
 
 /// One rank's stage-3 parameters.
@@ -387,7 +410,7 @@ impl<B: Backend> Gatherer<'_, B> {
 
     /// Gathers the groups the trace says come next, up to the prefetch budget and the cap.
     fn prefetch(&mut self) -> Result<()> {
-        let Some(cursor) = self.store.cursor else {
+        let Some(cursor) = self.store.cursor.filter(|_| self.limits().ahead) else {
             return Ok(());
         };
         let mut budget = self.limits().prefetch;
@@ -443,9 +466,10 @@ impl<B: Backend> ParamSource<B> for Gatherer<'_, B> {
         if self.bucket(group).is_none() {
             return Ok(());
         }
-        let keep = self
-            .reuse_distance(group)
-            .is_some_and(|d| d <= self.limits().reuse_distance);
+        let keep = self.limits().ahead
+            && self
+                .reuse_distance(group)
+                .is_some_and(|d| d <= self.limits().reuse_distance);
         if keep {
             self.store.kept.push(group);
             self.store.events.push(Zero3Event::Keep(group));

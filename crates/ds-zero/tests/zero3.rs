@@ -238,13 +238,20 @@ fn prefetch_and_reuse_change_no_bit() {
             let losses: Vec<u32> = (0..5)
                 .map(|_| e.train_batch(&mut loader).expect("step").loss.to_bits())
                 .collect();
-            (losses, e.parameters().expect("parameters"))
+            let stats = e.zero3_stats().expect("stage 3");
+            ((losses, e.parameters().expect("parameters")), stats)
         })
         .remove(0)
     };
-    let off = run(r#", "stage3_prefetch_bucket_size": 0, "stage3_max_reuse_distance": 0"#);
-    let on = run("");
+    let (off, _) = run(r#", "stage3_prefetch_bucket_size": 0, "stage3_max_reuse_distance": 0"#);
+    let (on, stats) = run("");
+    assert!(stats.prefetches > 0 || stats.hits > 0, "{stats:?}");
     assert_eq!(off, on);
+    // DeepSpeed's `stage3_max_live_parameters: 0` (axolotl's ZeRO-3 configs): nothing held
+    // beyond the open groups, the same bits.
+    let (none, stats) = run(r#", "stage3_max_live_parameters": 0"#);
+    assert_eq!((stats.prefetches, stats.hits), (0, 0), "{stats:?}");
+    assert_eq!(none, on);
 }
 
 #[test]

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage3Config {
     /// The most gathered parameter elements held at once, prefetched and kept ones included
-    /// (default 1e9).
+    /// (default 1e9). 0 is DeepSpeed's "nothing beyond what is in use": no prefetch, no
+    /// reuse, and the groups the model opens are gathered whatever their size.
     pub max_live_parameters: u64,
     /// Keep a released group gathered when the previous step's trace says it is used again
     /// within this many gathered elements (default 1e9).
@@ -153,12 +154,6 @@ pub(super) fn resolve(o: &mut Obj<'_>) -> Result<Stage3Config, ConfigError> {
         .unwrap_or(d.gather_16bit_weights_on_model_save),
         sub_group_size: number(o, &["sub_group_size"])?.unwrap_or(d.sub_group_size),
     };
-    if c.max_live_parameters == 0 {
-        return Err(ConfigError::invalid(
-            o.key("stage3_max_live_parameters"),
-            "must be at least 1 element",
-        ));
-    }
     let refuse = |o: &Obj<'_>, key: &str, feature: &str| ConfigError::Unsupported {
         key: o.key(key),
         feature: feature.into(),

@@ -112,12 +112,8 @@ where
     let table = ParamTable::of(&model).map_err(|e| Error::Usage(e.to_string()))?;
     let dtype = config.precision.dtype();
     let layout = layout_for(config, &table, world, rank);
-    let limits = Limits {
-        max_live: elements(config.zero.stage3.max_live_parameters),
-        prefetch: elements(config.zero.stage3.prefetch_bucket_size),
-        reuse_distance: elements(config.zero.stage3.max_reuse_distance),
-    };
-    if stage >= 3 {
+    let limits = Limits::from_config(&config.zero.stage3);
+    if stage >= 3 && limits.ahead {
         check_groups_fit(&table, &layout, limits.max_live)?;
     }
     // Refuse before allocating anything when this stage's model states cannot fit.
