@@ -233,7 +233,9 @@ fn prefetch_and_reuse_change_no_bit() {
     let run = |zero: &str| {
         run_threaded(2, |comm| {
             let device = CpuBackend::with_threads(1).expect("backend");
-            let json = config(FP16, zero);
+            // Every parameter partitioned, so every group is gathered.
+            let zero = format!(r#", "stage3_param_persistence_threshold": 0 {zero}"#);
+            let json = config(FP16, &zero);
             let (mut e, mut loader) = gpt_engine(&json, Box::new(comm), device).expect("engine");
             let losses: Vec<u32> = (0..5)
                 .map(|_| e.train_batch(&mut loader).expect("step").loss.to_bits())
