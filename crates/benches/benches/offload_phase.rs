@@ -15,7 +15,7 @@
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench offload_phase` (`SIZES_M=16,64`,
 //! `ROUNDS=n`); `scripts/bench-offload-phase.sh VENV` alternates it with the DeepSpeed peer.
 
-use benches::setup::{cpu, filled, threads, varied};
+use benches::setup::{cpu, filled, rounds, threads, varied};
 use benches::timing::{interleaved, median, paired_speed};
 use ds_core::cpu::roofline;
 use ds_core::kernels::AdamArgs;
@@ -30,10 +30,7 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let rounds = rounds(15);
     let sizes: Vec<usize> = std::env::var("SIZES_M")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())

@@ -11,10 +11,10 @@
 //! - f32 GEMM 1024^3 over the measured FMA peak.
 //!
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
-//! number of rounds, default 15).
+//! number of rounds, default 21).
 
 use benches::peak::fma_peak;
-use benches::setup::{cpu, filled, threads, varied};
+use benches::setup::{cpu, filled, rounds, threads, varied};
 use benches::timing::{interleaved, median, paired_speed};
 use ds_core::cpu::roofline;
 use ds_core::kernels::AdamArgs;
@@ -27,10 +27,7 @@ fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(21);
+    let rounds = rounds(21);
     let dev = cpu()?;
     let t = threads();
     println!(

@@ -13,6 +13,14 @@ pub fn threads() -> usize {
         .unwrap_or(2)
 }
 
+/// Interleaved rounds a paired benchmark runs: `ROUNDS`, or `default`.
+pub fn rounds(default: usize) -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The CPU device the benchmarks run on.
 ///
 /// # Errors

@@ -45,17 +45,10 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     let dtype = c.precision.dtype();
     let size = dtype.size_bytes() as u64;
     let (len, owned) = (layout.len as u64, layout.owned_len as u64);
-    let persistent = layout
-        .groups
-        .as_ref()
-        .and_then(|g| g.persistent)
-        .map_or(0, |b| layout.buckets[b].range.len() as u64);
     // At stage 3 the persistent bucket is held whole, its owned slice inside it.
-    let persistent_owned = layout
-        .groups
-        .as_ref()
-        .and_then(|g| g.persistent)
-        .map_or(0, |b| layout.buckets[b].owned.len() as u64);
+    let (persistent, persistent_owned) = layout
+        .persistent_bucket()
+        .map_or((0, 0), |b| (b.range.len() as u64, b.owned.len() as u64));
     let params = if stage >= 3 {
         owned - persistent_owned + persistent
     } else {

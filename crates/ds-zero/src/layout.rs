@@ -213,6 +213,12 @@ impl Layout {
         }
     }
 
+    /// Stage 3's bucket of persistent parameters, when there is one.
+    pub fn persistent_bucket(&self) -> Option<&Bucket> {
+        let b = self.groups.as_ref()?.persistent?;
+        self.buckets.get(b)
+    }
+
     /// The bucket holding parameter `index`.
     pub fn bucket_of(&self, index: usize) -> Option<usize> {
         self.param_bucket.get(index).copied()

@@ -71,9 +71,8 @@ impl<B: Backend> ParamStore<B> {
             ParamStore::Partitioned(p) => {
                 p.release_all(layout);
                 p.refresh_persistent(dev, comm, layout)?;
-                let persistent = layout.groups.as_ref().and_then(|g| g.persistent);
-                Ok(match persistent {
-                    Some(b) if layout.world > 1 => layout.buckets[b].range.len() as u64,
+                Ok(match layout.persistent_bucket() {
+                    Some(b) if layout.world > 1 => b.range.len() as u64,
                     _ => 0,
                 })
             }
@@ -91,25 +90,60 @@ impl<B: Backend> ParamStore<B> {
         op: &'static str,
         f: impl FnOnce(&mut Params<'_, B>) -> Result<T>,
     ) -> Result<T> {
-        match self {
-            ParamStore::Flat(buf) => {
-                let mut params = Params::flat(buf, &layout.slots, table);
-                let out = f(&mut params)?;
-                params.check_all_closed(op)?;
-                Ok(out)
-            }
+        let mut source;
+        let mut params = match self {
+            ParamStore::Flat(buf) => Params::flat(buf, &layout.slots, table),
             ParamStore::Partitioned(store) => {
-                let mut source = Gatherer {
+                source = Gatherer {
                     dev,
                     comm,
                     layout,
                     names: table.groups(),
                     store,
                 };
-                let mut params = Params::from_source(&mut source, table);
-                let out = f(&mut params)?;
-                params.check_all_closed(op)?;
-                Ok(out)
+                Params::from_source(&mut source, table)
+            }
+        };
+        let out = f(&mut params)?;
+        params.check_all_closed(op)?;
+        Ok(out)
+    }
+
+    /// A forward starts a micro-step (stage 3 takes the last one's order as its trace).
+    pub(crate) fn begin_forward(&mut self) {
+        if let ParamStore::Partitioned(p) = self {
+            p.begin_forward();
+        }
+    }
+
+    /// A backward continues the micro-step.
+    pub(crate) fn begin_backward(&mut self) {
+        if let ParamStore::Partitioned(p) = self {
+            p.begin_backward();
+        }
+    }
+
+    /// Frees every gathered copy (after a backward, or a forward that failed).
+    pub(crate) fn release_gathered(&mut self, layout: &Layout) {
+        if let ParamStore::Partitioned(p) = self {
+            p.release_all(layout);
+        }
+    }
+
+    /// Makes the parameters current after a load wrote every rank's own elements: at stage 3
+    /// the gathered copies are dropped and the persistent ones refreshed (at stages 0-2 every
+    /// rank loaded them whole).
+    pub(crate) fn after_load(
+        &mut self,
+        dev: &Device<B>,
+        comm: &dyn Collectives<B>,
+        layout: &Layout,
+    ) -> Result<()> {
+        match self {
+            ParamStore::Flat(_) => Ok(()),
+            ParamStore::Partitioned(p) => {
+                p.release_all(layout);
+                p.refresh_persistent(dev, comm, layout)
             }
         }
     }

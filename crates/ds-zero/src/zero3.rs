@@ -85,7 +85,7 @@ pub(crate) struct Limits {
 
 impl Limits {
     pub(crate) fn from_config(c: &crate::config::Stage3Config) -> Self {
-        let elements = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let elements = crate::config::elements;
         let ahead = c.max_live_parameters > 0;
         Limits {
             max_live: if ahead {
@@ -135,11 +135,12 @@ impl<B: Backend> Partitioned<B> {
         limits: Limits,
         host: &[f32],
     ) -> Result<Self> {
-        let pb = layout.groups.as_ref().and_then(|g| g.persistent);
-        let part_offset = pb.map_or(0, |b| layout.buckets[b].owned.len());
+        // The persistent bucket is bucket 0: its owned slice is the first `part_offset`
+        // elements of the partition order, held inside the persistent buffer.
+        let part_offset = layout.persistent_bucket().map_or(0, |b| b.owned.len());
         let mut part = dev.alloc(dtype, layout.owned_len - part_offset)?;
-        for (bi, b) in layout.buckets.iter().enumerate() {
-            if Some(bi) == pb {
+        for b in &layout.buckets {
+            if b.local < part_offset {
                 continue;
             }
             let at = b.local - part_offset;
@@ -149,9 +150,9 @@ impl<B: Backend> Partitioned<B> {
                 part.range_mut(at..at + b.owned.len()),
             )?;
         }
-        let persistent = match pb {
+        let persistent = match layout.persistent_bucket() {
             Some(pb) => {
-                let range = layout.buckets[pb].range.clone();
+                let range = pb.range.clone();
                 let mut buf = dev.alloc(dtype, range.len())?;
                 crate::host::upload_f32(dev, &host[range], buf.all_mut())?;
                 Some(buf)
@@ -208,12 +209,10 @@ impl<B: Backend> Partitioned<B> {
         comm: &dyn Collectives<B>,
         layout: &Layout,
     ) -> Result<()> {
-        let Some(pb) = layout.groups.as_ref().and_then(|g| g.persistent) else {
-            return Ok(());
-        };
-        if let (Some(buf), true) = (self.persistent.as_mut(), layout.world > 1) {
+        if let Some(buf) = self.persistent.as_mut()
+            && layout.world > 1
+        {
             // Each rank updated its slice in place; the rest comes from the other ranks.
-            let _ = pb;
             comm.all_gather_in_place(dev, buf.all_mut())?;
         }
         Ok(())
@@ -293,11 +292,7 @@ impl<B: Backend> Partitioned<B> {
 
 /// Where the persistent bucket starts in the flat layout.
 fn persistent_start(layout: &Layout) -> usize {
-    layout
-        .groups
-        .as_ref()
-        .and_then(|g| g.persistent)
-        .map_or(0, |b| layout.buckets[b].range.start)
+    layout.persistent_bucket().map_or(0, |b| b.range.start)
 }
 
 fn group_of_bucket(layout: &Layout, b: usize) -> Option<usize> {

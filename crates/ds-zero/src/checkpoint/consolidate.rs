@@ -4,9 +4,10 @@
 //! names and shapes.
 
 use super::files::write_atomic;
-use super::pieces::{MASTER, PARAM, assemble_pieces, ds_dtype, read_files, serialize};
+use super::pieces::{
+    MASTER, PARAM, assemble_pieces, read_files, saved_parameters, serialize, tensor_f32,
+};
 use super::{read_state, resolve_tag};
-use crate::host::bytes_to_f32;
 use crate::{Error, Result};
 use safetensors::tensor::Dtype;
 use std::path::Path;
@@ -45,15 +46,7 @@ pub fn consolidate_fp32(dir: &Path, tag: Option<&str>) -> Result<Consolidated> {
         Some(masters) => masters,
         None if !st.is_empty() => params
             .iter()
-            .map(|(name, _)| {
-                let t = st.tensor(name).map_err(|_| {
-                    Error::checkpoint(model_path, format!("has no tensor `{name}`"))
-                })?;
-                let dtype = ds_dtype(t.dtype()).ok_or_else(|| {
-                    Error::checkpoint(model_path, format!("`{name}` has an unsupported dtype"))
-                })?;
-                Ok(bytes_to_f32(dtype, t.data())?)
-            })
+            .map(|(name, _)| tensor_f32(&st, model_path, name).map(|(_, v)| v))
             .collect::<Result<Vec<_>>>()?,
         None => assemble_pieces(&params, &files, PARAM, &state_path)?.ok_or_else(|| {
             Error::checkpoint(
@@ -68,39 +61,6 @@ pub fn consolidate_fp32(dir: &Path, tag: Option<&str>) -> Result<Consolidated> {
         .map(|((name, shape), v)| (name, shape, v))
         .collect();
     Ok(Consolidated { tag, tensors })
-}
-
-/// The parameter names and shapes `engine_state.json` lists.
-fn saved_parameters(
-    state_path: &Path,
-    state: &serde_json::Value,
-) -> Result<Vec<(String, Vec<usize>)>> {
-    let bad = || {
-        Error::checkpoint(
-            state_path,
-            "has no valid parameter list: the file is damaged",
-        )
-    };
-    let list = state
-        .get("parameters")
-        .and_then(serde_json::Value::as_array)
-        .ok_or_else(bad)?;
-    list.iter()
-        .map(|p| {
-            let name = p
-                .get("name")
-                .and_then(serde_json::Value::as_str)
-                .ok_or_else(bad)?;
-            let shape = p
-                .get("shape")
-                .and_then(serde_json::Value::as_array)
-                .ok_or_else(bad)?
-                .iter()
-                .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(bad))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((name.to_string(), shape))
-        })
-        .collect()
 }
 
 impl Consolidated {

@@ -264,24 +264,8 @@ impl Restored {
         state: &Value,
         files: &Files,
     ) -> Result<Restored> {
-        let saved: Vec<(String, Vec<usize>)> = state
-            .get("parameters")
-            .and_then(Value::as_array)
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| {
-                        let name = p.get("name")?.as_str()?.to_string();
-                        let shape = p
-                            .get("shape")?
-                            .as_array()?
-                            .iter()
-                            .map(|d| d.as_u64().map(|d| d as usize))
-                            .collect::<Option<Vec<_>>>()?;
-                        Some((name, shape))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // A damaged list reads as empty, and then does not fit the model.
+        let saved = saved_parameters(state_path, state).unwrap_or_default();
         let ours: Vec<(String, Vec<usize>)> = e
             .table
             .specs()
@@ -367,10 +351,7 @@ impl Restored {
         for (i, w) in weights.iter().enumerate() {
             e.params.load_param(&e.dev, &e.layout, i, w)?;
         }
-        if let ParamStore::Partitioned(p) = &mut e.params {
-            p.release_all(&e.layout);
-            p.refresh_persistent(&e.dev, e.comm.as_ref(), &e.layout)?;
-        }
+        e.params.after_load(&e.dev, e.comm.as_ref(), &e.layout)?;
         let pieces: Vec<_> = (0..e.table.specs().len())
             .filter_map(|i| e.layout.owned_piece(i).map(|p| (i, p)))
             .collect();
@@ -424,34 +405,71 @@ fn read_model<B: Backend, M: Model<B>>(
         .specs()
         .iter()
         .map(|spec| {
-            let t = st
-                .tensor(&spec.name)
-                .map_err(|_| Error::checkpoint(path, format!("has no tensor `{}`", spec.name)))?;
-            let dt = ds_dtype(t.dtype()).ok_or_else(|| {
-                Error::checkpoint(
-                    path,
-                    format!(
-                        "`{}` is {:?}, not a float type ds trains in",
-                        spec.name,
-                        t.dtype()
-                    ),
-                )
-            })?;
-            if t.shape() != spec.shape.as_slice() {
+            let (shape, values) = tensor_f32(&st, path, &spec.name)?;
+            if shape != spec.shape {
                 return Err(Error::checkpoint(
                     path,
                     format!(
-                        "`{}` has shape {:?}, the model {:?}",
-                        spec.name,
-                        t.shape(),
-                        spec.shape
+                        "`{}` has shape {shape:?}, the model {:?}",
+                        spec.name, spec.shape
                     ),
                 ));
             }
-            Ok(bytes_to_f32(dt, t.data())?)
+            Ok(values)
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// Tensor `name` of a model file (at `path`, for errors): its shape and values widened to f32.
+pub(super) fn tensor_f32(
+    st: &safetensors::SafeTensors<'_>,
+    path: &Path,
+    name: &str,
+) -> Result<(Vec<usize>, Vec<f32>)> {
+    let t = st
+        .tensor(name)
+        .map_err(|_| Error::checkpoint(path, format!("has no tensor `{name}`")))?;
+    let dt = ds_dtype(t.dtype()).ok_or_else(|| {
+        Error::checkpoint(
+            path,
+            format!("`{name}` is {:?}, not a float type ds trains in", t.dtype()),
+        )
+    })?;
+    Ok((t.shape().to_vec(), bytes_to_f32(dt, t.data())?))
+}
+
+/// The parameter names and shapes `engine_state.json` lists.
+pub(super) fn saved_parameters(
+    state_path: &Path,
+    state: &serde_json::Value,
+) -> Result<Vec<(String, Vec<usize>)>> {
+    let bad = || {
+        Error::checkpoint(
+            state_path,
+            "has no valid parameter list: the file is damaged",
+        )
+    };
+    let list = state
+        .get("parameters")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(bad)?;
+    list.iter()
+        .map(|p| {
+            let name = p
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(bad)?;
+            let shape = p
+                .get("shape")
+                .and_then(serde_json::Value::as_array)
+                .ok_or_else(bad)?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize).ok_or_else(bad))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((name.to_string(), shape))
+        })
+        .collect()
 }
 
 /// Assembles the whole per-parameter arrays of `kind` from every rank's pieces; `None` when no

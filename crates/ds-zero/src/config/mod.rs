@@ -26,6 +26,12 @@ pub use scheduler::{SchedulerConfig, WarmupType};
 pub use stage3::Stage3Config;
 pub use zero::{OffloadConfig, ZeroConfig};
 
+/// An element count from the config as a `usize` (saturating: a count past the address space
+/// is no limit).
+pub(crate) fn elements(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 use json::Obj;
 use serde_json::{Value, json};
 

@@ -2,7 +2,7 @@
 //! engine, its optimizer, a data loader and the LR schedule.
 
 use super::{Counters, Engine, Phase, Timers, log::LogState};
-use crate::config::{Config, OptimizerConfig};
+use crate::config::{Config, OptimizerConfig, elements};
 use crate::data::{DataLoader, Dataset};
 use crate::grads::Grads;
 use crate::host::upload_f32;
@@ -38,10 +38,6 @@ fn unsupported(what: &str) -> Error {
         "{what} is accepted by the config but not implemented by this engine yet; use ZeRO stages 0-3 \
          without offload"
     ))
-}
-
-fn elements(v: u64) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
 }
 
 /// The layout `config` gives `table` on `rank` of `world`: buckets of `reduce_bucket_size`
@@ -113,7 +109,7 @@ where
     let dtype = config.precision.dtype();
     let layout = layout_for(config, &table, world, rank);
     let limits = Limits::from_config(&config.zero.stage3);
-    if stage >= 3 && limits.ahead {
+    if stage >= 3 {
         check_groups_fit(&table, &layout, limits.max_live)?;
     }
     // Refuse before allocating anything when this stage's model states cannot fit.

@@ -147,9 +147,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             Phase::Ready | Phase::Forwarded(_) => {}
         }
         let t = std::time::Instant::now();
-        if let ParamStore::Partitioned(p) = &mut self.params {
-            p.begin_forward();
-        }
+        self.params.begin_forward();
         let (dev, comm, model) = (&self.dev, self.comm.as_ref(), &mut self.model);
         let value = self.params.with_params(
             dev,
@@ -164,9 +162,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             Err(e) => {
                 // Nothing a failed forward gathered outlives it (every rank fails alike: the
                 // same code meets the same batch shapes and scopes).
-                if let ParamStore::Partitioned(p) = &mut self.params {
-                    p.release_all(&self.layout);
-                }
+                self.params.release_gathered(&self.layout);
                 return Err(e.into());
             }
         };
@@ -204,9 +200,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         let post_scale = self.post_scale();
         self.phase = Phase::Broken;
         self.grads.begin_backward(&self.layout);
-        if let ParamStore::Partitioned(p) = &mut self.params {
-            p.begin_backward();
-        }
+        self.params.begin_backward();
         let (dev, comm, model) = (&self.dev, self.comm.as_ref(), &mut self.model);
         let mut sink = Sink {
             grads: &mut self.grads,
@@ -223,9 +217,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             "Model::backward",
             |params| model.backward(dev, params, &mut sink, scale),
         )?;
-        if let ParamStore::Partitioned(p) = &mut self.params {
-            p.release_all(&self.layout);
-        }
+        self.params.release_gathered(&self.layout);
         self.grads.end_backward(self.table.specs())?;
         self.window_loss += f64::from(loss.value);
         self.phase = Phase::Backwarded;
