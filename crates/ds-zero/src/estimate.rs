@@ -9,10 +9,16 @@
 //! parameters every rank keeps whole. The figures here add the buckets' padding exactly.
 //! Activations, stage 2's bucket buffers and stage 3's gathered groups are working memory on
 //! top of these.
+//!
+//! With `offload_optimizer` (stages 1-3) the optimizer state moves to the host with the
+//! gradient partition: the host holds `12Ψ/N` (the fp32 master is kept even in fp32 training)
+//! plus the `2Ψ/N` gradient partition (`4Ψ/N` in fp32); the device keeps the parameters, and at
+//! stage 1 the whole gradient it reduces at the boundary.
 
 use crate::config::{Config, OptimizerKind};
 use crate::layout::Layout;
 use crate::model::ParamTable;
+use crate::offload::HostInfo;
 use crate::{Error, Result};
 use ds_core::{Backend, DType, Device};
 
@@ -27,17 +33,26 @@ pub struct ModelStates {
     pub grads: u64,
     /// fp32 master weights and optimizer moments.
     pub optimizer: u64,
+    /// The gradient partition in host memory (offload).
+    pub host_grads: u64,
+    /// Optimizer state in host memory (offload).
+    pub host_optimizer: u64,
 }
 
 impl ModelStates {
-    /// All model states.
+    /// The model states on the device.
     pub fn total(&self) -> u64 {
         self.params + self.grads + self.optimizer
     }
+
+    /// The model states in host memory (0 without offload).
+    pub fn host_total(&self) -> u64 {
+        self.host_grads + self.host_optimizer
+    }
 }
 
-/// The model states `config` (its precision, optimizer and ZeRO settings, with `stage`
-/// instead of its own) gives one rank of `world` for `table`.
+/// The model states `config` (its precision, optimizer, ZeRO and offload settings, with
+/// `stage` instead of its own) gives one rank of `world` for `table`.
 pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8) -> ModelStates {
     let mut c = config.clone();
     c.zero.stage = stage;
@@ -54,37 +69,73 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     } else {
         len
     } * size;
-    let grads = if stage >= 2 { owned } else { len } * size;
-    let master = if dtype == DType::F32 { 0 } else { owned };
+    let offload = stage >= 1 && c.zero.offload_optimizer.is_some();
+    let master = if dtype == DType::F32 && !offload {
+        0
+    } else {
+        owned
+    };
     let moments = match c.optimizer.as_ref().map(|o| &o.kind) {
         Some(OptimizerKind::Adam(_)) => 2 * owned,
         Some(OptimizerKind::Lamb(_)) => 2 * owned + 2 * table.specs().len().max(1) as u64,
         Some(OptimizerKind::Sgd(p)) if p.momentum > 0.0 => owned,
         _ => 0,
     };
-    ModelStates {
-        stage,
-        params,
-        grads,
-        optimizer: 4 * (master + moments),
+    let optimizer = 4 * (master + moments);
+    let partition = owned * size;
+    if offload {
+        ModelStates {
+            stage,
+            params,
+            grads: if stage >= 2 { 0 } else { len * size },
+            optimizer: 0,
+            host_grads: partition,
+            host_optimizer: optimizer,
+        }
+    } else {
+        ModelStates {
+            stage,
+            params,
+            grads: if stage >= 2 { partition } else { len * size },
+            optimizer,
+            host_grads: 0,
+            host_optimizer: 0,
+        }
     }
 }
 
 /// Refuses, before anything is allocated, a stage whose model states do not fit in the
-/// device's free memory, naming the bytes and the lowest stage that would fit.
+/// device's free memory, naming the bytes and the lowest stage that would fit; with offload,
+/// also a host that cannot hold the offloaded states.
 pub(crate) fn check_fits<B: Backend>(
     config: &Config,
     table: &ParamTable,
     device: &Device<B>,
+    host: Option<&HostInfo>,
     world: usize,
 ) -> Result<()> {
+    let stage = config.zero.stage;
+    let need = model_states(config, table, world, stage);
+    if let Some(h) = host
+        && h.total > 0
+        && need.host_total() > h.free
+    {
+        return Err(Error::Usage(format!(
+            "offload_optimizer needs {} bytes of host memory per rank ({} optimizer state, {} gradient partition) but \
+             the host ({}) has {} of its {} bytes free: add ranks or host memory",
+            need.host_total(),
+            need.host_optimizer,
+            need.host_grads,
+            h.name,
+            h.free,
+            h.total,
+        )));
+    }
     let total = device.info().memory_total;
     if total == 0 {
         return Ok(());
     }
     let free = total.saturating_sub(device.memory_stats().in_use);
-    let stage = config.zero.stage;
-    let need = model_states(config, table, world, stage);
     if need.total() <= free {
         return Ok(());
     }
@@ -97,8 +148,24 @@ pub(crate) fn check_fits<B: Backend>(
             m.stage,
             m.total()
         ),
+        None if config.zero.offload_optimizer.is_none() => {
+            let mut offloaded = config.clone();
+            offloaded.zero.offload_optimizer = Some(crate::config::OffloadConfig::defaults(
+                crate::config::OffloadKind::Optimizer,
+                "cpu",
+            ));
+            let m = model_states(&offloaded, table, world, 3);
+            format!(
+                "no ZeRO stage fits on {world} ranks (stage 3 needs {} bytes per rank): add ranks, or offload the \
+                 optimizer state (offload_optimizer: {{\"device\": \"cpu\"}}: stage 3 would then need {} bytes on the \
+                 device and {} on the host)",
+                model_states(config, table, world, 3).total(),
+                m.total(),
+                m.host_total()
+            )
+        }
         None => format!(
-            "no ZeRO stage fits on {world} ranks (stage 3 needs {} bytes per rank): add ranks",
+            "no ZeRO stage fits on {world} ranks (stage 3 needs {} bytes per rank on the device): add ranks",
             model_states(config, table, world, 3).total()
         ),
     };

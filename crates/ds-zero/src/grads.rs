@@ -8,18 +8,24 @@
 //!   every parameter of the bucket, the bucket is reduce-scattered in place and the owner adds
 //!   its slice, times the post-reduction factor, into its partition. The scratch buffer then
 //!   serves the next bucket. Peak gradient memory is the partition plus the buckets in flight.
+//! - With `offload_optimizer` the partition lives in host memory instead ([`crate::offload`]):
+//!   stage 2-3 buckets are handed to the host as soon as they are reduced, and stage 1's
+//!   owned slices after the boundary's reduce-scatter. The device then keeps no partition.
 
 use crate::layout::Layout;
 use crate::model::{GradSink, ParamSpec};
+use crate::offload::Offload;
+use crate::owned::OwnedElements;
 use ds_core::kernels::{View, ViewMut};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, Error, ReduceOp, Result};
 
 enum Storage<B: Backend> {
     /// The whole flat gradient (stages 0 and 1).
     Full(B::Buffer),
-    /// This rank's partition, plus the scratch buffers of buckets being filled (stage 2).
+    /// This rank's partition (`None` when it lives on the host), plus the scratch buffers of
+    /// buckets being filled (stages 2-3).
     Partitioned {
-        part: B::Buffer,
+        part: Option<B::Buffer>,
         live: Vec<Option<B::Buffer>>,
         spare: Vec<B::Buffer>,
         scratch_len: usize,
@@ -39,16 +45,23 @@ pub(crate) struct Grads<B: Backend> {
 }
 
 impl<B: Backend> Grads<B> {
-    /// Zeroed gradients for `layout`: whole (`partitioned == false`) or this rank's partition.
+    /// Zeroed gradients for `layout`: whole (`partitioned == false`) or this rank's partition,
+    /// which with `on_host` the device does not hold at all.
     pub(crate) fn new(
         dev: &Device<B>,
         layout: &Layout,
         dtype: DType,
         partitioned: bool,
+        on_host: bool,
     ) -> Result<Self> {
         let storage = if partitioned {
-            let mut part = dev.alloc(dtype, layout.owned_len)?;
-            dev.fill(part.all_mut(), 0.0)?;
+            let part = if on_host {
+                None
+            } else {
+                let mut part = dev.alloc(dtype, layout.owned_len)?;
+                dev.fill(part.all_mut(), 0.0)?;
+                Some(part)
+            };
             Storage::Partitioned {
                 part,
                 live: (0..layout.buckets.len()).map(|_| None).collect(),
@@ -106,7 +119,10 @@ impl<B: Backend> Grads<B> {
     /// Zeroes the gradients for a new accumulation window.
     pub(crate) fn zero(&mut self, dev: &Device<B>) -> Result<()> {
         match &mut self.storage {
-            Storage::Full(b) | Storage::Partitioned { part: b, .. } => dev.fill(b.all_mut(), 0.0),
+            Storage::Full(b) | Storage::Partitioned { part: Some(b), .. } => {
+                dev.fill(b.all_mut(), 0.0)
+            }
+            Storage::Partitioned { part: None, .. } => Ok(()),
         }
     }
 
@@ -133,24 +149,27 @@ impl<B: Backend> Grads<B> {
         }
         Ok(())
     }
+}
 
-    /// The reduced gradient of the elements this rank owns in bucket `b`.
-    pub(crate) fn owned(&self, layout: &Layout, b: usize) -> View<'_, B> {
-        let bucket = &layout.buckets[b];
-        match &self.storage {
-            Storage::Full(full) => full.range(bucket.owned.clone()),
-            Storage::Partitioned { part, .. } => {
-                part.range(bucket.local..bucket.local + bucket.owned.len())
-            }
-        }
-    }
-
+impl<B: Backend> OwnedElements<B> for Grads<B> {
     /// The reduced gradient of flat elements `range`, owned by this rank and starting at
     /// `local` in its partition.
-    pub(crate) fn piece(&self, range: std::ops::Range<usize>, local: usize) -> View<'_, B> {
+    fn piece(
+        &self,
+        _: &Layout,
+        range: std::ops::Range<usize>,
+        local: usize,
+    ) -> Result<View<'_, B>> {
         match &self.storage {
-            Storage::Full(full) => full.range(range),
-            Storage::Partitioned { part, .. } => part.range(local..local + range.len()),
+            Storage::Full(full) => Ok(full.range(range)),
+            Storage::Partitioned {
+                part: Some(part), ..
+            } => Ok(part.range(local..local + range.len())),
+            Storage::Partitioned { part: None, .. } => Err(Error::invalid(
+                "Grads::piece",
+                "storage",
+                "internal: the gradient partition lives on the host (offload_optimizer)",
+            )),
         }
     }
 }
@@ -163,6 +182,8 @@ pub(crate) struct Sink<'a, B: Backend> {
     pub(crate) comm: &'a dyn Collectives<B>,
     /// Multiplies a reduced stage-2 bucket as it is added to the partition.
     pub(crate) post_scale: f32,
+    /// The host's gradient partition under `offload_optimizer`.
+    pub(crate) host: Option<&'a mut (dyn Offload<B> + 'static)>,
 }
 
 impl<B: Backend> Sink<'_, B> {
@@ -207,11 +228,24 @@ impl<B: Backend> Sink<'_, B> {
             .reduce_scatter_in_place(self.dev, scratch.range_mut(0..len), ReduceOp::Sum)?;
         let mine = bucket.owned.start - bucket.range.start;
         let owned_len = bucket.owned.len();
-        self.dev.axpy(
-            self.post_scale,
-            scratch.range(mine..mine + owned_len),
-            part.range_mut(bucket.local..bucket.local + owned_len),
-        )?;
+        let reduced = scratch.range(mine..mine + owned_len);
+        match (part, self.host.as_deref_mut()) {
+            (Some(part), _) => self.dev.axpy(
+                self.post_scale,
+                reduced,
+                part.range_mut(bucket.local..bucket.local + owned_len),
+            )?,
+            (None, Some(host)) => {
+                host.accumulate(self.dev, reduced, bucket.local, self.post_scale)?;
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "GradSink::done",
+                    "storage",
+                    "internal: an offloaded gradient partition without its host",
+                ));
+            }
+        }
         spare.push(scratch);
         Ok(())
     }

@@ -25,12 +25,18 @@ pub mod estimate;
 mod grads;
 pub mod layout;
 pub mod model;
+mod offload;
 pub mod optimizer;
+mod owned;
 pub mod scaler;
 pub mod schedule;
 mod store;
 pub mod zero3;
 
 pub use ds_model::host;
-pub use engine::{Counters, Engine, Initialized, Loss, StepReport, Traffic, initialize};
+pub use engine::{
+    Counters, Engine, Initialized, Loss, OffloadReport, OptimizerState, StepReport, Traffic,
+    initialize, initialize_with_host,
+};
 pub use error::{Error, Result};
+pub use offload::OffloadSettings;

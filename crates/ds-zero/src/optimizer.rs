@@ -10,26 +10,46 @@
 //! kernels' `grad_scale`, so the step reads each gradient once.
 
 use crate::config::{OptimizerConfig, OptimizerKind};
-use crate::grads::Grads;
+use crate::host::{download_f32, upload_f32};
 use crate::layout::Layout;
-use crate::store::ParamStore;
-use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs, ViewMut};
+use crate::owned::{OwnedElements, OwnedElementsMut};
+use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs, View, ViewMut};
+use ds_core::params::{AdamParams, LambParams, SgdParams};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, ReduceOp, Result};
 use std::ops::Range;
+
+/// The per-element optimizer state a checkpoint saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateKind {
+    /// fp32 master weights.
+    Master,
+    /// First moment, or SGD's momentum.
+    ExpAvg,
+    /// Second moment.
+    ExpAvgSq,
+}
+
+/// One step's hyper-parameters, prepared once and applied bucket by bucket.
+#[derive(Debug, Clone)]
+pub(crate) enum Prepared {
+    Adam(AdamParams),
+    Sgd(SgdParams),
+    Lamb(LambParams),
+}
 
 /// One rank's optimizer: its configuration, state and step count.
 pub struct Optimizer<B: Backend> {
     config: OptimizerConfig,
     /// fp32 master weights of the owned elements; `None` when the parameters are fp32.
-    pub(crate) master: Option<B::Buffer>,
+    master: Option<B::Buffer>,
     /// First moment (Adam, Lamb) or momentum (SGD).
-    pub(crate) exp_avg: Option<B::Buffer>,
+    exp_avg: Option<B::Buffer>,
     /// Second moment (Adam, Lamb).
-    pub(crate) exp_avg_sq: Option<B::Buffer>,
+    exp_avg_sq: Option<B::Buffer>,
     /// Lamb's per-parameter squared norms `[p^2, u^2]`.
     norms: Option<B::Buffer>,
     /// Applied steps (skipped overflow steps do not count): the next step is `steps + 1`.
-    pub(crate) steps: u64,
+    steps: u64,
 }
 
 /// What changes from step to step.
@@ -42,13 +62,16 @@ pub(crate) struct StepInputs {
 
 impl<B: Backend> Optimizer<B> {
     /// State for `config` over the elements `layout` gives this rank, the master weights
-    /// copied from `params` (in `dtype`).
+    /// copied from `params` (in `dtype`). fp32 parameters are their own master unless
+    /// `keep_master` (offload keeps an fp32 master on the host whatever the dtype, the
+    /// device's parameters being a copy).
     pub(crate) fn new(
         dev: &Device<B>,
         config: OptimizerConfig,
         layout: &Layout,
-        params: &ParamStore<B>,
+        params: &impl OwnedElements<B>,
         dtype: DType,
+        keep_master: bool,
     ) -> Result<Self> {
         let n = layout.owned_len;
         let zeros = |dev: &Device<B>| -> Result<B::Buffer> {
@@ -56,13 +79,13 @@ impl<B: Backend> Optimizer<B> {
             dev.fill(b.all_mut(), 0.0)?;
             Ok(b)
         };
-        let master = if dtype == DType::F32 {
+        let master = if dtype == DType::F32 && !keep_master {
             None
         } else {
             let mut m = dev.alloc(DType::F32, n)?;
             for (bi, b) in layout.buckets.iter().enumerate() {
                 dev.cast(
-                    params.owned(layout, bi),
+                    params.owned(layout, bi)?,
                     m.range_mut(b.local..b.local + b.owned.len()),
                 )?;
             }
@@ -100,11 +123,6 @@ impl<B: Backend> Optimizer<B> {
         self.steps
     }
 
-    /// Whether the optimizer has Adam-style betas (what OneCycle's momentum cycling needs).
-    pub fn has_betas(&self) -> bool {
-        !matches!(self.config.kind, OptimizerKind::Sgd(_))
-    }
-
     /// Bytes of optimizer state on this rank (master weights included).
     pub fn state_bytes(&self) -> u64 {
         [&self.master, &self.exp_avg, &self.exp_avg_sq, &self.norms]
@@ -115,16 +133,31 @@ impl<B: Backend> Optimizer<B> {
     }
 
     /// One step over the owned elements; the caller all-gathers the parameters afterwards when
-    /// they are partitioned.
+    /// they are partitioned. Lamb sums its per-tensor norms over `comm` (the device's
+    /// collectives; offload, which has none on the host, does not take Lamb).
     pub(crate) fn step(
         &mut self,
         dev: &Device<B>,
         comm: &dyn Collectives<B>,
         layout: &Layout,
-        params: &mut ParamStore<B>,
-        grads: &Grads<B>,
+        params: &mut impl OwnedElementsMut<B>,
+        grads: &impl OwnedElements<B>,
         inputs: StepInputs,
     ) -> Result<()> {
+        let hp = self.begin_step(inputs);
+        if let Prepared::Lamb(hp) = &hp {
+            return self.lamb(dev, comm, layout, params, grads, hp);
+        }
+        for (bi, b) in layout.buckets.iter().enumerate() {
+            let local = b.local..b.local + b.owned.len();
+            let out = params.piece_mut(layout, b.owned.clone(), b.local)?;
+            self.update(dev, &hp, local, grads.owned(layout, bi)?, out)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a step and resolves its hyper-parameters.
+    pub(crate) fn begin_step(&mut self, inputs: StepInputs) -> Prepared {
         self.steps += 1;
         let step = self.steps;
         match self.config.kind.clone() {
@@ -135,53 +168,13 @@ impl<B: Backend> Optimizer<B> {
                 }
                 hp.step = step;
                 hp.grad_scale = inputs.grad_scale;
-                for (bi, b) in layout.buckets.iter().enumerate() {
-                    let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) = targets::<B>(
-                        &mut self.master,
-                        params,
-                        layout,
-                        local.clone(),
-                        b.owned.clone(),
-                    );
-                    let (Some(m), Some(v)) = (&mut self.exp_avg, &mut self.exp_avg_sq) else {
-                        return unreachable_state();
-                    };
-                    dev.adam_step(
-                        &hp,
-                        AdamArgs {
-                            param,
-                            grad: grads.owned(layout, bi),
-                            exp_avg: m.range_mut(local.clone()),
-                            exp_avg_sq: v.range_mut(local),
-                            param_copy,
-                        },
-                    )?;
-                }
+                Prepared::Adam(hp)
             }
             OptimizerKind::Sgd(mut hp) => {
                 hp.lr = inputs.lr;
                 hp.step = step;
                 hp.grad_scale = inputs.grad_scale;
-                for (bi, b) in layout.buckets.iter().enumerate() {
-                    let local = b.local..b.local + b.owned.len();
-                    let (param, param_copy) = targets::<B>(
-                        &mut self.master,
-                        params,
-                        layout,
-                        local.clone(),
-                        b.owned.clone(),
-                    );
-                    dev.sgd_step(
-                        &hp,
-                        SgdArgs {
-                            param,
-                            grad: grads.owned(layout, bi),
-                            momentum: self.exp_avg.as_mut().map(|m| m.range_mut(local)),
-                            param_copy,
-                        },
-                    )?;
-                }
+                Prepared::Sgd(hp)
             }
             OptimizerKind::Lamb(mut hp) => {
                 hp.lr = inputs.lr;
@@ -190,10 +183,57 @@ impl<B: Backend> Optimizer<B> {
                 }
                 hp.step = step;
                 hp.grad_scale = inputs.grad_scale;
-                self.lamb(dev, comm, layout, params, grads, &hp)?;
+                Prepared::Lamb(hp)
             }
         }
-        Ok(())
+    }
+
+    /// The elementwise update of the owned elements at `local` in partition order, from
+    /// `grad`: the fp32 master when there is one, with `out` as its rounded copy, or `out`
+    /// itself (fp32 parameters without a master). Adam and SGD only.
+    pub(crate) fn update(
+        &mut self,
+        dev: &Device<B>,
+        hp: &Prepared,
+        local: Range<usize>,
+        grad: View<'_, B>,
+        out: ViewMut<'_, B>,
+    ) -> Result<()> {
+        let (param, param_copy) = match &mut self.master {
+            Some(m) => (m.range_mut(local.clone()), Some(out)),
+            None => (out, None),
+        };
+        match hp {
+            Prepared::Adam(hp) => {
+                let (Some(m), Some(v)) = (&mut self.exp_avg, &mut self.exp_avg_sq) else {
+                    return unreachable_state();
+                };
+                dev.adam_step(
+                    hp,
+                    AdamArgs {
+                        param,
+                        grad,
+                        exp_avg: m.range_mut(local.clone()),
+                        exp_avg_sq: v.range_mut(local),
+                        param_copy,
+                    },
+                )
+            }
+            Prepared::Sgd(hp) => dev.sgd_step(
+                hp,
+                SgdArgs {
+                    param,
+                    grad,
+                    momentum: self.exp_avg.as_mut().map(|m| m.range_mut(local)),
+                    param_copy,
+                },
+            ),
+            Prepared::Lamb(_) => Err(ds_core::Error::invalid(
+                "Optimizer::update",
+                "optimizer",
+                "internal: Lamb's trust ratio needs the whole step (Optimizer::step)",
+            )),
+        }
     }
 
     /// Lamb's trust ratio is per parameter tensor, so its two passes go piece by piece (the
@@ -204,9 +244,9 @@ impl<B: Backend> Optimizer<B> {
         dev: &Device<B>,
         comm: &dyn Collectives<B>,
         layout: &Layout,
-        params: &mut ParamStore<B>,
-        grads: &Grads<B>,
-        hp: &ds_core::params::LambParams,
+        params: &mut impl OwnedElementsMut<B>,
+        grads: &impl OwnedElements<B>,
+        hp: &LambParams,
     ) -> Result<()> {
         let (Some(m), Some(v), Some(norms)) =
             (&mut self.exp_avg, &mut self.exp_avg_sq, &mut self.norms)
@@ -221,13 +261,13 @@ impl<B: Backend> Optimizer<B> {
             let lr = local..local + range.len();
             let param = match &self.master {
                 Some(master) => master.range(lr.clone()),
-                None => params.piece(layout, range.clone(), local),
+                None => params.piece(layout, range.clone(), local)?,
             };
             dev.lamb_moments(
                 hp,
                 LambMomentArgs {
                     param,
-                    grad: grads.piece(range, local),
+                    grad: grads.piece(layout, range, local)?,
                     exp_avg: m.range_mut(lr.clone()),
                     exp_avg_sq: v.range_mut(lr),
                     norms: norms.range_mut(2 * i..2 * i + 2),
@@ -242,8 +282,11 @@ impl<B: Backend> Optimizer<B> {
                 continue;
             };
             let lr = local..local + range.len();
-            let (param, param_copy) =
-                targets::<B>(&mut self.master, params, layout, lr.clone(), range);
+            let out = params.piece_mut(layout, range, local)?;
+            let (param, param_copy) = match &mut self.master {
+                Some(m) => (m.range_mut(lr.clone()), Some(out)),
+                None => (out, None),
+            };
             dev.lamb_apply(
                 hp,
                 LambApplyArgs {
@@ -257,24 +300,76 @@ impl<B: Backend> Optimizer<B> {
         }
         Ok(())
     }
-}
 
-/// What a step updates for owned flat elements `owned` (at `local` in the partition): the
-/// fp32 master, with the parameters as the rounded copy, or the fp32 parameters themselves.
-fn targets<'a, B: Backend>(
-    master: &'a mut Option<B::Buffer>,
-    params: &'a mut ParamStore<B>,
-    layout: &Layout,
-    local: Range<usize>,
-    owned: Range<usize>,
-) -> (ViewMut<'a, B>, Option<ViewMut<'a, B>>) {
-    let start = local.start;
-    match master {
-        Some(m) => (
-            m.range_mut(local),
-            Some(params.piece_mut(layout, owned, start)),
-        ),
-        None => (params.piece_mut(layout, owned, start), None),
+    fn buffer(&self, kind: StateKind) -> Option<&B::Buffer> {
+        match kind {
+            StateKind::Master => self.master.as_ref(),
+            StateKind::ExpAvg => self.exp_avg.as_ref(),
+            StateKind::ExpAvgSq => self.exp_avg_sq.as_ref(),
+        }
+    }
+
+    /// Whether this optimizer keeps `kind` state.
+    pub(crate) fn keeps(&self, kind: StateKind) -> bool {
+        self.buffer(kind).is_some()
+    }
+
+    fn buffer_mut(&mut self, kind: StateKind) -> Option<&mut B::Buffer> {
+        match kind {
+            StateKind::Master => self.master.as_mut(),
+            StateKind::ExpAvg => self.exp_avg.as_mut(),
+            StateKind::ExpAvgSq => self.exp_avg_sq.as_mut(),
+        }
+    }
+
+    /// The `kind` state of partition elements `local`, widened to f32 (`None` when this
+    /// optimizer keeps no such state).
+    ///
+    /// # Errors
+    /// Download errors.
+    pub(crate) fn read_piece(
+        &self,
+        dev: &Device<B>,
+        kind: StateKind,
+        local: Range<usize>,
+    ) -> Result<Option<Vec<f32>>> {
+        self.buffer(kind)
+            .map(|b| download_f32(dev, b.range(local)))
+            .transpose()
+    }
+
+    /// Writes `values` into the `kind` state at partition element `local`; false when this
+    /// optimizer keeps no such state.
+    ///
+    /// # Errors
+    /// Upload errors.
+    pub(crate) fn write_piece(
+        &mut self,
+        dev: &Device<B>,
+        kind: StateKind,
+        local: usize,
+        values: &[f32],
+    ) -> Result<bool> {
+        match self.buffer_mut(kind) {
+            Some(b) => {
+                upload_f32(dev, values, b.range_mut(local..local + values.len()))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sets the applied-step count (a checkpoint load).
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// The fp32 master of every owned element, when this optimizer keeps one.
+    pub(crate) fn master_values(&self, dev: &Device<B>) -> Result<Option<Vec<f32>>> {
+        self.master
+            .as_ref()
+            .map(|m| download_f32(dev, m.all()))
+            .transpose()
     }
 }
 

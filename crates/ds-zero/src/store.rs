@@ -5,6 +5,7 @@
 
 use crate::layout::Layout;
 use crate::model::{ParamTable, Params};
+use crate::owned::{OwnedElements, OwnedElementsMut};
 use crate::zero3::{Gatherer, Partitioned};
 use ds_core::kernels::{View, ViewMut};
 use ds_core::{Backend, BufferExt, Collectives, Device, Result};
@@ -19,35 +20,30 @@ pub(crate) enum ParamStore<B: Backend> {
     Partitioned(Box<Partitioned<B>>),
 }
 
-impl<B: Backend> ParamStore<B> {
-    /// The parameter elements this rank owns in bucket `b` (what its optimizer updates).
-    pub(crate) fn owned(&self, layout: &Layout, b: usize) -> View<'_, B> {
-        let bucket = &layout.buckets[b];
-        self.piece(layout, bucket.owned.clone(), bucket.local)
-    }
-
-    /// Owned flat elements `range` (within one bucket), starting at `local` in this rank's
-    /// partition order.
-    pub(crate) fn piece(&self, layout: &Layout, range: Range<usize>, local: usize) -> View<'_, B> {
-        match self {
+impl<B: Backend> OwnedElements<B> for ParamStore<B> {
+    fn piece(&self, layout: &Layout, range: Range<usize>, local: usize) -> Result<View<'_, B>> {
+        Ok(match self {
             ParamStore::Flat(buf) => buf.range(range),
             ParamStore::Partitioned(p) => p.piece(layout, range, local),
-        }
+        })
     }
+}
 
-    /// Writable form of [`ParamStore::piece`].
-    pub(crate) fn piece_mut(
+impl<B: Backend> OwnedElementsMut<B> for ParamStore<B> {
+    fn piece_mut(
         &mut self,
         layout: &Layout,
         range: Range<usize>,
         local: usize,
-    ) -> ViewMut<'_, B> {
-        match self {
+    ) -> Result<ViewMut<'_, B>> {
+        Ok(match self {
             ParamStore::Flat(buf) => buf.range_mut(range),
             ParamStore::Partitioned(p) => p.piece_mut(layout, range, local),
-        }
+        })
     }
+}
 
+impl<B: Backend> ParamStore<B> {
     /// Makes every rank's parameters current after its owned elements changed (an optimizer
     /// step or a load): an in-place all-gather of every bucket when they are partitioned
     /// (stages 1-2); at stage 3 the persistent parameters' all-gather, and gathered copies

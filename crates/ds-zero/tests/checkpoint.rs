@@ -173,6 +173,26 @@ fn resume_in_a_fresh_process_is_bitwise_identical() {
 }
 
 #[test]
+fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
+    // Offloaded checkpoints use the ordinary format: saved with the optimizer state on the
+    // host and resumed on the device, or the reverse, the run continues as if uninterrupted.
+    for (precision, stage) in [(FP16, 2), (FP32, 3), (FP16, 1)] {
+        let on_device = config(precision, stage);
+        let on_host = common::offloaded(&on_device, false);
+        for (save, load, what) in [
+            (&on_host, &on_device, "offloaded, resumed on the device"),
+            (&on_device, &on_host, "on the device, resumed offloaded"),
+        ] {
+            let dir = scratch(&format!("offload-{stage}"));
+            let uninterrupted = train_save_continue(save, 2, &dir);
+            let resumed = load_and_continue(load, 2, &dir);
+            assert_eq!(resumed, uninterrupted, "stage {stage}: saved {what}");
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+}
+
+#[test]
 fn a_checkpoint_loads_on_another_world_size_and_stage() {
     let dir = scratch("reshape");
     let saved = config(FP16, 2);

@@ -5,11 +5,13 @@ use super::files::read_verified;
 use super::{MODEL_FILE, optim_file};
 use crate::config::OptimizerKind;
 use crate::engine::Engine;
-use crate::host::{bytes_to_f32, download_f32, upload_f32};
+use crate::host::{bytes_to_f32, download_f32};
 use crate::model::Model;
+use crate::optimizer::StateKind;
+use crate::owned::OwnedElements;
 use crate::store::ParamStore;
 use crate::{Error, Result};
-use ds_core::{Backend, BufferExt, DType};
+use ds_core::{Backend, DType};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -91,31 +93,36 @@ pub(super) fn model_bytes<B: Backend, M: Model<B>>(
     serialize(tensors, MODEL_FILE)
 }
 
-/// This rank's pieces of master weights and moments, keyed `KIND:START:NAME`.
+/// The state kinds a checkpoint stores, by their piece names.
+const STATE_KINDS: [(&str, StateKind); 3] = [
+    (MASTER, StateKind::Master),
+    (EXP_AVG, StateKind::ExpAvg),
+    (EXP_AVG_SQ, StateKind::ExpAvgSq),
+];
+
+/// This rank's pieces of master weights and moments, keyed `KIND:START:NAME`, wherever the
+/// optimizer keeps them (device or offloaded host: the format is the same).
 pub(super) fn optim_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<Vec<u8>> {
-    let opt = &e.optimizer;
-    let kinds = [
-        (MASTER, &opt.master),
-        (EXP_AVG, &opt.exp_avg),
-        (EXP_AVG_SQ, &opt.exp_avg_sq),
-    ];
     let mut tensors = Vec::new();
     for (i, spec) in e.table.specs().iter().enumerate() {
         let Some((range, local)) = e.layout.owned_piece(i) else {
             continue;
         };
         let start = range.start - e.layout.slots[i].offset;
-        let mut views = Vec::new();
-        for (kind, buf) in &kinds {
-            if let Some(buf) = buf {
-                views.push((*kind, buf.range(local..local + range.len())));
+        let mut pieces = Vec::new();
+        for (name, kind) in STATE_KINDS {
+            if let Some(values) =
+                e.optimizer
+                    .read_piece(&e.dev, kind, local..local + range.len())?
+            {
+                pieces.push((name, values));
             }
         }
         if matches!(e.params, ParamStore::Partitioned(_)) {
-            views.push((PARAM, e.params.piece(&e.layout, range.clone(), local)));
+            let view = e.params.piece(&e.layout, range.clone(), local)?;
+            pieces.push((PARAM, download_f32(&e.dev, view)?));
         }
-        for (kind, view) in views {
-            let values = download_f32(&e.dev, view)?;
+        for (kind, values) in pieces {
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             tensors.push((
                 format!("{kind}:{start}:{}", spec.name),
@@ -355,31 +362,31 @@ impl Restored {
         let pieces: Vec<_> = (0..e.table.specs().len())
             .filter_map(|i| e.layout.owned_piece(i).map(|p| (i, p)))
             .collect();
-        let targets = [
-            (MASTER, &mut e.optimizer.master),
-            (EXP_AVG, &mut e.optimizer.exp_avg),
-            (EXP_AVG_SQ, &mut e.optimizer.exp_avg_sq),
-        ];
-        for (kind, buf) in targets {
-            let Some(buf) = buf else { continue };
+        for (name, kind) in STATE_KINDS {
+            if !e.optimizer.keeps(kind) {
+                continue;
+            }
             // Master weights saved in fp32 training are the parameters themselves.
-            let source = match self.state.get(kind) {
+            let source = match self.state.get(name) {
                 Some(s) => s,
-                None if kind == MASTER => &self.model,
-                None => {
-                    return Err(Error::checkpoint(
-                        state_path,
-                        format!("has no `{kind}` optimizer state"),
-                    ));
-                }
+                None if kind == StateKind::Master => &self.model,
+                None => &Vec::new(),
             };
             for (i, (range, local)) in &pieces {
                 let start = range.start - e.layout.slots[*i].offset;
-                let values = &source[*i][start..start + range.len()];
-                upload_f32(&e.dev, values, buf.range_mut(*local..*local + range.len()))?;
+                let Some(values) = source
+                    .get(*i)
+                    .and_then(|v| v.get(start..start + range.len()))
+                else {
+                    return Err(Error::checkpoint(
+                        state_path,
+                        format!("has no `{name}` optimizer state"),
+                    ));
+                };
+                e.optimizer.write_piece(&e.dev, kind, *local, values)?;
             }
         }
-        e.optimizer.steps = self.optimizer_steps;
+        e.optimizer.set_steps(self.optimizer_steps);
         e.schedule_iter = self.schedule_iter;
         e.scaler = self.scaler;
         e.counters = self.counters;

@@ -13,6 +13,7 @@
 
 mod batch;
 mod json;
+mod offload;
 mod optimizer;
 mod precision;
 mod scheduler;
@@ -20,11 +21,12 @@ mod stage3;
 mod zero;
 
 pub use batch::Batch;
+pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
 pub use precision::{Fp16Config, Precision};
 pub use scheduler::{SchedulerConfig, WarmupType};
 pub use stage3::Stage3Config;
-pub use zero::{OffloadConfig, ZeroConfig};
+pub use zero::ZeroConfig;
 
 /// An element count from the config as a `usize` (saturating: a count past the address space
 /// is no limit).

@@ -1,20 +1,12 @@
 //! `zero_optimization`: a bool (legacy: `true` is stage 1) or an object. Every key DeepSpeed
 //! documents is accepted and validated; stage 3's are resolved in [`super::stage3`]; offload
-//! settings are validated and refused by the engine until the offload issue implements them.
+//! settings are resolved in [`super::offload`].
 
 use super::ConfigError;
 use super::json::Obj;
+use super::offload::{self, OffloadConfig, OffloadKind};
 use super::stage3::{self, Stage3Config};
 use serde_json::{Value, json};
-
-/// `offload_optimizer` / `offload_param`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OffloadConfig {
-    /// `none`, `cpu` or `nvme`.
-    pub device: String,
-    /// Pin host memory.
-    pub pin_memory: bool,
-}
 
 /// Resolved ZeRO settings (DeepSpeed's defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -63,12 +55,8 @@ impl Default for ZeroConfig {
 
 impl ZeroConfig {
     pub(crate) fn to_json(&self) -> Value {
-        let off = |o: &Option<OffloadConfig>| {
-            o.as_ref().map_or(
-                Value::Null,
-                |o| json!({"device": o.device, "pin_memory": o.pin_memory}),
-            )
-        };
+        let off =
+            |o: &Option<OffloadConfig>| o.as_ref().map_or(Value::Null, OffloadConfig::to_json);
         json!({
             "stage": self.stage,
             "contiguous_gradients": self.contiguous_gradients,
@@ -103,55 +91,6 @@ const OTHER_BOOLS: [&str; 14] = [
     "save_muon_momentum_buffer_in_memory",
     "cpu_offload_use_pin_memory",
 ];
-
-fn offload(o: Option<Obj<'_>>, key: &str) -> Result<Option<OffloadConfig>, ConfigError> {
-    let Some(mut o) = o else { return Ok(None) };
-    let device = o.str("device")?.unwrap_or("none").to_string();
-    if !["none", "cpu", "nvme"].contains(&device.as_str()) {
-        return Err(ConfigError::invalid(
-            o.key("device"),
-            format!("`{device}` is not none, cpu or nvme"),
-        ));
-    }
-    let pin_memory = o.bool("pin_memory")?.unwrap_or(true);
-    for k in [
-        "buffer_count",
-        "buffer_size",
-        "max_in_cpu",
-        "ratio",
-        "cpuadam_cores_perc",
-    ] {
-        let _ = o.f64(k)?;
-    }
-    for k in [
-        "fast_init",
-        "pipeline_read",
-        "pipeline_write",
-        "super_offload",
-    ] {
-        let _ = o.bool(k)?;
-    }
-    let _ = o.str("nvme_path")?;
-    o.finish(
-        &[
-            "device",
-            "pin_memory",
-            "buffer_count",
-            "buffer_size",
-            "max_in_cpu",
-            "fast_init",
-            "ratio",
-            "nvme_path",
-            "pipeline_read",
-            "pipeline_write",
-            "super_offload",
-            "cpuadam_cores_perc",
-        ],
-        &[],
-    )?;
-    let _ = key;
-    Ok((device != "none").then_some(OffloadConfig { device, pin_memory }))
-}
 
 /// Reads `zero_optimization`.
 pub(super) fn resolve(top: &mut Obj<'_>) -> Result<ZeroConfig, ConfigError> {
@@ -190,8 +129,8 @@ pub(super) fn resolve(top: &mut Obj<'_>) -> Result<ZeroConfig, ConfigError> {
             "bucket sizes must be at least 1 element",
         ));
     }
-    z.offload_optimizer = offload(o.obj("offload_optimizer")?, "offload_optimizer")?;
-    z.offload_param = offload(o.obj("offload_param")?, "offload_param")?;
+    z.offload_optimizer = offload::resolve(o.obj("offload_optimizer")?, OffloadKind::Optimizer)?;
+    z.offload_param = offload::resolve(o.obj("offload_param")?, OffloadKind::Param)?;
     if o.bool("legacy_stage1")?.unwrap_or(false) {
         return Err(ConfigError::Unsupported {
             key: o.key("legacy_stage1"),
@@ -199,17 +138,11 @@ pub(super) fn resolve(top: &mut Obj<'_>) -> Result<ZeroConfig, ConfigError> {
         });
     }
     if o.bool("cpu_offload_param")?.unwrap_or(false) {
-        z.offload_param = Some(OffloadConfig {
-            device: "cpu".into(),
-            pin_memory: true,
-        });
+        z.offload_param = Some(OffloadConfig::defaults(OffloadKind::Param, "cpu"));
     }
     if o.bool("cpu_offload")?.unwrap_or(false) {
         // Legacy spelling of offload_optimizer.device = cpu.
-        z.offload_optimizer = Some(OffloadConfig {
-            device: "cpu".into(),
-            pin_memory: true,
-        });
+        z.offload_optimizer = Some(OffloadConfig::defaults(OffloadKind::Optimizer, "cpu"));
     }
     z.stage3 = stage3::resolve(&mut o)?;
     for k in OTHER_NUMBERS {

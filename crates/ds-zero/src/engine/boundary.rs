@@ -12,10 +12,12 @@
 //!    ones, the rest are gathered when next used); advance the LR schedule and scaler.
 //! 4. Count the step and zero the gradients for the next window.
 
+use super::optimizer_state::Side;
 use super::{Engine, StepReport};
 use crate::Result;
 use crate::model::Model;
 use crate::optimizer::StepInputs;
+use crate::owned::OwnedElements;
 use ds_core::{Backend, BufferExt, ReduceOp};
 
 impl<B: Backend, M: Model<B>> Engine<B, M> {
@@ -24,13 +26,26 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         let comm = self.comm.as_ref();
         self.grads.reduce_at_boundary(dev, comm, layout)?;
 
-        for (bi, _) in layout.buckets.iter().enumerate() {
-            dev.sum_squares(
-                self.grads.owned(layout, bi),
-                self.norm_parts.range_mut(bi..bi + 1),
-            )?;
-        }
-        let parts: Vec<f32> = dev.to_vec(self.norm_parts.all())?;
+        let parts: Vec<f32> = match self.optimizer.host_mut() {
+            Some(host) => {
+                if self.config.zero.stage == 1 {
+                    // Stage 1 reduced in place on the device: the owned slices go over now.
+                    for (bi, b) in layout.buckets.iter().enumerate() {
+                        host.store(dev, self.grads.owned(layout, bi)?, b.local)?;
+                    }
+                }
+                host.bucket_sum_squares(layout)?
+            }
+            None => {
+                for bi in 0..layout.buckets.len() {
+                    dev.sum_squares(
+                        self.grads.owned(layout, bi)?,
+                        self.norm_parts.range_mut(bi..bi + 1),
+                    )?;
+                }
+                dev.to_vec(self.norm_parts.all())?
+            }
+        };
         let local: f64 = parts.iter().map(|&x| f64::from(x)).sum();
         // Without ZeRO every rank holds the whole reduced gradient: rank 0 alone contributes.
         let contribution = if layout.partitioned || layout.rank == 0 {
@@ -81,8 +96,12 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
                     .map(|(a, b)| (a as f32, b as f32)),
                 grad_scale: post / (loss_scale * clip),
             };
-            self.optimizer
-                .step(dev, comm, layout, &mut self.params, &self.grads, inputs)?;
+            match &mut self.optimizer.side {
+                Side::Device(o) => {
+                    o.step(dev, comm, layout, &mut self.params, &self.grads, inputs)?
+                }
+                Side::Host(h) => h.step(dev, layout, &mut self.params, inputs)?,
+            }
             self.step_gathered += self.params.after_update(dev, comm, layout)?;
             if self.schedule.is_some() {
                 self.schedule_iter += 1;
@@ -91,7 +110,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         }
         self.counters.global_steps += 1;
         self.counters.global_samples += self.config.batch.train_batch_size;
-        self.grads.zero(dev)?;
+        self.zero_grads()?;
         self.window_loss = 0.0;
         Ok(StepReport {
             global_step: self.counters.global_steps,

@@ -1,6 +1,7 @@
 //! `initialize`: from a resolved config, a device, collectives, a model and a dataset to an
 //! engine, its optimizer, a data loader and the LR schedule.
 
+use super::optimizer_state::{OptimizerState, Side};
 use super::{Counters, Engine, Phase, Timers, log::LogState};
 use crate::config::{Config, OptimizerConfig, elements};
 use crate::data::{DataLoader, Dataset};
@@ -8,6 +9,7 @@ use crate::grads::Grads;
 use crate::host::upload_f32;
 use crate::layout::{Layout, Persistence};
 use crate::model::{Model, ParamTable};
+use crate::offload::{self, HostOptimizer};
 use crate::optimizer::Optimizer;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
@@ -33,12 +35,9 @@ pub struct Initialized<B: Backend, M: Model<B>, D: Dataset> {
     pub lr_schedule: Option<LrSchedule>,
 }
 
-fn unsupported(what: &str) -> Error {
-    Error::Usage(format!(
-        "{what} is accepted by the config but not implemented by this engine yet; use ZeRO stages 0-3 \
-         without offload"
-    ))
-}
+/// Builds the optimizer's state for the engine: on the device, or offloaded to a host.
+type MakeOptimizer<'a, B> = dyn FnOnce(&Device<B>, OptimizerConfig, &Layout, &ParamStore<B>, DType) -> Result<OptimizerState<B>>
+    + 'a;
 
 /// The layout `config` gives `table` on `rank` of `world`: buckets of `reduce_bucket_size`
 /// at stages 0-2, the model's groups at stage 3.
@@ -67,16 +66,118 @@ pub(crate) fn layout_for(config: &Config, table: &ParamTable, world: usize, rank
 ///
 /// # Errors
 /// [`Error::Usage`] when the config was resolved for another world size, has no optimizer,
-/// or asks for offload (not implemented yet), when the model's parameters have duplicate
-/// names, invalid groups or non-finite initial values, when a stage-3 group is larger than
-/// `stage3_max_live_parameters`, or when the device cannot hold this stage's model states
-/// (naming the bytes and the stage that would fit); allocation and collective errors.
+/// or offloads (which needs a host: [`initialize_with_host`]), when the model's parameters
+/// have duplicate names, invalid groups or non-finite initial values, when a stage-3 group is
+/// larger than `stage3_max_live_parameters`, or when the device cannot hold this stage's model
+/// states (naming the bytes and the stage that would fit); allocation and collective errors.
 pub fn initialize<B, M, D>(
     config: &Config,
     device: Device<B>,
     comm: Box<dyn Collectives<B>>,
     model: M,
     dataset: D,
+) -> Result<Initialized<B, M, D>>
+where
+    B: Backend,
+    M: Model<B>,
+    D: Dataset,
+{
+    if offload::requested(config).is_some() {
+        return Err(Error::Usage(
+            "zero_optimization.offload_optimizer keeps the optimizer state on a host backend: build the engine with \
+             ds_zero::initialize_with_host and the CPU backend (the ds command line does)"
+                .into(),
+        ));
+    }
+    build(
+        config,
+        device,
+        None,
+        comm,
+        model,
+        dataset,
+        Box::new(on_device),
+    )
+}
+
+/// As [`initialize`], with `host` holding what the config offloads
+/// (`zero_optimization.offload_optimizer: {"device": "cpu"}`): the fp32 master weights, the
+/// optimizer moments and the gradient partition, with the optimizer step run on `host`'s
+/// kernels. Without offload in the config, `host` is unused and this is [`initialize`].
+///
+/// # Errors
+/// As [`initialize`]; [`Error::Usage`] for offload settings ds does not implement (named),
+/// offload at ZeRO stage 0, Lamb with offload, or a host that cannot hold the offloaded state.
+pub fn initialize_with_host<B, H, M, D>(
+    config: &Config,
+    device: Device<B>,
+    host: Device<H>,
+    comm: Box<dyn Collectives<B>>,
+    model: M,
+    dataset: D,
+) -> Result<Initialized<B, M, D>>
+where
+    B: Backend,
+    H: Backend,
+    M: Model<B>,
+    D: Dataset,
+{
+    let Some(settings) = offload::requested(config) else {
+        return build(
+            config,
+            device,
+            None,
+            comm,
+            model,
+            dataset,
+            Box::new(on_device),
+        );
+    };
+    offload::check_supported(config)?;
+    let info = offload::HostInfo::of(&host);
+    let make = move |dev: &Device<B>,
+                     oc: OptimizerConfig,
+                     layout: &Layout,
+                     params: &ParamStore<B>,
+                     dtype: DType|
+          -> Result<OptimizerState<B>> {
+        let h = HostOptimizer::new(dev, host, settings, oc, layout, params, dtype)?;
+        Ok(OptimizerState {
+            side: Side::Host(Box::new(h)),
+        })
+    };
+    build(
+        config,
+        device,
+        Some(info),
+        comm,
+        model,
+        dataset,
+        Box::new(make),
+    )
+}
+
+fn on_device<B: Backend>(
+    dev: &Device<B>,
+    oc: OptimizerConfig,
+    layout: &Layout,
+    params: &ParamStore<B>,
+    dtype: DType,
+) -> Result<OptimizerState<B>> {
+    Ok(OptimizerState {
+        side: Side::Device(Optimizer::new(dev, oc, layout, params, dtype, false)?),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build<B, M, D>(
+    config: &Config,
+    device: Device<B>,
+    host_info: Option<offload::HostInfo>,
+    comm: Box<dyn Collectives<B>>,
+    model: M,
+    dataset: D,
+    make_optimizer: Box<MakeOptimizer<'_, B>>,
 ) -> Result<Initialized<B, M, D>>
 where
     B: Backend,
@@ -92,14 +193,7 @@ where
         )));
     }
     let stage = config.zero.stage;
-    let offloads =
-        |o: &Option<crate::config::OffloadConfig>| o.as_ref().is_some_and(|o| o.device != "none");
-    if offloads(&config.zero.offload_optimizer) {
-        return Err(unsupported("zero_optimization.offload_optimizer"));
-    }
-    if offloads(&config.zero.offload_param) {
-        return Err(unsupported("zero_optimization.offload_param"));
-    }
+    offload::check_supported(config)?;
     let optimizer_config = config.optimizer.clone().ok_or_else(|| {
         Error::Usage(
             "the config has no `optimizer`: add one, e.g. {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-3}}".into(),
@@ -113,7 +207,7 @@ where
         check_groups_fit(&table, &layout, limits.max_live)?;
     }
     // Refuse before allocating anything when this stage's model states cannot fit.
-    crate::estimate::check_fits(config, &table, &device, world)?;
+    crate::estimate::check_fits(config, &table, &device, host_info.as_ref(), world)?;
 
     let mut host = vec![0f32; layout.len];
     for (i, (spec, slot)) in table.specs().iter().zip(&layout.slots).enumerate() {
@@ -140,8 +234,9 @@ where
         ParamStore::Flat(params)
     };
     drop(host);
-    let grads = Grads::new(&device, &layout, dtype, stage >= 2)?;
-    let optimizer = Optimizer::new(&device, optimizer_config.clone(), &layout, &params, dtype)?;
+    let offloaded = host_info.is_some();
+    let grads = Grads::new(&device, &layout, dtype, stage >= 2, offloaded)?;
+    let optimizer = make_optimizer(&device, optimizer_config.clone(), &layout, &params, dtype)?;
     let schedule = config
         .scheduler
         .clone()

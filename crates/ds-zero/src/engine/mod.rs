@@ -12,22 +12,24 @@
 mod boundary;
 mod init;
 mod log;
+mod optimizer_state;
 
 pub(crate) use init::layout_for;
-pub use init::{Initialized, initialize};
+pub use init::{Initialized, initialize, initialize_with_host};
+pub use optimizer_state::{OffloadReport, OptimizerState};
 
 use crate::config::Config;
 use crate::grads::{Grads, Sink};
 use crate::host::{bytes_to_f32, download_f32};
 use crate::layout::Layout;
 use crate::model::{Model, ParamSpec, ParamTable};
-use crate::optimizer::Optimizer;
+use crate::owned::OwnedElements;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
 use crate::store::ParamStore;
 use crate::zero3::{Zero3Event, Zero3Stats};
 use crate::{Error, Result};
-use ds_core::{Backend, BufferExt, Collectives, DType, Device, MemoryStats};
+use ds_core::{Backend, Collectives, DType, Device, MemoryStats};
 use std::time::Duration;
 
 /// The engine's step counters, as DeepSpeed names them.
@@ -109,7 +111,7 @@ pub struct Engine<B: Backend, M: Model<B>> {
     pub(crate) dtype: DType,
     pub(crate) params: ParamStore<B>,
     pub(crate) grads: Grads<B>,
-    pub(crate) optimizer: Optimizer<B>,
+    pub(crate) optimizer: OptimizerState<B>,
     pub(crate) schedule: Option<LrSchedule>,
     /// DeepSpeed's `last_batch_iteration`: -1 until the first applied step.
     pub(crate) schedule_iter: i64,
@@ -208,6 +210,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             dev,
             comm,
             post_scale,
+            host: self.optimizer.host_mut(),
         };
         self.params.with_params(
             dev,
@@ -345,8 +348,8 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
         &self.scaler
     }
 
-    /// The optimizer (configuration, state size, applied steps).
-    pub fn optimizer(&self) -> &Optimizer<B> {
+    /// The optimizer (configuration, state size, applied steps, offload placement).
+    pub fn optimizer(&self) -> &OptimizerState<B> {
         &self.optimizer
     }
 
@@ -423,19 +426,17 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
     /// # Errors
     /// Download errors.
     pub fn master_partition(&self) -> Result<Vec<f32>> {
-        match &self.optimizer.master {
-            Some(m) => Ok(download_f32(&self.dev, m.all())?),
-            None => {
-                let mut out = Vec::with_capacity(self.layout.owned_len);
-                for bi in 0..self.layout.buckets.len() {
-                    out.extend(download_f32(
-                        &self.dev,
-                        self.params.owned(&self.layout, bi),
-                    )?);
-                }
-                Ok(out)
-            }
+        if let Some(master) = self.optimizer.master_values(&self.dev)? {
+            return Ok(master);
         }
+        let mut out = Vec::with_capacity(self.layout.owned_len);
+        for bi in 0..self.layout.buckets.len() {
+            out.extend(download_f32(
+                &self.dev,
+                self.params.owned(&self.layout, bi)?,
+            )?);
+        }
+        Ok(out)
     }
 
     /// The model's parameter descriptions, in order.
@@ -488,9 +489,18 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
 
     /// Starts a fresh accumulation window (after a checkpoint load).
     pub(crate) fn reset_window(&mut self) -> Result<()> {
-        self.grads.zero(&self.dev)?;
+        self.zero_grads()?;
         self.window_loss = 0.0;
         self.phase = Phase::Ready;
+        Ok(())
+    }
+
+    /// Zeroes the gradients, on the device and, offloaded, on the host.
+    pub(crate) fn zero_grads(&mut self) -> Result<()> {
+        self.grads.zero(&self.dev)?;
+        if let Some(host) = self.optimizer.host_mut() {
+            host.zero_grads()?;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use ds_core::{Collectives, Device};
 use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
 use ds_zero::data::DataLoader;
-use ds_zero::{Engine, Initialized, initialize};
+use ds_zero::{Engine, Initialized, initialize_with_host};
 
 pub const DIM: usize = 16;
 pub const HIDDEN: usize = 32;
@@ -23,22 +23,34 @@ pub fn engine(
     comm: Box<dyn Collectives<CpuBackend>>,
     dims: (usize, usize, usize),
 ) -> (TestEngine, DataLoader<Blobs>) {
-    let config = Config::parse(json, comm.world_size()).expect("config");
     let dev = Device::new(CpuBackend::with_threads(1).expect("backend"));
+    let host = Device::new(CpuBackend::with_threads(1).expect("host backend"));
+    engine_on(json, comm, dims, dev, host).expect("initialize")
+}
+
+/// Builds one rank's engine on `dev`, with `host` for what the config offloads.
+pub fn engine_on(
+    json: &str,
+    comm: Box<dyn Collectives<CpuBackend>>,
+    dims: (usize, usize, usize),
+    dev: Device<CpuBackend>,
+    host: Device<CpuBackend>,
+) -> ds_zero::Result<(TestEngine, DataLoader<Blobs>)> {
+    let config = Config::parse(json, comm.world_size()).expect("config");
     let model = MlpClassifier::new(dims.0, &[dims.1], dims.2, config.precision.dtype());
     let Initialized {
         engine,
         data_loader,
         ..
-    } = initialize(
+    } = initialize_with_host(
         &config,
         dev,
+        host,
         comm,
         model,
         Blobs::new(SAMPLES, dims.0, dims.2, 7),
-    )
-    .expect("initialize");
-    (engine, data_loader)
+    )?;
+    Ok((engine, data_loader))
 }
 
 /// Named parameter values.
@@ -72,4 +84,21 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
         "{what}: largest relative difference {worst:.2e} over {} steps",
         a.len()
     );
+}
+
+/// `json` with `zero_optimization.offload_optimizer: {"device": "cpu"}` (and `offload_param`
+/// when `params`).
+pub fn offloaded(json: &str, params: bool) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
+    let z = v["zero_optimization"]
+        .as_object_mut()
+        .expect("zero_optimization");
+    z.insert(
+        "offload_optimizer".into(),
+        serde_json::json!({"device": "cpu", "pin_memory": true}),
+    );
+    if params {
+        z.insert("offload_param".into(), serde_json::json!({"device": "cpu"}));
+    }
+    v.to_string()
 }

@@ -1,0 +1,197 @@
+//! The optimizer state, the gradient partition and the step in host memory: ZeRO-Offload's
+//! host side, on any host backend (the `ds` crate passes the CPU backend).
+//!
+//! Host memory per rank, with Ψ parameters over N ranks and Adam: the fp32 master weights and
+//! both moments, `12Ψ/N` (the master is kept in fp32 training too, since the device's
+//! parameters are then a copy); the gradient partition in the training dtype, `2Ψ/N` (`4Ψ/N`
+//! in fp32); and one staging buffer of the largest bucket's owned slice in the training dtype,
+//! through which reduced gradients come in and updated parameters go out.
+
+use super::transfer::{to_device, to_host};
+use super::{Offload, OffloadSettings};
+use crate::config::OptimizerConfig;
+use crate::layout::Layout;
+use crate::optimizer::{Optimizer, Prepared, StateKind, StepInputs};
+use crate::owned::{OwnedElements, OwnedElementsMut, Partition};
+use crate::store::ParamStore;
+use ds_core::kernels::View;
+use ds_core::{Backend, BufferExt, DType, Device, Error, MemoryStats, Result};
+use std::ops::Range;
+
+/// One rank's offloaded optimizer on host backend `H`.
+pub(crate) struct HostOptimizer<H: Backend> {
+    host: Device<H>,
+    settings: OffloadSettings,
+    optimizer: Optimizer<H>,
+    /// The reduced gradients of the owned elements, accumulated over the window.
+    grads: Partition<H>,
+    /// One bucket's owned elements in the training dtype.
+    staging: H::Buffer,
+    /// One f32 squared sum per bucket.
+    norms: H::Buffer,
+}
+
+impl<H: Backend> HostOptimizer<H> {
+    /// The host state for the owned elements of `params` (on `dev`), the fp32 master copied
+    /// from them.
+    pub(crate) fn new<B: Backend>(
+        dev: &Device<B>,
+        host: Device<H>,
+        settings: OffloadSettings,
+        config: OptimizerConfig,
+        layout: &Layout,
+        params: &ParamStore<B>,
+        dtype: DType,
+    ) -> Result<Self> {
+        let widest = layout
+            .buckets
+            .iter()
+            .map(|b| b.owned.len())
+            .max()
+            .unwrap_or(0);
+        let staging = host.alloc(dtype, widest.max(1))?;
+        // The owned parameters come over once, to seed the master weights.
+        let mut owned = Partition::zeros(&host, layout, dtype)?;
+        for (bi, b) in layout.buckets.iter().enumerate() {
+            to_host(
+                dev,
+                params.owned(layout, bi)?,
+                &host,
+                owned.piece_mut(layout, b.owned.clone(), b.local)?,
+            )?;
+        }
+        let optimizer = Optimizer::new(&host, config, layout, &owned, dtype, true)?;
+        drop(owned);
+        let grads = Partition::zeros(&host, layout, dtype)?;
+        let norms = host.alloc(DType::F32, layout.buckets.len().max(1))?;
+        Ok(HostOptimizer {
+            host,
+            settings,
+            optimizer,
+            grads,
+            staging,
+            norms,
+        })
+    }
+}
+
+impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
+    fn accumulate(
+        &mut self,
+        dev: &Device<B>,
+        reduced: View<'_, B>,
+        local: usize,
+        alpha: f32,
+    ) -> Result<()> {
+        let n = reduced.len();
+        to_host(dev, reduced, &self.host, self.staging.range_mut(0..n))?;
+        self.host.axpy(
+            alpha,
+            self.staging.range(0..n),
+            self.grads.0.range_mut(local..local + n),
+        )
+    }
+
+    fn store(&mut self, dev: &Device<B>, reduced: View<'_, B>, local: usize) -> Result<()> {
+        let n = reduced.len();
+        to_host(
+            dev,
+            reduced,
+            &self.host,
+            self.grads.0.range_mut(local..local + n),
+        )
+    }
+
+    fn zero_grads(&mut self) -> Result<()> {
+        self.host.fill(self.grads.0.all_mut(), 0.0)
+    }
+
+    fn bucket_sum_squares(&mut self, layout: &Layout) -> Result<Vec<f32>> {
+        for bi in 0..layout.buckets.len() {
+            self.host.sum_squares(
+                self.grads.owned(layout, bi)?,
+                self.norms.range_mut(bi..bi + 1),
+            )?;
+        }
+        let mut parts: Vec<f32> = self.host.to_vec(self.norms.all())?;
+        parts.truncate(layout.buckets.len());
+        Ok(parts)
+    }
+
+    fn step(
+        &mut self,
+        dev: &Device<B>,
+        layout: &Layout,
+        params: &mut ParamStore<B>,
+        inputs: StepInputs,
+    ) -> Result<()> {
+        let hp: Prepared = self.optimizer.begin_step(inputs);
+        for (bi, b) in layout.buckets.iter().enumerate() {
+            let n = b.owned.len();
+            self.optimizer.update(
+                &self.host,
+                &hp,
+                b.local..b.local + n,
+                self.grads.owned(layout, bi)?,
+                self.staging.range_mut(0..n),
+            )?;
+            to_device(
+                &self.host,
+                self.staging.range(0..n),
+                dev,
+                params.piece_mut(layout, b.owned.clone(), b.local)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> &OptimizerConfig {
+        self.optimizer.config()
+    }
+
+    fn steps(&self) -> u64 {
+        self.optimizer.steps()
+    }
+
+    fn state_bytes(&self) -> u64 {
+        self.optimizer.state_bytes()
+    }
+
+    fn set_steps(&mut self, steps: u64) {
+        self.optimizer.set_steps(steps);
+    }
+
+    fn read_piece(&self, kind: StateKind, local: Range<usize>) -> Result<Option<Vec<f32>>> {
+        self.optimizer.read_piece(&self.host, kind, local)
+    }
+
+    fn keeps(&self, kind: StateKind) -> bool {
+        self.optimizer.keeps(kind)
+    }
+
+    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<bool> {
+        self.optimizer.write_piece(&self.host, kind, local, values)
+    }
+
+    fn master_values(&self) -> Result<Vec<f32>> {
+        self.optimizer.master_values(&self.host)?.ok_or_else(|| {
+            Error::invalid(
+                "offload",
+                "master",
+                "internal: the offloaded optimizer has no master weights",
+            )
+        })
+    }
+
+    fn settings(&self) -> &OffloadSettings {
+        &self.settings
+    }
+
+    fn host_memory(&self) -> MemoryStats {
+        self.host.memory_stats()
+    }
+
+    fn host_name(&self) -> &str {
+        &self.host.info().name
+    }
+}

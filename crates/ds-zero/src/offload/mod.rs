@@ -1,0 +1,188 @@
+//! ZeRO-Offload: the optimizer state and the gradient partition in host memory, the step on
+//! the host.
+//!
+//! The engine stays generic over its device backend `B`; the host side is another backend `H`
+//! (the `ds` crate passes the CPU backend) hidden behind [`Offload`], so the engine's type does
+//! not change with offload. The flow per optimizer step, for each rank:
+//!
+//! 1. Backward reduce-scatters each gradient bucket on the device as soon as it is complete
+//!    (stages 2-3) and hands this rank's slice to the host, which adds it into its partition;
+//!    at stage 1 the owned slices come over after the boundary's reduce-scatter.
+//! 2. The boundary takes the squared norm on the host, bucket by bucket (its non-finite value
+//!    is the overflow flag), and all-reduces it with the loss on the device, as without
+//!    offload.
+//! 3. The host runs the fused step bucket by bucket (unscaling, clipping and averaging folded
+//!    into `grad_scale`), writing each bucket's updated parameters in the training dtype into
+//!    a staging buffer that goes to the device's owned slice; the device then all-gathers as
+//!    without offload.
+//!
+//! The arithmetic is the non-offloaded engine's, kernel for kernel, so with the CPU backend on
+//! both sides an offloaded run is bit-identical to the same run without offload.
+
+mod host;
+mod transfer;
+
+pub(crate) use host::HostOptimizer;
+
+use crate::config::{Config, OptimizerConfig, OptimizerKind};
+use crate::layout::Layout;
+use crate::optimizer::{StateKind, StepInputs};
+use crate::store::ParamStore;
+use crate::{Error as EngineError, Result as EngineResult};
+use ds_core::kernels::View;
+use ds_core::{Backend, Device, MemoryStats, Result};
+use std::ops::Range;
+
+/// Where offloaded state lives, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffloadSettings {
+    /// `cpu` (host memory).
+    pub device: String,
+    /// Whether the config asked for pinned host memory (`pin_memory`).
+    pub pin_memory: bool,
+}
+
+/// The optimizer offload `config` asks for, if any.
+pub(crate) fn requested(config: &Config) -> Option<OffloadSettings> {
+    config
+        .zero
+        .offload_optimizer
+        .as_ref()
+        .map(|o| OffloadSettings {
+            device: o.device.clone(),
+            pin_memory: o.pin_memory,
+        })
+}
+
+/// Refuses, by name, the offload settings this engine does not run. `offload_param` below
+/// stage 3 is ignored, as DeepSpeed ignores it (only stage 3 partitions parameters).
+pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
+    let refuse = |what: String| Err(EngineError::Usage(what));
+    let z = &config.zero;
+    if let Some(o) = &z.offload_optimizer {
+        if z.stage == 0 {
+            return refuse(
+                "zero_optimization.offload_optimizer needs ZeRO stage 1, 2 or 3: it offloads this rank's partition of \
+                 the optimizer state (set zero_optimization.stage)"
+                    .into(),
+            );
+        }
+        if o.device == "nvme" {
+            return refuse(
+                "zero_optimization.offload_optimizer.device = nvme is not implemented yet; use device: cpu".into(),
+            );
+        }
+        if o.ratio < 1.0 {
+            return refuse(format!(
+                "zero_optimization.offload_optimizer.ratio = {} (offloading part of the optimizer state, DeepSpeed's \
+                 Twin-Flow) is not implemented; use 1",
+                o.ratio
+            ));
+        }
+        if o.super_offload {
+            return refuse(
+                "zero_optimization.offload_optimizer.super_offload (DeepSpeed's SuperOffload for superchips) is not \
+                 implemented; remove it"
+                    .into(),
+            );
+        }
+        if let Some(OptimizerKind::Lamb(_)) = config.optimizer.as_ref().map(|c| &c.kind) {
+            return refuse(
+                "Lamb with zero_optimization.offload_optimizer: its per-tensor trust ratio is not offloaded (nor in \
+                 DeepSpeed, whose offload runs Adam, AdamW, Adagrad and Lion); use Adam, AdamW or SGD"
+                    .into(),
+            );
+        }
+    }
+    if z.stage >= 3 && z.offload_param.is_some() {
+        return refuse(
+            "zero_optimization.offload_param is not implemented yet; remove it (offload_optimizer: cpu works)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// A host backend's name and memory, for the fit check before anything is allocated.
+#[derive(Debug, Clone)]
+pub(crate) struct HostInfo {
+    pub(crate) name: String,
+    /// Total bytes (0: unknown, unchecked).
+    pub(crate) total: u64,
+    pub(crate) free: u64,
+}
+
+impl HostInfo {
+    pub(crate) fn of<H: Backend>(host: &Device<H>) -> Self {
+        let total = host.info().memory_total;
+        HostInfo {
+            name: host.info().name.clone(),
+            total,
+            free: total.saturating_sub(host.memory_stats().in_use),
+        }
+    }
+}
+
+/// The host side of an offloaded rank, whatever its host backend.
+pub(crate) trait Offload<B: Backend>: Send {
+    /// Adds `alpha` times `reduced` (this rank's reduced slice of a bucket, on the device) into
+    /// the host gradient partition at `local`.
+    fn accumulate(
+        &mut self,
+        dev: &Device<B>,
+        reduced: View<'_, B>,
+        local: usize,
+        alpha: f32,
+    ) -> Result<()>;
+
+    /// Copies `reduced` into the host gradient partition at `local` (stage 1's boundary).
+    fn store(&mut self, dev: &Device<B>, reduced: View<'_, B>, local: usize) -> Result<()>;
+
+    /// Zeroes the host gradient partition for a new accumulation window.
+    fn zero_grads(&mut self) -> Result<()>;
+
+    /// The squared sum of each bucket's owned gradients, in bucket order.
+    fn bucket_sum_squares(&mut self, layout: &Layout) -> Result<Vec<f32>>;
+
+    /// One optimizer step on the host; each bucket's updated owned parameters go to `params`
+    /// on the device (the caller all-gathers them).
+    fn step(
+        &mut self,
+        dev: &Device<B>,
+        layout: &Layout,
+        params: &mut ParamStore<B>,
+        inputs: StepInputs,
+    ) -> Result<()>;
+
+    /// The optimizer's type and hyper-parameters.
+    fn config(&self) -> &OptimizerConfig;
+
+    /// Applied optimizer steps.
+    fn steps(&self) -> u64;
+
+    /// Bytes of optimizer state (master weights included).
+    fn state_bytes(&self) -> u64;
+
+    /// Sets the applied-step count (a checkpoint load).
+    fn set_steps(&mut self, steps: u64);
+
+    /// The `kind` state of partition elements `local`, as f32.
+    fn read_piece(&self, kind: StateKind, local: Range<usize>) -> Result<Option<Vec<f32>>>;
+
+    /// Whether the optimizer keeps `kind` state.
+    fn keeps(&self, kind: StateKind) -> bool;
+
+    /// Writes `values` into the `kind` state at `local`; false when there is no such state.
+    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<bool>;
+
+    /// The fp32 master weights of every owned element, in partition order.
+    fn master_values(&self) -> Result<Vec<f32>>;
+
+    /// The configured placement.
+    fn settings(&self) -> &OffloadSettings;
+
+    /// The host backend's memory statistics.
+    fn host_memory(&self) -> MemoryStats;
+
+    /// The host backend's name.
+    fn host_name(&self) -> &str;
+}
