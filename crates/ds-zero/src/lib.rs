@@ -25,7 +25,7 @@ pub mod estimate;
 mod grads;
 pub mod layout;
 pub mod model;
-mod offload;
+pub mod offload;
 pub mod optimizer;
 mod owned;
 pub mod scaler;

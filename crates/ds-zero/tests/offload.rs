@@ -96,7 +96,7 @@ fn psi() -> f64 {
 }
 
 /// Each rank's device bytes in use and peak, host bytes in use after three steps, and the
-/// host's staging buffer (the largest bucket's owned slice, 16-bit).
+/// host's staging buffer (the largest bucket's owned slice, at most 2^18 elements, 16-bit).
 fn measured(stage: u8, world: usize) -> Vec<(u64, u64, u64, f64)> {
     let json = offloaded(
         &format!(
@@ -119,7 +119,7 @@ fn measured(stage: u8, world: usize) -> Vec<(u64, u64, u64, f64)> {
             e.memory_stats().in_use,
             e.memory_stats().peak,
             host.host_memory.in_use,
-            2.0 * widest.unwrap_or(0) as f64,
+            2.0 * widest.unwrap_or(0).min(1 << 18) as f64,
         )
     })
 }

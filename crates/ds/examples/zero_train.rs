@@ -1,7 +1,8 @@
-//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS` trains ds-nn's MLP with ZeRO
-//! stage STAGE (at stage 3 the weights are gathered, the biases persist) on a global batch of
-//! 32 (32/N per rank), and the same command without `mpirun` trains it on one rank. Built
-//! with `--features mpi`. Rank 0 prints each step's loss (value and bits); every rank
+//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS [offload]` trains ds-nn's MLP with
+//! ZeRO stage STAGE (at stage 3 the weights are gathered, the biases persist) on a global batch
+//! of 32 (32/N per rank), with `offload` the optimizer state on the CPU backend as host
+//! (`offload_optimizer: cpu`), and the same command without `mpirun` trains it on one rank.
+//! Built with `--features mpi`. Rank 0 prints each step's loss (value and bits); every rank
 //! prints a hash of its final parameters, which must be the same on all ranks.
 
 use ds::mpi::init_distributed;
@@ -9,28 +10,41 @@ use ds_core::cpu::CpuBackend;
 use ds_core::{Collectives, Device};
 use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::{Initialized, initialize};
+use ds_zero::{Initialized, initialize_with_host};
 use std::process::ExitCode;
 
-fn run(stage: u32, steps: usize) -> Result<(), String> {
+fn run(stage: u32, steps: usize, offload: bool) -> Result<(), String> {
     let dist = init_distributed().map_err(|e| e.to_string())?;
     let comm: Box<dyn Collectives<CpuBackend>> = Box::new(dist.comm);
     let rank = comm.rank();
+    let offload = if offload {
+        r#", "offload_optimizer": {"device": "cpu"}"#
+    } else {
+        ""
+    };
     let json = format!(
         r#"{{"train_batch_size": 32, "gradient_accumulation_steps": 1,
             "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
             "gradient_clipping": 1.0,
-            "zero_optimization": {{"stage": {stage}, "stage3_param_persistence_threshold": 40}}}}"#
+            "zero_optimization": {{"stage": {stage}, "stage3_param_persistence_threshold": 40 {offload}}}}}"#
     );
     let config = Config::parse(&json, comm.world_size()).map_err(|e| e.to_string())?;
     let device = Device::new(CpuBackend::with_threads(1).map_err(|e| e.to_string())?);
+    let host = Device::new(CpuBackend::with_threads(1).map_err(|e| e.to_string())?);
     let model = MlpClassifier::new(16, &[32], 4, config.precision.dtype());
     let Initialized {
         mut engine,
         mut data_loader,
         ..
-    } = initialize(&config, device, comm, model, Blobs::new(256, 16, 4, 7))
-        .map_err(|e| e.to_string())?;
+    } = initialize_with_host(
+        &config,
+        device,
+        host,
+        comm,
+        model,
+        Blobs::new(256, 16, 4, 7),
+    )
+    .map_err(|e| e.to_string())?;
     for step in 0..steps {
         let loss = engine
             .train_batch(&mut data_loader)
@@ -57,7 +71,8 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let stage = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
     let steps = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
-    match run(stage, steps) {
+    let offload = args.next().is_some_and(|a| a == "offload");
+    match run(stage, steps, offload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zero_train: {e}");

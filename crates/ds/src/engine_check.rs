@@ -1,8 +1,8 @@
 //! One engine-equivalence body for every backend: ds-zero's engine trains ds-nn's MLP on the
 //! backend under test, at ZeRO stages 0-3, in fp32, fp16 and bf16, on 1, 2 and 4 ranks
-//! (threads, the collectives staging device buffers through host memory), and each run's
-//! losses must follow the CPU backend's at stage 0 on one rank, step for step, on the same
-//! global batches.
+//! (threads, the collectives staging device buffers through host memory), with and without
+//! the optimizer state offloaded to the CPU backend, and each run's losses must follow the CPU
+//! backend's at stage 0 on one rank, step for step, on the same global batches.
 //!
 //! A backend gets the whole body with one line in `crates/ds/tests/engine.rs`:
 //!
@@ -20,7 +20,7 @@ use ds_core::cpu::CpuBackend;
 use ds_core::{Backend, Collectives, Device, SingleRank};
 use ds_nn::{Blobs, MlpClassifier};
 use ds_zero::config::Config;
-use ds_zero::{Initialized, initialize};
+use ds_zero::{Initialized, initialize_with_host};
 
 /// Opens a device of the backend under test (one per rank).
 pub type Open<'a, B> = dyn Fn() -> Result<Device<B>, String> + Sync + 'a;
@@ -39,6 +39,8 @@ pub struct Case {
     pub stage: u8,
     /// Ranks, as threads.
     pub world: usize,
+    /// `offload_optimizer: cpu`: the optimizer state on the CPU backend as host.
+    pub offload: bool,
 }
 
 const FP32: &str = r#""bf16": {"enabled": false}"#;
@@ -51,21 +53,25 @@ pub const FP32_STAGES: [Case; 4] = [
         precision: FP32,
         stage: 0,
         world: 1,
+        offload: false,
     },
     Case {
         precision: FP32,
         stage: 1,
         world: 1,
+        offload: false,
     },
     Case {
         precision: FP32,
         stage: 2,
         world: 1,
+        offload: false,
     },
     Case {
         precision: FP32,
         stage: 3,
         world: 1,
+        offload: false,
     },
 ];
 /// 16-bit training with fp32 master weights.
@@ -74,21 +80,25 @@ pub const MIXED: [Case; 4] = [
         precision: FP16,
         stage: 1,
         world: 1,
+        offload: false,
     },
     Case {
         precision: FP16,
         stage: 3,
         world: 1,
+        offload: false,
     },
     Case {
         precision: BF16,
         stage: 2,
         world: 1,
+        offload: false,
     },
     Case {
         precision: BF16,
         stage: 3,
         world: 1,
+        offload: false,
     },
 ];
 /// Several ranks on threads.
@@ -97,31 +107,76 @@ pub const RANKS: [Case; 4] = [
         precision: FP32,
         stage: 2,
         world: 2,
+        offload: false,
     },
     Case {
         precision: FP32,
         stage: 3,
         world: 2,
+        offload: false,
     },
     Case {
         precision: FP32,
         stage: 3,
         world: 4,
+        offload: false,
     },
     Case {
         precision: FP16,
         stage: 3,
         world: 2,
+        offload: false,
+    },
+];
+
+/// The optimizer state offloaded to the CPU backend, on every stage that offloads and on
+/// several ranks; [`check`] compares each with the CPU reference and with the same run on the
+/// same backend without offload.
+pub const OFFLOAD: [Case; 5] = [
+    Case {
+        precision: FP32,
+        stage: 1,
+        world: 1,
+        offload: true,
+    },
+    Case {
+        precision: FP32,
+        stage: 2,
+        world: 2,
+        offload: true,
+    },
+    Case {
+        precision: FP32,
+        stage: 3,
+        world: 4,
+        offload: true,
+    },
+    Case {
+        precision: FP16,
+        stage: 2,
+        world: 1,
+        offload: true,
+    },
+    Case {
+        precision: BF16,
+        stage: 3,
+        world: 2,
+        offload: true,
     },
 ];
 
 fn config(case: &Case) -> String {
+    let offload = if case.offload {
+        r#", "offload_optimizer": {"device": "cpu"}"#
+    } else {
+        ""
+    };
     format!(
         r#"{{"train_batch_size": 32, "gradient_accumulation_steps": 2, {},
             "optimizer": {{"type": "AdamW", "params": {{"lr": 0.003, "weight_decay": 0.01}}}},
             "scheduler": {{"type": "WarmupLR", "params": {{"warmup_num_steps": 4}}}},
             "zero_optimization": {{"stage": {}, "reduce_bucket_size": 4096,
-                                   "stage3_param_persistence_threshold": 100}}}}"#,
+                                   "stage3_param_persistence_threshold": 100 {offload}}}}}"#,
         case.precision, case.stage
     )
 }
@@ -136,11 +191,15 @@ fn losses<B: Backend>(
     let run = |device: Device<B>, comm: Box<dyn Collectives<B>>| -> Result<Vec<f32>, String> {
         let config = Config::parse(&json, case.world).map_err(|e| e.to_string())?;
         let model = MlpClassifier::new(32, &[64], 8, config.precision.dtype());
+        let host = CpuBackend::new()
+            .map(Device::new)
+            .map_err(|e| e.to_string())?;
+        let data = Blobs::new(256, 32, 8, 3);
         let Initialized {
             mut engine,
             mut data_loader,
             ..
-        } = initialize(&config, device, comm, model, Blobs::new(256, 32, 8, 3))
+        } = initialize_with_host(&config, device, host, comm, model, data)
             .map_err(|e| e.to_string())?;
         (0..STEPS)
             .map(|_| {
@@ -165,6 +224,7 @@ pub fn reference(case: &Case) -> Result<Vec<f32>, String> {
     let base = Case {
         stage: 0,
         world: 1,
+        offload: false,
         ..*case
     };
     let open = || {
@@ -212,6 +272,43 @@ pub fn check<B: Backend>(
             _ if backend == "cpu" => 1e-5,
             _ => 1e-4,
         };
+        if case.offload {
+            // The same run with the optimizer state on the device: bit for bit on the CPU (the
+            // same kernels), 1e-5 relative in fp32 elsewhere (the host's Adam against the
+            // device's), the 16-bit tolerances otherwise.
+            let on_device = losses(
+                &Case {
+                    offload: false,
+                    ..*case
+                },
+                open,
+                single,
+            )?;
+            let bound = match case.precision {
+                FP16 => 2e-2,
+                BF16 => 5e-2,
+                _ if backend == "cpu" => 0.0,
+                _ => 1e-5,
+            };
+            let mut worst = 0f32;
+            for (step, (d, g)) in on_device.iter().zip(&got).enumerate() {
+                let rel = (d - g).abs() / d.abs().max(1e-30);
+                worst = worst.max(rel);
+                if rel.is_nan() || rel > bound {
+                    failures.push(format!(
+                        "{} ZeRO-{} offloaded on {} rank(s), step {}: {g} vs {d} without offload (relative {rel:.2e} > {bound:e})",
+                        case.precision,
+                        case.stage,
+                        case.world,
+                        step + 1
+                    ));
+                }
+            }
+            report.push(format!(
+                "{backend} {} ZeRO-{} offloaded on {} rank(s): largest relative difference from the same run without offload {worst:.2e} (bound {bound:e})",
+                case.precision, case.stage, case.world
+            ));
+        }
         let mut worst = 0f32;
         for (step, (w, g)) in want.iter().zip(&got).enumerate() {
             let rel = (w - g).abs() / w.abs().max(1e-30);
@@ -269,7 +366,7 @@ macro_rules! engine_tests {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
-            use $crate::engine_check::{FP32_STAGES, MIXED, RANKS, assert_cases};
+            use $crate::engine_check::{FP32_STAGES, MIXED, OFFLOAD, RANKS, assert_cases};
             $(#[$meta])*
             #[test]
             fn fp32_at_stages_0_to_3_matches_the_cpu() {
@@ -284,6 +381,11 @@ macro_rules! engine_tests {
             #[test]
             fn threaded_ranks_at_stages_2_and_3_match_the_cpu() {
                 assert_cases(&RANKS, &|| ($make).map($crate::core::Device::new).map_err(|e| e.to_string()), &$single);
+            }
+            $(#[$meta])*
+            #[test]
+            fn offloaded_optimizer_matches_the_cpu_and_the_run_without_offload() {
+                assert_cases(&OFFLOAD, &|| ($make).map($crate::core::Device::new).map_err(|e| e.to_string()), &$single);
             }
         }
     };

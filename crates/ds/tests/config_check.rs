@@ -97,3 +97,45 @@ fn errors_are_printed_with_exit_code_1() {
         std::fs::remove_file(f).ok();
     }
 }
+
+#[test]
+fn offload_settings_print_resolved_with_where_the_engine_keeps_the_state() {
+    let p = write(
+        "offload",
+        r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"},
+                                  "offload_param": {"device": "cpu"}}}"#,
+    );
+    let (code, out, err) = ds(&["config", "check", p.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let o = &v["zero_optimization"]["offload_optimizer"];
+    // DeepSpeed's defaults, resolved.
+    assert_eq!(o["device"], "cpu");
+    assert_eq!(o["pin_memory"], true);
+    assert_eq!(o["buffer_count"], 4);
+    assert_eq!(o["ratio"], 1.0);
+    assert_eq!(v["zero_optimization"]["offload_param"]["buffer_count"], 5);
+    assert_eq!(v["offload"]["optimizer"]["device"], "cpu");
+    assert!(
+        v["offload"]["param"]
+            .as_str()
+            .is_some_and(|s| s.contains("ignored below ZeRO stage 3")),
+        "{out}"
+    );
+    // A setting the engine does not run is named in the plan.
+    let p = write(
+        "offload-ratio",
+        r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "ratio": 0.3}}}"#,
+    );
+    let (code, out, _) = ds(&["config", "check", p.to_str().expect("path")]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert!(
+        v["offload"]["refused"]
+            .as_str()
+            .is_some_and(|s| s.contains("ratio = 0.3")),
+        "{out}"
+    );
+}

@@ -4,8 +4,9 @@
 //! Host memory per rank, with Ψ parameters over N ranks and Adam: the fp32 master weights and
 //! both moments, `12Ψ/N` (the master is kept in fp32 training too, since the device's
 //! parameters are then a copy); the gradient partition in the training dtype, `2Ψ/N` (`4Ψ/N`
-//! in fp32); and one staging buffer of the largest bucket's owned slice in the training dtype,
-//! through which reduced gradients come in and updated parameters go out.
+//! in fp32); and one staging buffer of at most [`STAGING_ELEMENTS`] in the training dtype,
+//! through which reduced gradients come in and updated parameters go out, chunk by chunk (every
+//! step kernel is elementwise, so chunking changes no result).
 
 use super::transfer::{to_device, to_host};
 use super::{Offload, OffloadSettings};
@@ -18,6 +19,18 @@ use ds_core::kernels::View;
 use ds_core::{Backend, BufferExt, DType, Device, Error, MemoryStats, Result};
 use std::ops::Range;
 
+/// The most elements the staging buffer holds: 256K (512 KiB of 16-bit values), enough for
+/// copies and kernels to run at bandwidth, small enough that a chunk the step wrote is still
+/// in cache when it is copied out.
+pub(crate) const STAGING_ELEMENTS: usize = 1 << 18;
+
+/// `len` elements from `start`, in staging-sized chunks.
+fn chunks(start: usize, len: usize) -> impl Iterator<Item = Range<usize>> {
+    (start..start + len)
+        .step_by(STAGING_ELEMENTS)
+        .map(move |c| c..(c + STAGING_ELEMENTS).min(start + len))
+}
+
 /// One rank's offloaded optimizer on host backend `H`.
 pub(crate) struct HostOptimizer<H: Backend> {
     host: Device<H>,
@@ -25,7 +38,7 @@ pub(crate) struct HostOptimizer<H: Backend> {
     optimizer: Optimizer<H>,
     /// The reduced gradients of the owned elements, accumulated over the window.
     grads: Partition<H>,
-    /// One bucket's owned elements in the training dtype.
+    /// Up to [`STAGING_ELEMENTS`] owned elements in the training dtype.
     staging: H::Buffer,
     /// One f32 squared sum per bucket.
     norms: H::Buffer,
@@ -49,7 +62,7 @@ impl<H: Backend> HostOptimizer<H> {
             .map(|b| b.owned.len())
             .max()
             .unwrap_or(0);
-        let staging = host.alloc(dtype, widest.max(1))?;
+        let staging = host.alloc(dtype, widest.clamp(1, STAGING_ELEMENTS))?;
         // The owned parameters come over once, to seed the master weights.
         let mut owned = Partition::zeros(&host, layout, dtype)?;
         for (bi, b) in layout.buckets.iter().enumerate() {
@@ -83,13 +96,17 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         local: usize,
         alpha: f32,
     ) -> Result<()> {
-        let n = reduced.len();
-        to_host(dev, reduced, &self.host, self.staging.range_mut(0..n))?;
-        self.host.axpy(
-            alpha,
-            self.staging.range(0..n),
-            self.grads.0.range_mut(local..local + n),
-        )
+        for c in chunks(0, reduced.len()) {
+            let n = c.len();
+            let from = reduced.sub(c.clone());
+            to_host(dev, from, &self.host, self.staging.range_mut(0..n))?;
+            self.host.axpy(
+                alpha,
+                self.staging.range(0..n),
+                self.grads.0.range_mut(local + c.start..local + c.end),
+            )?;
+        }
+        Ok(())
     }
 
     fn store(&mut self, dev: &Device<B>, reduced: View<'_, B>, local: usize) -> Result<()> {
@@ -126,21 +143,24 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         inputs: StepInputs,
     ) -> Result<()> {
         let hp: Prepared = self.optimizer.begin_step(inputs);
-        for (bi, b) in layout.buckets.iter().enumerate() {
-            let n = b.owned.len();
-            self.optimizer.update(
-                &self.host,
-                &hp,
-                b.local..b.local + n,
-                self.grads.owned(layout, bi)?,
-                self.staging.range_mut(0..n),
-            )?;
-            to_device(
-                &self.host,
-                self.staging.range(0..n),
-                dev,
-                params.piece_mut(layout, b.owned.clone(), b.local)?,
-            )?;
+        for b in &layout.buckets {
+            for c in chunks(0, b.owned.len()) {
+                let n = c.len();
+                let (local, flat) = (b.local + c.start, b.owned.start + c.start);
+                self.optimizer.update(
+                    &self.host,
+                    &hp,
+                    local..local + n,
+                    self.grads.0.range(local..local + n),
+                    self.staging.range_mut(0..n),
+                )?;
+                to_device(
+                    &self.host,
+                    self.staging.range(0..n),
+                    dev,
+                    params.piece_mut(layout, flat..flat + n, local)?,
+                )?;
+            }
         }
         Ok(())
     }

@@ -102,6 +102,31 @@ pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
     Ok(())
 }
 
+/// What the engine will do with `config`'s offload sections, for `ds config check`: where the
+/// optimizer state and parameters will live, or why the engine refuses the settings.
+pub fn plan(config: &Config) -> serde_json::Value {
+    use serde_json::json;
+    if let Err(e) = check_supported(config) {
+        return json!({"refused": e.to_string()});
+    }
+    let z = &config.zero;
+    let optimizer = match &z.offload_optimizer {
+        None => json!("device (no offload_optimizer)"),
+        Some(o) => json!({
+            "device": o.device,
+            "on_host": "fp32 master weights, optimizer moments, gradient partition (training dtype)",
+            "step": "on the host backend's fused kernels, bucket by bucket",
+            "pin_memory": o.pin_memory,
+        }),
+    };
+    let param = match (&z.offload_param, z.stage) {
+        (None, _) => json!("device (no offload_param)"),
+        (Some(_), s) if s < 3 => json!("ignored below ZeRO stage 3, as DeepSpeed ignores it"),
+        (Some(o), _) => json!({"device": o.device}),
+    };
+    json!({"optimizer": optimizer, "param": param})
+}
+
 /// A host backend's name and memory, for the fit check before anything is allocated.
 #[derive(Debug, Clone)]
 pub(crate) struct HostInfo {

@@ -1,6 +1,7 @@
 //! `ds config check FILE [--world-size N]`: validates a DeepSpeed JSON config the way the
 //! engine reads it and prints every resolved setting (batch triple, optimizer and its mode, LR
-//! schedule, precision and loss scaler, ZeRO stage and buckets) as JSON.
+//! schedule, precision and loss scaler, ZeRO stage and buckets) as JSON, with where the
+//! engine will keep the optimizer state and parameters (`offload`).
 
 use ds_zero::config::Config;
 use std::path::Path;
@@ -15,6 +16,7 @@ pub fn check(path: &Path, world_size: usize) -> Result<String, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config =
         Config::parse(&text, world_size).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::to_string_pretty(&config.to_json())
-        .map_err(|e| format!("cannot print the settings: {e}"))
+    let mut out = config.to_json();
+    out["offload"] = ds_zero::offload::plan(&config);
+    serde_json::to_string_pretty(&out).map_err(|e| format!("cannot print the settings: {e}"))
 }

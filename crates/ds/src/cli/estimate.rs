@@ -38,19 +38,35 @@ pub fn estimate(params: u64, world: usize, config: Option<&str>) -> Result<Strin
         "model states per rank for {params} parameters on {world} rank(s), {} with {optimizer}\n\
          (parameters, gradients, fp32 master weights and optimizer moments; activations and\n\
          communication buffers come on top)\n\n\
-         stage  parameters        gradients         optimizer         total             bytes/param\n",
+         stage  parameters        gradients         optimizer         total             bytes/param  host (offload)\n",
         config.precision.dtype()
     );
-    for stage in 0..=3u8 {
-        let m = model_states(&config, &table, world, stage);
-        out.push_str(&format!(
-            "{stage:<6} {:<17} {:<17} {:<17} {:<17} {:.3}\n",
-            m.params,
-            m.grads,
-            m.optimizer,
-            m.total(),
-            m.total() as f64 / params as f64
+    let rows = |config: &Config, stages: std::ops::RangeInclusive<u8>, out: &mut String| {
+        for stage in stages {
+            let m = model_states(config, &table, world, stage);
+            out.push_str(&format!(
+                "{stage:<6} {:<17} {:<17} {:<17} {:<17} {:<12.3} {}\n",
+                m.params,
+                m.grads,
+                m.optimizer,
+                m.total(),
+                m.total() as f64 / params as f64,
+                m.host_total()
+            ));
+        }
+    };
+    rows(&config, 0..=3, &mut out);
+    if config.zero.offload_optimizer.is_none() {
+        // What offloading the optimizer state would leave on the device, and put on the host.
+        let mut offloaded = config.clone();
+        offloaded.zero.offload_optimizer = Some(ds_zero::config::OffloadConfig::defaults(
+            ds_zero::config::OffloadKind::Optimizer,
+            "cpu",
         ));
+        out.push_str(
+            "\nwith offload_optimizer: {\"device\": \"cpu\"} (device columns; host last)\n",
+        );
+        rows(&offloaded, 1..=3, &mut out);
     }
     Ok(out)
 }
@@ -81,6 +97,19 @@ mod tests {
             row(3),
             [2 * psi / 4, 2 * psi / 4, 12 * psi / 4, 16 * psi / 4]
         );
+        // Offloaded: the device keeps the parameters (and stage 1's whole gradient); the host
+        // 12Ψ/N of optimizer state and the 2Ψ/N gradient partition.
+        let offloaded = out
+            .lines()
+            .skip_while(|l| !l.starts_with("with offload_optimizer"))
+            .find(|l| l.starts_with("2 "))
+            .expect("offload row");
+        let cols: Vec<u64> = offloaded
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().expect("number") as u64)
+            .collect();
+        assert_eq!(cols[4], 2 * psi, "{offloaded}");
+        assert_eq!(cols[6], 14 * psi / 4, "{offloaded}");
         assert!(estimate(0, 4, None).is_err());
         assert!(
             estimate(10, 4, Some("{"))

@@ -11,6 +11,7 @@ mod sample;
 
 use crate::backends::{BackendKind, DeviceTask, with_backend};
 use crate::world::{World, launched_by_mpirun};
+use ds_core::cpu::CpuBackend;
 use ds_core::{Backend, Device};
 use ds_nn::Blobs;
 use ds_nn::data::{ByteTokenizer, TokenWindows, load_tokens, unigram_entropy};
@@ -20,7 +21,7 @@ use ds_zero::data::{DataLoader, Dataset};
 use ds_zero::estimate::model_states;
 use ds_zero::model::Model;
 use ds_zero::model::ParamTable;
-use ds_zero::{Engine, Initialized, initialize};
+use ds_zero::{Engine, Initialized, initialize_with_host};
 use metrics::{Metrics, Progress, Record};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -216,6 +217,11 @@ impl DeviceTask for Task<'_> {
     }
 }
 
+/// The host backend for what the config offloads (`offload_optimizer`): the CPU backend.
+fn host() -> Result<Device<CpuBackend>, String> {
+    Ok(Device::new(CpuBackend::new().map_err(|e| e.to_string())?))
+}
+
 /// The memory the device can give, for the size check.
 fn available<B: Backend>(device: &Device<B>) -> Option<u128> {
     if device.info().backend == "cpu" {
@@ -260,7 +266,19 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         args.context,
         vocab,
     );
-    memory::check_fits(need, available(&device), &device.info().name)?;
+    if device.info().backend == "cpu" {
+        // Device and host are the same memory: offloaded states count against it too.
+        let need = need + u128::from(states.host_total());
+        memory::check_fits(need, available(&device), &device.info().name)?;
+    } else {
+        memory::check_fits(need, available(&device), &device.info().name)?;
+        let host = u128::from(states.host_total());
+        memory::check_fits(
+            host,
+            memory::host_available(),
+            "the host (offload_optimizer)",
+        )?;
+    }
     let tokens = Arc::new(tokens);
     let data = TokenWindows::new(Arc::clone(&tokens), args.context).map_err(|e| e.to_string())?;
     if (data.len() as u64) < config.batch.train_batch_size {
@@ -300,7 +318,8 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         mut engine,
         mut data_loader,
         ..
-    } = initialize(&config, device, world.collectives(), gpt, data).map_err(|e| e.to_string())?;
+    } = initialize_with_host(&config, device, host()?, world.collectives(), gpt, data)
+        .map_err(|e| e.to_string())?;
     let started = train_loop(
         args,
         &mut engine,
@@ -366,7 +385,8 @@ fn train_mlp<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         mut engine,
         mut data_loader,
         ..
-    } = initialize(&config, device, world.collectives(), model, data).map_err(|e| e.to_string())?;
+    } = initialize_with_host(&config, device, host()?, world.collectives(), model, data)
+        .map_err(|e| e.to_string())?;
     let started = train_loop(
         args,
         &mut engine,
@@ -421,6 +441,17 @@ where
     let start = engine.counters().global_steps;
     if lead && args.resume {
         println!("[ds] resumed from step {start} in {}", dir.display());
+    }
+    if lead && let Some(o) = engine.optimizer().offload() {
+        println!(
+            "[ds] optimizer state offloaded to {} ({}): {} bytes of host memory on rank 0 ({} of them optimizer \
+             state), the device holding {} bytes",
+            o.settings.device,
+            o.host,
+            o.host_memory.in_use,
+            engine.optimizer().state_bytes(),
+            engine.memory_stats().in_use
+        );
     }
     let mut metrics = if lead {
         Some(Metrics::open(&dir.join("metrics.jsonl"), start)?)
