@@ -131,7 +131,7 @@ pub const RANKS: [Case; 4] = [
 
 /// The optimizer state offloaded to the CPU backend, on every stage that offloads and on
 /// several ranks; [`check`] compares each with the CPU reference and with the same run on the
-/// same backend without offload.
+/// same backend without offload, and checks both backends' memory statistics.
 pub const OFFLOAD: [Case; 5] = [
     Case {
         precision: FP32,
@@ -201,14 +201,18 @@ fn losses<B: Backend>(
             ..
         } = initialize_with_host(&config, device, host, comm, model, data)
             .map_err(|e| e.to_string())?;
-        (0..STEPS)
+        let losses = (0..STEPS)
             .map(|_| {
                 engine
                     .train_batch(&mut data_loader)
                     .map(|r| r.loss)
                     .map_err(|e| e.to_string())
             })
-            .collect()
+            .collect::<Result<Vec<f32>, String>>()?;
+        if case.offload {
+            check_offloaded_memory(&engine, &config)?;
+        }
+        Ok(losses)
     };
     if case.world == 1 {
         let device = open()?;
@@ -217,6 +221,57 @@ fn losses<B: Backend>(
     }
     let mut ranks = run_threaded(case.world, |comm| run(open()?, Box::new(comm)));
     ranks.swap_remove(0)
+}
+
+/// Both backends' statistics after an offloaded run: the device holds what
+/// `estimate::model_states` leaves on it (parameters, and stage 1's whole gradient) and the
+/// host the optimizer state and gradient partition plus its staging buffer, each within 5%.
+fn check_offloaded_memory<B: Backend>(
+    engine: &ds_zero::Engine<B, MlpClassifier<B>>,
+    config: &Config,
+) -> Result<(), String> {
+    let states = ds_zero::estimate::model_states(
+        config,
+        engine.param_table(),
+        engine.world_size(),
+        config.zero.stage,
+    );
+    let host = engine
+        .optimizer()
+        .offload()
+        .ok_or("the offloaded run kept its optimizer state on the device")?;
+    let widest = engine.layout().buckets.iter().map(|b| b.owned.len()).max();
+    let staging = (widest.unwrap_or(0).min(1 << 18) * engine.dtype().size_bytes()) as f64;
+    for (side, bytes, formula) in [
+        (
+            "device",
+            engine.memory_stats().in_use,
+            states.total() as f64,
+        ),
+        (
+            "host",
+            host.host_memory.in_use,
+            states.host_total() as f64 + staging,
+        ),
+    ] {
+        let ratio = bytes as f64 / formula;
+        if engine.rank() == 0 {
+            println!(
+                "{} offloaded ZeRO-{} rank 0/{}: {side} {bytes} bytes = {ratio:.4} x the formula",
+                engine.device().info().backend,
+                config.zero.stage,
+                engine.world_size()
+            );
+        }
+        if (ratio - 1.0).abs() > 0.05 {
+            return Err(format!(
+                "offloaded ZeRO-{} rank {}: the {side} holds {bytes} bytes, {ratio:.3} x the {formula:.0} of the formula",
+                config.zero.stage,
+                engine.rank()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The CPU backend's losses at stage 0 on one rank with `case`'s precision: the reference.
