@@ -13,7 +13,9 @@
 //! With `offload_optimizer` (stages 1-3) the optimizer state moves to the host with the
 //! gradient partition: the host holds `12Ψ/N` (the fp32 master is kept even in fp32 training)
 //! plus the `2Ψ/N` gradient partition (`4Ψ/N` in fp32); the device keeps the parameters, and at
-//! stage 1 the whole gradient it reduces at the boundary.
+//! stage 1 the whole gradient it reduces at the boundary. With `offload_param` too (stage 3),
+//! the parameter slices move to the host as well (`2Ψ/N`), and the device keeps only the
+//! persistent parameters.
 
 use crate::config::{Config, OptimizerKind};
 use crate::layout::Layout;
@@ -33,6 +35,8 @@ pub struct ModelStates {
     pub grads: u64,
     /// fp32 master weights and optimizer moments.
     pub optimizer: u64,
+    /// Parameter slices in host memory (`offload_param` at stage 3).
+    pub host_params: u64,
     /// The gradient partition in host memory (offload).
     pub host_grads: u64,
     /// Optimizer state in host memory (offload).
@@ -47,7 +51,7 @@ impl ModelStates {
 
     /// The model states in host memory (0 without offload).
     pub fn host_total(&self) -> u64 {
-        self.host_grads + self.host_optimizer
+        self.host_params + self.host_grads + self.host_optimizer
     }
 }
 
@@ -64,11 +68,16 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     let (persistent, persistent_owned) = layout
         .persistent_bucket()
         .map_or((0, 0), |b| (b.range.len() as u64, b.owned.len() as u64));
-    let params = if stage >= 3 {
-        owned - persistent_owned + persistent
+    // offload_param moves stage 3's slices to the host (only with offload_optimizer).
+    let params_offloaded =
+        stage >= 3 && c.zero.offload_param.is_some() && c.zero.offload_optimizer.is_some();
+    let (params, host_params) = if params_offloaded {
+        (persistent * size, (owned - persistent_owned) * size)
+    } else if stage >= 3 {
+        ((owned - persistent_owned + persistent) * size, 0)
     } else {
-        len
-    } * size;
+        (len * size, 0)
+    };
     let offload = stage >= 1 && c.zero.offload_optimizer.is_some();
     let master = if dtype == DType::F32 && !offload {
         0
@@ -89,6 +98,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
             params,
             grads: if stage >= 2 { 0 } else { len * size },
             optimizer: 0,
+            host_params,
             host_grads: partition,
             host_optimizer: optimizer,
         }
@@ -98,6 +108,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
             params,
             grads: if stage >= 2 { partition } else { len * size },
             optimizer,
+            host_params: 0,
             host_grads: 0,
             host_optimizer: 0,
         }
@@ -121,11 +132,12 @@ pub(crate) fn check_fits<B: Backend>(
         && need.host_total() > h.free
     {
         return Err(Error::Usage(format!(
-            "offload_optimizer needs {} bytes of host memory per rank ({} optimizer state, {} gradient partition) but \
-             the host ({}) has {} of its {} bytes free: add ranks or host memory",
+            "offload_optimizer needs {} bytes of host memory per rank ({} optimizer state, {} gradient partition, {} \
+             parameters) but the host ({}) has {} of its {} bytes free: add ranks or host memory",
             need.host_total(),
             need.host_optimizer,
             need.host_grads,
+            need.host_params,
             h.name,
             h.free,
             h.total,

@@ -22,10 +22,10 @@ pub(crate) enum ParamStore<B: Backend> {
 
 impl<B: Backend> OwnedElements<B> for ParamStore<B> {
     fn piece(&self, layout: &Layout, range: Range<usize>, local: usize) -> Result<View<'_, B>> {
-        Ok(match self {
-            ParamStore::Flat(buf) => buf.range(range),
+        match self {
+            ParamStore::Flat(buf) => Ok(buf.range(range)),
             ParamStore::Partitioned(p) => p.piece(layout, range, local),
-        })
+        }
     }
 }
 
@@ -36,14 +36,57 @@ impl<B: Backend> OwnedElementsMut<B> for ParamStore<B> {
         range: Range<usize>,
         local: usize,
     ) -> Result<ViewMut<'_, B>> {
-        Ok(match self {
-            ParamStore::Flat(buf) => buf.range_mut(range),
+        match self {
+            ParamStore::Flat(buf) => Ok(buf.range_mut(range)),
             ParamStore::Partitioned(p) => p.piece_mut(layout, range, local),
-        })
+        }
     }
 }
 
 impl<B: Backend> ParamStore<B> {
+    /// Writes owned flat elements `range` (at `local`), updated on the host in `src`: uploaded
+    /// to the device, or, for a partition offloaded to the host (`offload_param`), copied
+    /// there.
+    pub(crate) fn write_from_host<H: Backend>(
+        &mut self,
+        dev: &Device<B>,
+        layout: &Layout,
+        range: Range<usize>,
+        local: usize,
+        host: &Device<H>,
+        src: View<'_, H>,
+    ) -> Result<()> {
+        if let ParamStore::Partitioned(p) = self
+            && let Some((part, at)) = p.host_part(local)
+        {
+            return match host.backend().host_bytes(src) {
+                Some(bytes) => part.write_bytes(at, bytes),
+                None => {
+                    let mut bytes = vec![0u8; src.len() * src.dtype().size_bytes()];
+                    host.download_bytes(src, &mut bytes)?;
+                    part.write_bytes(at, &bytes)
+                }
+            };
+        }
+        crate::offload::to_device(host, src, dev, self.piece_mut(layout, range, local)?)
+    }
+
+    /// Owned flat elements `range` (at `local`), widened to f32, wherever they live.
+    pub(crate) fn owned_f32(
+        &self,
+        dev: &Device<B>,
+        layout: &Layout,
+        range: Range<usize>,
+        local: usize,
+    ) -> Result<Vec<f32>> {
+        if let ParamStore::Partitioned(p) = self
+            && let Some((part, at)) = p.host_part_ref(local)
+        {
+            return part.read_f32(at..at + range.len());
+        }
+        crate::host::download_f32(dev, self.piece(layout, range, local)?)
+    }
+
     /// Makes every rank's parameters current after its owned elements changed (an optimizer
     /// step or a load): an in-place all-gather of every bucket when they are partitioned
     /// (stages 1-2); at stage 3 the persistent parameters' all-gather, and gathered copies
@@ -199,11 +242,11 @@ impl<B: Backend> ParamStore<B> {
                     return Ok(());
                 };
                 let start = range.start - slot.offset;
-                crate::host::upload_f32(
-                    dev,
-                    &values[start..start + range.len()],
-                    p.piece_mut(layout, range, local),
-                )
+                let values = &values[start..start + range.len()];
+                if let Some((part, at)) = p.host_part(local) {
+                    return part.write_f32(at, values);
+                }
+                crate::host::upload_f32(dev, values, p.piece_mut(layout, range, local)?)
             }
         }
     }

@@ -25,8 +25,9 @@
 
 use crate::layout::Layout;
 use crate::model::ParamSource;
+use crate::offload::HostParams;
 use ds_core::kernels::View;
-use ds_core::{Backend, BufferExt, Collectives, DType, Device, DeviceBuffer, Error, Result};
+use ds_core::{Backend, BufferExt, Collectives, DType, Device, Error, Result};
 
 /// What the stage-3 parameter store did, in order (one micro-step's worth is kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +101,20 @@ impl Limits {
     }
 }
 
+/// Where this rank's slices of the gathered buckets live.
+pub(crate) enum Part<B: Backend> {
+    /// On the device.
+    Device(B::Buffer),
+    /// In host memory (`offload_param`).
+    Host(Box<dyn HostParams<B>>),
+}
+
 /// One rank's stage-3 parameters.
 pub(crate) struct Partitioned<B: Backend> {
     /// This rank's slice of every bucket but the persistent one, in the training dtype, in
     /// the layout's `local` order from `part_offset`.
-    part: B::Buffer,
+    part: Part<B>,
+    dtype: DType,
     /// The whole persistent bucket (bucket 0), when there is one: its owned slice is this
     /// rank's part of it, so it is not held twice.
     persistent: Option<B::Buffer>,
@@ -126,29 +136,42 @@ pub(crate) struct Partitioned<B: Backend> {
 }
 
 impl<B: Backend> Partitioned<B> {
-    /// Allocates the partition and the persistent buffer and fills them from `host` (the
-    /// whole flat buffer's initial values, the same on every rank).
+    /// The length of the partition `part` holds: every owned element but the persistent
+    /// bucket's.
+    pub(crate) fn part_len(layout: &Layout) -> usize {
+        layout.owned_len - layout.persistent_bucket().map_or(0, |b| b.owned.len())
+    }
+
+    /// Allocates the partition (on the device, or `offloaded` to the host's `part_len`
+    /// elements) and the persistent buffer, and fills them from `host` (the whole flat
+    /// buffer's initial values, the same on every rank).
     pub(crate) fn new(
         dev: &Device<B>,
         layout: &Layout,
         dtype: DType,
         limits: Limits,
         host: &[f32],
+        offloaded: Option<Box<dyn HostParams<B>>>,
     ) -> Result<Self> {
         // The persistent bucket is bucket 0: its owned slice is the first `part_offset`
         // elements of the partition order, held inside the persistent buffer.
         let part_offset = layout.persistent_bucket().map_or(0, |b| b.owned.len());
-        let mut part = dev.alloc(dtype, layout.owned_len - part_offset)?;
+        let mut part = match offloaded {
+            Some(h) => Part::Host(h),
+            None => Part::Device(dev.alloc(dtype, Self::part_len(layout))?),
+        };
         for b in &layout.buckets {
             if b.local < part_offset {
                 continue;
             }
             let at = b.local - part_offset;
-            crate::host::upload_f32(
-                dev,
-                &host[b.owned.clone()],
-                part.range_mut(at..at + b.owned.len()),
-            )?;
+            let values = &host[b.owned.clone()];
+            match &mut part {
+                Part::Device(buf) => {
+                    crate::host::upload_f32(dev, values, buf.range_mut(at..at + b.owned.len()))?
+                }
+                Part::Host(h) => h.write_f32(at, values)?,
+            }
         }
         let persistent = match layout.persistent_bucket() {
             Some(pb) => {
@@ -161,6 +184,7 @@ impl<B: Backend> Partitioned<B> {
         };
         Ok(Partitioned {
             part,
+            dtype,
             persistent,
             part_offset,
             gathered: (0..layout.buckets.len()).map(|_| None).collect(),
@@ -219,41 +243,77 @@ impl<B: Backend> Partitioned<B> {
     }
 
     /// This rank's owned flat elements `range` of parameters, starting at `local` in its
-    /// partition order (within one bucket).
+    /// partition order (within one bucket), on the device.
+    ///
+    /// # Errors
+    /// When they live on the host (`offload_param`): see [`Partitioned::host_part`].
     pub(crate) fn piece(
         &self,
         layout: &Layout,
         range: std::ops::Range<usize>,
         local: usize,
-    ) -> View<'_, B> {
-        match (&self.persistent, local < self.part_offset) {
-            (Some(p), true) => {
+    ) -> Result<View<'_, B>> {
+        match (&self.persistent, local < self.part_offset, &self.part) {
+            (Some(p), true, _) => {
                 let start = persistent_start(layout);
-                p.range(range.start - start..range.end - start)
+                Ok(p.range(range.start - start..range.end - start))
             }
-            _ => {
+            (_, _, Part::Device(part)) => {
                 let at = local - self.part_offset;
-                self.part.range(at..at + range.len())
+                Ok(part.range(at..at + range.len()))
             }
+            (_, _, Part::Host(_)) => Err(on_host()),
         }
     }
 
     /// Writable form of [`Partitioned::piece`].
+    ///
+    /// # Errors
+    /// As [`Partitioned::piece`].
     pub(crate) fn piece_mut(
         &mut self,
         layout: &Layout,
         range: std::ops::Range<usize>,
         local: usize,
-    ) -> ds_core::kernels::ViewMut<'_, B> {
-        match (&mut self.persistent, local < self.part_offset) {
-            (Some(p), true) => {
+    ) -> Result<ds_core::kernels::ViewMut<'_, B>> {
+        match (
+            &mut self.persistent,
+            local < self.part_offset,
+            &mut self.part,
+        ) {
+            (Some(p), true, _) => {
                 let start = persistent_start(layout);
-                p.range_mut(range.start - start..range.end - start)
+                Ok(p.range_mut(range.start - start..range.end - start))
             }
-            _ => {
+            (_, _, Part::Device(part)) => {
                 let at = local - self.part_offset;
-                self.part.range_mut(at..at + range.len())
+                Ok(part.range_mut(at..at + range.len()))
             }
+            (_, _, Part::Host(_)) => Err(on_host()),
+        }
+    }
+
+    /// Read-only form of [`Partitioned::host_part`].
+    pub(crate) fn host_part_ref(&self, local: usize) -> Option<(&dyn HostParams<B>, usize)> {
+        match &self.part {
+            Part::Host(h) if local >= self.part_offset => {
+                Some((h.as_ref(), local - self.part_offset))
+            }
+            _ => None,
+        }
+    }
+
+    /// The host-resident partition and where partition element `local` sits in it, when
+    /// `local` is one of its elements (not the persistent bucket's) and it is offloaded.
+    pub(crate) fn host_part(
+        &mut self,
+        local: usize,
+    ) -> Option<(&mut (dyn HostParams<B> + 'static), usize)> {
+        match &mut self.part {
+            Part::Host(h) if local >= self.part_offset => {
+                Some((h.as_mut(), local - self.part_offset))
+            }
+            _ => None,
         }
     }
 
@@ -277,17 +337,40 @@ impl<B: Backend> Partitioned<B> {
         b: usize,
     ) -> Result<B::Buffer> {
         let bucket = &layout.buckets[b];
-        let mut buf = dev.alloc(self.part.dtype(), bucket.range.len())?;
-        match (&self.persistent, bucket.local < self.part_offset) {
-            (Some(p), true) => dev.copy(p.all(), buf.all_mut())?,
-            _ => comm.all_gather(
+        let mut buf = dev.alloc(self.dtype, bucket.range.len())?;
+        match (
+            &self.persistent,
+            bucket.local < self.part_offset,
+            &self.part,
+        ) {
+            (Some(p), true, _) => dev.copy(p.all(), buf.all_mut())?,
+            (_, _, Part::Host(h)) => {
+                // This rank's slice comes up from the host into its place; the others' arrive
+                // in the in-place all-gather.
+                let mine = bucket.owned.start - bucket.range.start;
+                h.upload(
+                    dev,
+                    bucket.local - self.part_offset,
+                    buf.range_mut(mine..mine + bucket.owned.len()),
+                )?;
+                comm.all_gather_in_place(dev, buf.all_mut())?;
+            }
+            (_, _, Part::Device(_)) => comm.all_gather(
                 dev,
-                self.piece(layout, bucket.owned.clone(), bucket.local),
+                self.piece(layout, bucket.owned.clone(), bucket.local)?,
                 buf.all_mut(),
             )?,
         }
         Ok(buf)
     }
+}
+
+fn on_host() -> Error {
+    Error::invalid(
+        "ZeRO stage 3",
+        "offload_param",
+        "internal: the parameter partition lives on the host",
+    )
 }
 
 /// Where the persistent bucket starts in the flat layout.

@@ -176,9 +176,14 @@ fn resume_in_a_fresh_process_is_bitwise_identical() {
 fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
     // Offloaded checkpoints use the ordinary format: saved with the optimizer state on the
     // host and resumed on the device, or the reverse, the run continues as if uninterrupted.
-    for (precision, stage) in [(FP16, 2), (FP32, 3), (FP16, 1)] {
+    for (precision, stage, params) in [
+        (FP16, 2, false),
+        (FP32, 3, false),
+        (FP16, 1, false),
+        (FP16, 3, true),
+    ] {
         let on_device = config(precision, stage);
-        let on_host = common::offloaded(&on_device, false);
+        let on_host = common::offloaded(&on_device, params);
         for (save, load, what) in [
             (&on_host, &on_device, "offloaded, resumed on the device"),
             (&on_device, &on_host, "on the device, resumed offloaded"),

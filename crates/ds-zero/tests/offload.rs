@@ -51,16 +51,17 @@ fn offloaded_training_is_bit_identical_to_training_on_the_device() {
             for &world in worlds {
                 let on_device = config(stage, precision, "");
                 let reference = bits(&on_device, world);
-                let off = bits(&offloaded(&on_device, false), world);
-                assert_eq!(
-                    off.0, reference.0,
-                    "losses: {precision} stage {stage} on {world} ranks"
-                );
-                assert_eq!(
-                    off.1, reference.1,
-                    "parameters: {precision} stage {stage} on {world} ranks"
-                );
-                compared += 1;
+                // At stage 3 also with the parameter slices in host memory (offload_param).
+                let params_too: &[bool] = if stage == 3 { &[false, true] } else { &[false] };
+                for &params in params_too {
+                    let off = bits(&offloaded(&on_device, params), world);
+                    let what = format!(
+                        "{precision} stage {stage} on {world} ranks, offload_param {params}"
+                    );
+                    assert_eq!(off.0, reference.0, "losses: {what}");
+                    assert_eq!(off.1, reference.1, "parameters: {what}");
+                    compared += 1;
+                }
             }
         }
     }
@@ -97,7 +98,7 @@ fn psi() -> f64 {
 
 /// Each rank's device bytes in use and peak, host bytes in use after three steps, and the
 /// host's staging buffer (the largest bucket's owned slice, at most 2^18 elements, 16-bit).
-fn measured(stage: u8, world: usize) -> Vec<(u64, u64, u64, f64)> {
+fn measured(stage: u8, world: usize, params: bool) -> Vec<(u64, u64, u64, f64)> {
     let json = offloaded(
         &format!(
             r#"{{"train_batch_size": 16, "fp16": {{"enabled": true, "initial_scale_power": 8}},
@@ -105,7 +106,7 @@ fn measured(stage: u8, world: usize) -> Vec<(u64, u64, u64, f64)> {
                 "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 4096,
                                        "stage3_param_persistence_threshold": 0}}}}"#
         ),
-        false,
+        params,
     );
     run_threaded(world, |comm| {
         let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
@@ -126,7 +127,7 @@ fn measured(stage: u8, world: usize) -> Vec<(u64, u64, u64, f64)> {
 
 fn check_memory(stage: u8, world: usize, device: f64, host: f64) {
     for (rank, (dev_bytes, dev_peak, host_bytes, staging)) in
-        measured(stage, world).into_iter().enumerate()
+        measured(stage, world, false).into_iter().enumerate()
     {
         let host = host + staging;
         for (side, bytes, formula) in [("device", dev_bytes, device), ("host", host_bytes, host)] {
@@ -154,6 +155,48 @@ fn offload_moves_the_optimizer_state_and_gradient_partition_to_the_host() {
     check_memory(2, 4, 2.0 * p, 14.0 * p / n);
     // Stage 3: the device keeps only its slice of the parameters.
     check_memory(3, 4, 2.0 * p / n, 14.0 * p / n);
+}
+
+#[test]
+fn with_offload_param_the_device_holds_only_the_groups_in_use() {
+    let (p, n) = (psi(), 4.0);
+    let weights = DIMS.0 * DIMS.1;
+    let without = measured(3, 4, false);
+    for (rank, (dev_bytes, dev_peak, host_bytes, staging)) in
+        measured(3, 4, true).into_iter().enumerate()
+    {
+        // Between steps nothing but a few scalars (norm parts, the loss reduction): no
+        // parameter, gradient or optimizer state.
+        println!(
+            "stage 3 + both offloads, rank {rank}/4: device {dev_bytes} bytes in use, peak {dev_peak} \
+             (without offload_param: {} in use, peak {}); host {host_bytes}",
+            without[rank].0, without[rank].1
+        );
+        assert!(
+            dev_bytes <= 64,
+            "rank {rank}: {dev_bytes} bytes left on the device"
+        );
+        // While training: at most the live gathered groups (the largest, the first weight,
+        // gathered whole in fp16) and the activations and gradient buckets; the 2Ψ/N slices
+        // are gone from it.
+        assert!(
+            dev_peak + (2.0 * p / n) as u64 <= without[rank].1 + 64,
+            "rank {rank}: peak {dev_peak} vs {} without offload_param",
+            without[rank].1
+        );
+        assert!(
+            dev_peak >= 2 * weights as u64,
+            "the first weight was gathered whole"
+        );
+        // The host: optimizer state, gradient partition and parameter slices.
+        let formula = 16.0 * p / n + staging;
+        let ratio = host_bytes as f64 / formula;
+        println!("  host = {ratio:.4} x 12Ψ/N + 2Ψ/N + 2Ψ/N + staging ({formula:.0})");
+        assert!(
+            (ratio - 1.0).abs() <= 0.05,
+            "rank {rank}: host {host_bytes}"
+        );
+    }
 }
 
 #[test]
@@ -278,6 +321,17 @@ fn what_offload_does_not_run_is_refused_by_name() {
         (
             base(2, adam, r#"{"device": "cpu", "super_offload": true}"#),
             "super_offload",
+        ),
+        (
+            base(2, adam, r#"{"device": "nvme", "nvme_path": "/tmp"}"#),
+            "offload_optimizer.device = nvme is not implemented yet",
+        ),
+        (
+            format!(
+                r#"{{"train_batch_size": 16, "optimizer": {adam},
+                    "zero_optimization": {{"stage": 3, "offload_param": {{"device": "cpu"}}}}}}"#
+            ),
+            "offload_param needs offload_optimizer too",
         ),
     ] {
         let err = refusal(&json);

@@ -5,10 +5,9 @@ use super::files::read_verified;
 use super::{MODEL_FILE, optim_file};
 use crate::config::OptimizerKind;
 use crate::engine::Engine;
-use crate::host::{bytes_to_f32, download_f32};
+use crate::host::bytes_to_f32;
 use crate::model::Model;
 use crate::optimizer::StateKind;
-use crate::owned::OwnedElements;
 use crate::store::ParamStore;
 use crate::{Error, Result};
 use ds_core::{Backend, DType};
@@ -119,8 +118,10 @@ pub(super) fn optim_bytes<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> Result<V
             }
         }
         if matches!(e.params, ParamStore::Partitioned(_)) {
-            let view = e.params.piece(&e.layout, range.clone(), local)?;
-            pieces.push((PARAM, download_f32(&e.dev, view)?));
+            let values = e
+                .params
+                .owned_f32(&e.dev, &e.layout, range.clone(), local)?;
+            pieces.push((PARAM, values));
         }
         for (kind, values) in pieces {
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -9,7 +9,7 @@ use crate::grads::Grads;
 use crate::host::upload_f32;
 use crate::layout::{Layout, Persistence};
 use crate::model::{Model, ParamTable};
-use crate::offload::{self, HostOptimizer};
+use crate::offload::{self, HostSide};
 use crate::optimizer::Optimizer;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
@@ -34,10 +34,6 @@ pub struct Initialized<B: Backend, M: Model<B>, D: Dataset> {
     /// The LR schedule, when the config has one.
     pub lr_schedule: Option<LrSchedule>,
 }
-
-/// Builds the optimizer's state for the engine: on the device, or offloaded to a host.
-type MakeOptimizer<'a, B> = dyn FnOnce(&Device<B>, OptimizerConfig, &Layout, &ParamStore<B>, DType) -> Result<OptimizerState<B>>
-    + 'a;
 
 /// The layout `config` gives `table` on `rank` of `world`: buckets of `reduce_bucket_size`
 /// at stages 0-2, the model's groups at stage 3.
@@ -89,15 +85,7 @@ where
                 .into(),
         ));
     }
-    build(
-        config,
-        device,
-        None,
-        comm,
-        model,
-        dataset,
-        Box::new(on_device),
-    )
+    build(config, device, None, comm, model, dataset)
 }
 
 /// As [`initialize`], with `host` holding what the config offloads
@@ -123,61 +111,20 @@ where
     D: Dataset,
 {
     let Some(settings) = offload::requested(config) else {
-        return build(
-            config,
-            device,
-            None,
-            comm,
-            model,
-            dataset,
-            Box::new(on_device),
-        );
+        return build(config, device, None, comm, model, dataset);
     };
     offload::check_supported(config)?;
-    let info = offload::HostInfo::of(&host);
-    let make = move |dev: &Device<B>,
-                     oc: OptimizerConfig,
-                     layout: &Layout,
-                     params: &ParamStore<B>,
-                     dtype: DType|
-          -> Result<OptimizerState<B>> {
-        let h = HostOptimizer::new(dev, host, settings, oc, layout, params, dtype)?;
-        Ok(OptimizerState {
-            side: Side::Host(Box::new(h)),
-        })
-    };
-    build(
-        config,
-        device,
-        Some(info),
-        comm,
-        model,
-        dataset,
-        Box::new(make),
-    )
+    let host = offload::HostBackend::new(host, settings);
+    build(config, device, Some(Box::new(host)), comm, model, dataset)
 }
 
-fn on_device<B: Backend>(
-    dev: &Device<B>,
-    oc: OptimizerConfig,
-    layout: &Layout,
-    params: &ParamStore<B>,
-    dtype: DType,
-) -> Result<OptimizerState<B>> {
-    Ok(OptimizerState {
-        side: Side::Device(Optimizer::new(dev, oc, layout, params, dtype, false)?),
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
 fn build<B, M, D>(
     config: &Config,
     device: Device<B>,
-    host_info: Option<offload::HostInfo>,
+    host: Option<Box<dyn HostSide<B>>>,
     comm: Box<dyn Collectives<B>>,
     model: M,
     dataset: D,
-    make_optimizer: Box<MakeOptimizer<'_, B>>,
 ) -> Result<Initialized<B, M, D>>
 where
     B: Backend,
@@ -207,13 +154,14 @@ where
         check_groups_fit(&table, &layout, limits.max_live)?;
     }
     // Refuse before allocating anything when this stage's model states cannot fit.
+    let host_info = host.as_ref().map(|h| h.info());
     crate::estimate::check_fits(config, &table, &device, host_info.as_ref(), world)?;
 
-    let mut host = vec![0f32; layout.len];
+    let mut values = vec![0f32; layout.len];
     for (i, (spec, slot)) in table.specs().iter().zip(&layout.slots).enumerate() {
-        let values = &mut host[slot.offset..slot.offset + slot.len];
-        model.init(i, config.seed, values);
-        if values.iter().any(|v| !v.is_finite()) {
+        let init = &mut values[slot.offset..slot.offset + slot.len];
+        model.init(i, config.seed, init);
+        if init.iter().any(|v| !v.is_finite()) {
             return Err(Error::Usage(format!(
                 "the model's initial values of `{}` are not all finite",
                 spec.name
@@ -222,21 +170,37 @@ where
     }
     let params = if stage >= 3 {
         // Every rank computed the same values from the seed; each keeps only its slices.
+        let offloaded = match (&host, &config.zero.offload_param) {
+            (Some(h), Some(_)) => Some(h.params(dtype, Partitioned::<B>::part_len(&layout))?),
+            _ => None,
+        };
         ParamStore::Partitioned(Box::new(Partitioned::new(
-            &device, &layout, dtype, limits, &host,
+            &device, &layout, dtype, limits, &values, offloaded,
         )?))
     } else {
         let mut params = device.alloc(dtype, layout.len)?;
-        upload_f32(&device, &host, params.all_mut())?;
+        upload_f32(&device, &values, params.all_mut())?;
         if world > 1 {
             comm.broadcast(&device, params.all_mut(), 0)?;
         }
         ParamStore::Flat(params)
     };
-    drop(host);
-    let offloaded = host_info.is_some();
-    let grads = Grads::new(&device, &layout, dtype, stage >= 2, offloaded)?;
-    let optimizer = make_optimizer(&device, optimizer_config.clone(), &layout, &params, dtype)?;
+    drop(values);
+    let grads = Grads::new(&device, &layout, dtype, stage >= 2, host.is_some())?;
+    let side = match host {
+        Some(h) => {
+            Side::Host(h.optimizer(&device, optimizer_config.clone(), &layout, &params, dtype)?)
+        }
+        None => Side::Device(Optimizer::new(
+            &device,
+            optimizer_config.clone(),
+            &layout,
+            &params,
+            dtype,
+            false,
+        )?),
+    };
+    let optimizer = OptimizerState { side };
     let schedule = config
         .scheduler
         .clone()

@@ -8,7 +8,7 @@
 //! through which reduced gradients come in and updated parameters go out, chunk by chunk (every
 //! step kernel is elementwise, so chunking changes no result).
 
-use super::transfer::{to_device, to_host};
+use super::transfer::to_host;
 use super::{Offload, OffloadSettings};
 use crate::config::OptimizerConfig;
 use crate::layout::Layout;
@@ -65,11 +65,11 @@ impl<H: Backend> HostOptimizer<H> {
         let staging = host.alloc(dtype, widest.clamp(1, STAGING_ELEMENTS))?;
         // The owned parameters come over once, to seed the master weights.
         let mut owned = Partition::zeros(&host, layout, dtype)?;
-        for (bi, b) in layout.buckets.iter().enumerate() {
-            to_host(
-                dev,
-                params.owned(layout, bi)?,
+        for b in &layout.buckets {
+            let values = params.owned_f32(dev, layout, b.owned.clone(), b.local)?;
+            crate::host::upload_f32(
                 &host,
+                &values,
                 owned.piece_mut(layout, b.owned.clone(), b.local)?,
             )?;
         }
@@ -154,11 +154,13 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
                     self.grads.0.range(local..local + n),
                     self.staging.range_mut(0..n),
                 )?;
-                to_device(
+                params.write_from_host(
+                    dev,
+                    layout,
+                    flat..flat + n,
+                    local,
                     &self.host,
                     self.staging.range(0..n),
-                    dev,
-                    params.piece_mut(layout, flat..flat + n, local)?,
                 )?;
             }
         }

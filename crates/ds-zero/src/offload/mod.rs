@@ -20,9 +20,12 @@
 //! both sides an offloaded run is bit-identical to the same run without offload.
 
 mod host;
+mod params;
 mod transfer;
 
 pub(crate) use host::HostOptimizer;
+pub(crate) use params::{HostParams, HostPartition};
+pub(crate) use transfer::to_device;
 
 use crate::config::{Config, OptimizerConfig, OptimizerKind};
 use crate::layout::Layout;
@@ -30,7 +33,7 @@ use crate::optimizer::{StateKind, StepInputs};
 use crate::store::ParamStore;
 use crate::{Error as EngineError, Result as EngineResult};
 use ds_core::kernels::View;
-use ds_core::{Backend, Device, MemoryStats, Result};
+use ds_core::{Backend, DType, Device, MemoryStats, Result};
 use std::ops::Range;
 
 /// Where offloaded state lives, as configured.
@@ -94,10 +97,21 @@ pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
             );
         }
     }
-    if z.stage >= 3 && z.offload_param.is_some() {
-        return refuse(
-            "zero_optimization.offload_param is not implemented yet; remove it (offload_optimizer: cpu works)".into(),
-        );
+    if let Some(p) = &z.offload_param
+        && z.stage >= 3
+    {
+        if p.device == "nvme" {
+            return refuse(
+                "zero_optimization.offload_param.device = nvme is not implemented yet; use device: cpu".into(),
+            );
+        }
+        if z.offload_optimizer.is_none() {
+            return refuse(
+                "zero_optimization.offload_param needs offload_optimizer too: the host step writes the updated \
+                 parameters into their host partition (add \"offload_optimizer\": {\"device\": \"cpu\"})"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }
@@ -122,9 +136,67 @@ pub fn plan(config: &Config) -> serde_json::Value {
     let param = match (&z.offload_param, z.stage) {
         (None, _) => json!("device (no offload_param)"),
         (Some(_), s) if s < 3 => json!("ignored below ZeRO stage 3, as DeepSpeed ignores it"),
-        (Some(o), _) => json!({"device": o.device}),
+        (Some(o), _) => json!({
+            "device": o.device,
+            "on_host": "this rank's slices of the gathered groups (training dtype)",
+            "on_device": "the persistent parameters and the groups gathered at the moment",
+        }),
     };
     json!({"optimizer": optimizer, "param": param})
+}
+
+/// The host backend an engine offloads to, behind a trait so the engine's type does not name
+/// it.
+pub(crate) trait HostSide<B: Backend> {
+    /// Its name and memory, for the fit check.
+    fn info(&self) -> HostInfo;
+
+    /// A zeroed host partition of `len` parameter elements (`offload_param`).
+    fn params(&self, dtype: DType, len: usize) -> Result<Box<dyn HostParams<B>>>;
+
+    /// The offloaded optimizer over the owned elements of `params`.
+    fn optimizer(
+        self: Box<Self>,
+        dev: &Device<B>,
+        config: OptimizerConfig,
+        layout: &Layout,
+        params: &ParamStore<B>,
+        dtype: DType,
+    ) -> Result<Box<dyn Offload<B>>>;
+}
+
+/// A host backend and the placement the config asked for.
+pub(crate) struct HostBackend<H: Backend> {
+    host: Device<H>,
+    settings: OffloadSettings,
+}
+
+impl<H: Backend> HostBackend<H> {
+    pub(crate) fn new(host: Device<H>, settings: OffloadSettings) -> Self {
+        HostBackend { host, settings }
+    }
+}
+
+impl<B: Backend, H: Backend> HostSide<B> for HostBackend<H> {
+    fn info(&self) -> HostInfo {
+        HostInfo::of(&self.host)
+    }
+
+    fn params(&self, dtype: DType, len: usize) -> Result<Box<dyn HostParams<B>>> {
+        Ok(Box::new(HostPartition::new(self.host.clone(), dtype, len)?))
+    }
+
+    fn optimizer(
+        self: Box<Self>,
+        dev: &Device<B>,
+        config: OptimizerConfig,
+        layout: &Layout,
+        params: &ParamStore<B>,
+        dtype: DType,
+    ) -> Result<Box<dyn Offload<B>>> {
+        let h = HostOptimizer::new(dev, self.host, self.settings, config, layout, params, dtype)?;
+        Ok(Box::new(h))
+    }
 }
 
 /// A host backend's name and memory, for the fit check before anything is allocated.
