@@ -1,7 +1,8 @@
-//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS [offload]` trains ds-nn's MLP with
-//! ZeRO stage STAGE (at stage 3 the weights are gathered, the biases persist) on a global batch
-//! of 32 (32/N per rank), with `offload` the optimizer state on the CPU backend as host
-//! (`offload_optimizer: cpu`), and the same command without `mpirun` trains it on one rank.
+//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS [offload|offload-param]` trains
+//! ds-nn's MLP with ZeRO stage STAGE (at stage 3 the weights are gathered, the biases persist)
+//! on a global batch of 32 (32/N per rank), with `offload` the optimizer state on the CPU
+//! backend as host (`offload_optimizer: cpu`), with `offload-param` the stage-3 parameter
+//! slices too, and the same command without `mpirun` trains it on one rank.
 //! Built with `--features mpi`. Rank 0 prints each step's loss (value and bits); every rank
 //! prints a hash of its final parameters, which must be the same on all ranks.
 
@@ -13,14 +14,21 @@ use ds_zero::config::Config;
 use ds_zero::{Initialized, initialize_with_host};
 use std::process::ExitCode;
 
-fn run(stage: u32, steps: usize, offload: bool) -> Result<(), String> {
+fn run(stage: u32, steps: usize, offload: &str) -> Result<(), String> {
     let dist = init_distributed().map_err(|e| e.to_string())?;
     let comm: Box<dyn Collectives<CpuBackend>> = Box::new(dist.comm);
     let rank = comm.rank();
-    let offload = if offload {
-        r#", "offload_optimizer": {"device": "cpu"}"#
-    } else {
-        ""
+    let offload = match offload {
+        "offload" => r#", "offload_optimizer": {"device": "cpu"}"#,
+        "offload-param" => {
+            r#", "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}"#
+        }
+        "" => "",
+        other => {
+            return Err(format!(
+                "unknown offload `{other}`: use offload or offload-param"
+            ));
+        }
     };
     let json = format!(
         r#"{{"train_batch_size": 32, "gradient_accumulation_steps": 1,
@@ -71,8 +79,8 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let stage = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
     let steps = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let offload = args.next().is_some_and(|a| a == "offload");
-    match run(stage, steps, offload) {
+    let offload = args.next().unwrap_or_default();
+    match run(stage, steps, &offload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zero_train: {e}");

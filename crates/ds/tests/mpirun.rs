@@ -307,15 +307,15 @@ fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
     assert!(single.status.success(), "{single:?}");
     let (reference, _) = losses_and_hashes(&String::from_utf8_lossy(&single.stdout));
     assert_eq!(reference.len(), STEPS);
-    let on_mpi = |ranks: usize, stage: u32, offload: bool| {
+    let on_mpi = |ranks: usize, stage: u32, offload: &str| {
         let mut cmd = Command::new(mpirun());
         cmd.args(["-np", &ranks.to_string(), "--oversubscribe"])
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .arg(zero_train())
             .args([stage.to_string(), STEPS.to_string()]);
-        if offload {
-            cmd.arg("offload");
+        if !offload.is_empty() {
+            cmd.arg(offload);
         }
         let out = cmd.output().expect("mpirun starts");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -327,7 +327,7 @@ fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
         text
     };
     for (ranks, stage) in [(2usize, 2u32), (4, 1), (2, 3), (4, 3)] {
-        let text = on_mpi(ranks, stage, false);
+        let text = on_mpi(ranks, stage, "");
         let (losses, hashes) = losses_and_hashes(&text);
         assert_eq!(losses.len(), STEPS, "{text}");
         // The engine issue's tolerance for the same global batch on more ranks.
@@ -342,12 +342,20 @@ fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
             hashes.iter().all(|h| *h == hashes[0]),
             "replicas diverged on {ranks} ranks: {hashes:?}"
         );
-        // With the optimizer state offloaded to each rank's host backend: the same bits.
-        let offloaded = on_mpi(ranks, stage, true);
-        assert_eq!(
-            losses_and_hashes(&offloaded),
-            (losses, hashes),
-            "ZeRO-{stage} offloaded on {ranks} MPI ranks"
-        );
+        // With the optimizer state offloaded to each rank's host backend (and at stage 3 the
+        // parameter slices too): the same bits.
+        let offloads: &[&str] = if stage == 3 {
+            &["offload", "offload-param"]
+        } else {
+            &["offload"]
+        };
+        for offload in offloads {
+            let offloaded = on_mpi(ranks, stage, offload);
+            assert_eq!(
+                losses_and_hashes(&offloaded),
+                (losses.clone(), hashes.clone()),
+                "ZeRO-{stage} {offload} on {ranks} MPI ranks"
+            );
+        }
     }
 }
