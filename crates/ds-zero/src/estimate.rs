@@ -39,8 +39,10 @@ pub struct ModelStates {
     pub host_params: u64,
     /// The gradient partition in host memory (offload).
     pub host_grads: u64,
-    /// Optimizer state in host memory (offload).
+    /// Optimizer state in host memory (offload; with NVMe, its swap buffers).
     pub host_optimizer: u64,
+    /// Optimizer state in the NVMe swap file (`device: nvme`).
+    pub nvme: u64,
 }
 
 impl ModelStates {
@@ -93,6 +95,20 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     let optimizer = 4 * (master + moments);
     let partition = owned * size;
     if offload {
+        // NVMe keeps the state in the swap file and `buffer_count` buffers of one sub-group's
+        // state in host memory (the swapper's geometry, `offload::nvme`).
+        let (host_optimizer, nvme) = match c.zero.offload_optimizer.as_ref() {
+            Some(o) if o.device == "nvme" && owned > 0 => {
+                let kinds = (master + moments) / owned;
+                let group = (o.buffer_size / kinds.max(1))
+                    .min(c.zero.stage3.sub_group_size)
+                    .min(owned)
+                    .max(1);
+                let count = o.buffer_count.clamp(1, owned.div_ceil(group));
+                (4 * count * kinds * group, optimizer)
+            }
+            _ => (optimizer, 0),
+        };
         ModelStates {
             stage,
             params,
@@ -100,7 +116,8 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
             optimizer: 0,
             host_params,
             host_grads: partition,
-            host_optimizer: optimizer,
+            host_optimizer,
+            nvme,
         }
     } else {
         ModelStates {
@@ -111,6 +128,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
             host_params: 0,
             host_grads: 0,
             host_optimizer: 0,
+            nvme: 0,
         }
     }
 }

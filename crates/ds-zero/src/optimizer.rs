@@ -37,6 +37,53 @@ pub(crate) enum Prepared {
     Lamb(LambParams),
 }
 
+impl Prepared {
+    /// The elementwise update of one range from `grad`: `param` (the fp32 master, or the fp32
+    /// parameters themselves), its rounded copy, and the moments the optimizer keeps. Adam and
+    /// SGD only.
+    pub(crate) fn apply<B: Backend>(
+        &self,
+        dev: &Device<B>,
+        param: ViewMut<'_, B>,
+        param_copy: Option<ViewMut<'_, B>>,
+        exp_avg: Option<ViewMut<'_, B>>,
+        exp_avg_sq: Option<ViewMut<'_, B>>,
+        grad: View<'_, B>,
+    ) -> Result<()> {
+        match self {
+            Prepared::Adam(hp) => {
+                let (Some(exp_avg), Some(exp_avg_sq)) = (exp_avg, exp_avg_sq) else {
+                    return unreachable_state();
+                };
+                dev.adam_step(
+                    hp,
+                    AdamArgs {
+                        param,
+                        grad,
+                        exp_avg,
+                        exp_avg_sq,
+                        param_copy,
+                    },
+                )
+            }
+            Prepared::Sgd(hp) => dev.sgd_step(
+                hp,
+                SgdArgs {
+                    param,
+                    grad,
+                    momentum: exp_avg,
+                    param_copy,
+                },
+            ),
+            Prepared::Lamb(_) => Err(ds_core::Error::invalid(
+                "Optimizer::update",
+                "optimizer",
+                "internal: Lamb's trust ratio needs the whole step (Optimizer::step)",
+            )),
+        }
+    }
+}
+
 /// One rank's optimizer: its configuration, state and step count.
 pub struct Optimizer<B: Backend> {
     config: OptimizerConfig,
@@ -111,6 +158,33 @@ impl<B: Backend> Optimizer<B> {
             norms,
             steps: 0,
         })
+    }
+
+    /// The step counter and hyper-parameters without state buffers: the state lives
+    /// elsewhere (NVMe offload's swap file).
+    pub(crate) fn stateless(config: OptimizerConfig) -> Self {
+        Optimizer {
+            config,
+            master: None,
+            exp_avg: None,
+            exp_avg_sq: None,
+            norms: None,
+            steps: 0,
+        }
+    }
+
+    /// The per-element state kinds `config` keeps with an fp32 master: master, then the
+    /// moments.
+    pub(crate) fn kinds_with_master(config: &OptimizerConfig) -> Vec<StateKind> {
+        let mut kinds = vec![StateKind::Master];
+        match &config.kind {
+            OptimizerKind::Adam(_) | OptimizerKind::Lamb(_) => {
+                kinds.extend([StateKind::ExpAvg, StateKind::ExpAvgSq]);
+            }
+            OptimizerKind::Sgd(p) if p.momentum > 0.0 => kinds.push(StateKind::ExpAvg),
+            OptimizerKind::Sgd(_) => {}
+        }
+        kinds
     }
 
     /// The resolved configuration (type and hyper-parameters).
@@ -203,37 +277,9 @@ impl<B: Backend> Optimizer<B> {
             Some(m) => (m.range_mut(local.clone()), Some(out)),
             None => (out, None),
         };
-        match hp {
-            Prepared::Adam(hp) => {
-                let (Some(m), Some(v)) = (&mut self.exp_avg, &mut self.exp_avg_sq) else {
-                    return unreachable_state();
-                };
-                dev.adam_step(
-                    hp,
-                    AdamArgs {
-                        param,
-                        grad,
-                        exp_avg: m.range_mut(local.clone()),
-                        exp_avg_sq: v.range_mut(local),
-                        param_copy,
-                    },
-                )
-            }
-            Prepared::Sgd(hp) => dev.sgd_step(
-                hp,
-                SgdArgs {
-                    param,
-                    grad,
-                    momentum: self.exp_avg.as_mut().map(|m| m.range_mut(local)),
-                    param_copy,
-                },
-            ),
-            Prepared::Lamb(_) => Err(ds_core::Error::invalid(
-                "Optimizer::update",
-                "optimizer",
-                "internal: Lamb's trust ratio needs the whole step (Optimizer::step)",
-            )),
-        }
+        let exp_avg = self.exp_avg.as_mut().map(|m| m.range_mut(local.clone()));
+        let exp_avg_sq = self.exp_avg_sq.as_mut().map(|v| v.range_mut(local));
+        hp.apply(dev, param, param_copy, exp_avg, exp_avg_sq, grad)
     }
 
     /// Lamb's trust ratio is per parameter tensor, so its two passes go piece by piece (the

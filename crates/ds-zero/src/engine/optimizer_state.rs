@@ -27,6 +27,8 @@ pub struct OffloadReport {
     pub host: String,
     /// The host backend's memory statistics.
     pub host_memory: MemoryStats,
+    /// With `device: nvme`, this rank's swap file and the I/O path it uses.
+    pub swap: Option<(std::path::PathBuf, String)>,
 }
 
 impl<B: Backend> OptimizerState<B> {
@@ -67,6 +69,7 @@ impl<B: Backend> OptimizerState<B> {
                 settings: h.settings().clone(),
                 host: h.host_name().to_string(),
                 host_memory: h.host_memory(),
+                swap: h.swap(),
             }),
         }
     }

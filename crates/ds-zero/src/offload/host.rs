@@ -8,6 +8,7 @@
 //! through which reduced gradients come in and updated parameters go out, chunk by chunk (every
 //! step kernel is elementwise, so chunking changes no result).
 
+use super::nvme::NvmeState;
 use super::transfer::to_host;
 use super::{Offload, OffloadSettings};
 use crate::config::OptimizerConfig;
@@ -35,7 +36,10 @@ fn chunks(start: usize, len: usize) -> impl Iterator<Item = Range<usize>> {
 pub(crate) struct HostOptimizer<H: Backend> {
     host: Device<H>,
     settings: OffloadSettings,
+    /// The step count and hyper-parameters, and the state when it is in host memory.
     optimizer: Optimizer<H>,
+    /// The state in a swap file (`device: nvme`).
+    nvme: Option<NvmeState<H>>,
     /// The reduced gradients of the owned elements, accumulated over the window.
     grads: Partition<H>,
     /// Up to [`STAGING_ELEMENTS`] owned elements in the training dtype.
@@ -63,29 +67,75 @@ impl<H: Backend> HostOptimizer<H> {
             .max()
             .unwrap_or(0);
         let staging = host.alloc(dtype, widest.clamp(1, STAGING_ELEMENTS))?;
-        // The owned parameters come over once, to seed the master weights.
-        let mut owned = Partition::zeros(&host, layout, dtype)?;
-        for b in &layout.buckets {
-            let values = params.owned_f32(dev, layout, b.owned.clone(), b.local)?;
-            crate::host::upload_f32(
-                &host,
-                &values,
-                owned.piece_mut(layout, b.owned.clone(), b.local)?,
-            )?;
-        }
-        let optimizer = Optimizer::new(&host, config, layout, &owned, dtype, true)?;
-        drop(owned);
+        let (optimizer, nvme) = match &settings.nvme {
+            Some(nvme) => {
+                // The master weights are written to the swap file sub-group by sub-group,
+                // from the owned parameters.
+                let kinds = Optimizer::<H>::kinds_with_master(&config);
+                let master = |range: Range<usize>| -> Result<Vec<f32>> {
+                    let mut out = Vec::with_capacity(range.len());
+                    for (flat, local, n) in bucket_pieces(layout, range) {
+                        out.extend(params.owned_f32(dev, layout, flat..flat + n, local)?);
+                    }
+                    Ok(out)
+                };
+                let state = NvmeState::new(
+                    host.clone(),
+                    nvme,
+                    layout.rank,
+                    kinds,
+                    layout.owned_len,
+                    master,
+                )?;
+                (Optimizer::stateless(config), Some(state))
+            }
+            None => {
+                // The owned parameters come over once, to seed the master weights.
+                let mut owned = Partition::zeros(&host, layout, dtype)?;
+                for b in &layout.buckets {
+                    let values = params.owned_f32(dev, layout, b.owned.clone(), b.local)?;
+                    crate::host::upload_f32(
+                        &host,
+                        &values,
+                        owned.piece_mut(layout, b.owned.clone(), b.local)?,
+                    )?;
+                }
+                let optimizer = Optimizer::new(&host, config, layout, &owned, dtype, true)?;
+                (optimizer, None)
+            }
+        };
         let grads = Partition::zeros(&host, layout, dtype)?;
         let norms = host.alloc(DType::F32, layout.buckets.len().max(1))?;
         Ok(HostOptimizer {
             host,
             settings,
             optimizer,
+            nvme,
             grads,
             staging,
             norms,
         })
     }
+}
+
+impl<H: Backend> HostOptimizer<H> {
+    fn grads_len(&self) -> usize {
+        ds_core::DeviceBuffer::len(&self.grads.0)
+    }
+}
+
+/// The parts of the buckets inside partition elements `range`: (flat start, local start,
+/// length) each, in order (buckets are consecutive in partition order).
+fn bucket_pieces(layout: &Layout, range: Range<usize>) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for b in &layout.buckets {
+        let (lo, hi) = (b.local, b.local + b.owned.len());
+        let (start, end) = (lo.max(range.start), hi.min(range.end));
+        if start < end {
+            out.push((b.owned.start + start - lo, start, end - start));
+        }
+    }
+    out
 }
 
 impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
@@ -143,24 +193,66 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         inputs: StepInputs,
     ) -> Result<()> {
         let hp: Prepared = self.optimizer.begin_step(inputs);
+        let (host, grads, staging) = (&self.host, &self.grads, &mut self.staging);
+        if let Some(nvme) = &mut self.nvme {
+            return nvme.step(|range, mut state| {
+                let start = range.start;
+                let [master, rest @ ..] = state.as_mut_slice() else {
+                    return Err(Error::invalid(
+                        "offload",
+                        "state",
+                        "internal: no master weights",
+                    ));
+                };
+                let (mut m, mut v) = match rest {
+                    [m, v] => (Some(m), Some(v)),
+                    [m] => (Some(m), None),
+                    _ => (None, None),
+                };
+                for (flat, local, len) in bucket_pieces(layout, range) {
+                    for c in chunks(0, len) {
+                        let n = c.len();
+                        let (at, local) = (local + c.start - start, local + c.start);
+                        hp.apply(
+                            host,
+                            master.sub(at..at + n),
+                            Some(staging.range_mut(0..n)),
+                            m.as_mut().map(|m| m.sub(at..at + n)),
+                            v.as_mut().map(|v| v.sub(at..at + n)),
+                            grads.0.range(local..local + n),
+                        )?;
+                        let flat = flat + c.start;
+                        params.write_from_host(
+                            dev,
+                            layout,
+                            flat..flat + n,
+                            local,
+                            host,
+                            staging.range(0..n),
+                        )?;
+                    }
+                }
+                Ok(())
+            });
+        }
         for b in &layout.buckets {
             for c in chunks(0, b.owned.len()) {
                 let n = c.len();
                 let (local, flat) = (b.local + c.start, b.owned.start + c.start);
                 self.optimizer.update(
-                    &self.host,
+                    host,
                     &hp,
                     local..local + n,
-                    self.grads.0.range(local..local + n),
-                    self.staging.range_mut(0..n),
+                    grads.0.range(local..local + n),
+                    staging.range_mut(0..n),
                 )?;
                 params.write_from_host(
                     dev,
                     layout,
                     flat..flat + n,
                     local,
-                    &self.host,
-                    self.staging.range(0..n),
+                    host,
+                    staging.range(0..n),
                 )?;
             }
         }
@@ -176,7 +268,10 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
     }
 
     fn state_bytes(&self) -> u64 {
-        self.optimizer.state_bytes()
+        match &self.nvme {
+            Some(n) => n.state_bytes(),
+            None => self.optimizer.state_bytes(),
+        }
     }
 
     fn set_steps(&mut self, steps: u64) {
@@ -184,19 +279,32 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
     }
 
     fn read_piece(&self, kind: StateKind, local: Range<usize>) -> Result<Option<Vec<f32>>> {
-        self.optimizer.read_piece(&self.host, kind, local)
+        match &self.nvme {
+            Some(n) => n.read_piece(kind, local),
+            None => self.optimizer.read_piece(&self.host, kind, local),
+        }
     }
 
     fn keeps(&self, kind: StateKind) -> bool {
-        self.optimizer.keeps(kind)
+        match &self.nvme {
+            Some(n) => n.keeps(kind),
+            None => self.optimizer.keeps(kind),
+        }
     }
 
     fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<bool> {
-        self.optimizer.write_piece(&self.host, kind, local, values)
+        match &mut self.nvme {
+            Some(n) => n.write_piece(kind, local, values),
+            None => self.optimizer.write_piece(&self.host, kind, local, values),
+        }
     }
 
     fn master_values(&self) -> Result<Vec<f32>> {
-        self.optimizer.master_values(&self.host)?.ok_or_else(|| {
+        let values = match &self.nvme {
+            Some(n) => n.read_piece(StateKind::Master, 0..self.grads_len())?,
+            None => self.optimizer.master_values(&self.host)?,
+        };
+        values.ok_or_else(|| {
             Error::invalid(
                 "offload",
                 "master",
@@ -215,5 +323,11 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
 
     fn host_name(&self) -> &str {
         &self.host.info().name
+    }
+
+    fn swap(&self) -> Option<(std::path::PathBuf, String)> {
+        self.nvme
+            .as_ref()
+            .map(|n| (n.path().to_path_buf(), n.io_path().to_string()))
     }
 }

@@ -20,7 +20,9 @@
 //! both sides an offloaded run is bit-identical to the same run without offload.
 
 mod host;
+mod nvme;
 mod params;
+pub mod swap;
 mod transfer;
 
 pub(crate) use host::HostOptimizer;
@@ -39,22 +41,46 @@ use std::ops::Range;
 /// Where offloaded state lives, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffloadSettings {
-    /// `cpu` (host memory).
+    /// `cpu` (host memory) or `nvme` (a swap file, streamed through host buffers).
     pub device: String,
     /// Whether the config asked for pinned host memory (`pin_memory`).
     pub pin_memory: bool,
+    /// The swap settings, with `device: nvme`.
+    pub nvme: Option<NvmeSettings>,
+}
+
+/// `device: nvme`'s settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmeSettings {
+    /// The directory of the swap files.
+    pub path: std::path::PathBuf,
+    /// Host buffers the state streams through.
+    pub buffer_count: usize,
+    /// f32 elements per buffer (a sub-group's whole state).
+    pub buffer_size: usize,
+    /// The most elements in one sub-group (`zero_optimization.sub_group_size`).
+    pub sub_group_size: usize,
+    /// Read the next sub-groups while one is stepped.
+    pub pipeline_read: bool,
+    /// Write sub-groups back while the next is stepped.
+    pub pipeline_write: bool,
 }
 
 /// The optimizer offload `config` asks for, if any.
 pub(crate) fn requested(config: &Config) -> Option<OffloadSettings> {
-    config
-        .zero
-        .offload_optimizer
-        .as_ref()
-        .map(|o| OffloadSettings {
-            device: o.device.clone(),
-            pin_memory: o.pin_memory,
-        })
+    let z = &config.zero;
+    z.offload_optimizer.as_ref().map(|o| OffloadSettings {
+        device: o.device.clone(),
+        pin_memory: o.pin_memory,
+        nvme: (o.device == "nvme").then(|| NvmeSettings {
+            path: o.nvme_path.clone().unwrap_or_default().into(),
+            buffer_count: crate::config::elements(o.buffer_count),
+            buffer_size: crate::config::elements(o.buffer_size),
+            sub_group_size: crate::config::elements(z.stage3.sub_group_size),
+            pipeline_read: o.pipeline_read,
+            pipeline_write: o.pipeline_write,
+        }),
+    })
 }
 
 /// Refuses, by name, the offload settings this engine does not run. `offload_param` below
@@ -70,9 +96,11 @@ pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
                     .into(),
             );
         }
-        if o.device == "nvme" {
+        if o.device == "nvme" && o.nvme_path.as_deref().is_none_or(str::is_empty) {
             return refuse(
-                "zero_optimization.offload_optimizer.device = nvme is not implemented yet; use device: cpu".into(),
+                "zero_optimization.offload_optimizer.device = nvme needs nvme_path: the directory for the swap files \
+                 (on a local NVMe drive)"
+                    .into(),
             );
         }
         if o.ratio < 1.0 {
@@ -282,4 +310,7 @@ pub(crate) trait Offload<B: Backend>: Send {
 
     /// The host backend's name.
     fn host_name(&self) -> &str;
+
+    /// The swap file and its I/O path, with `device: nvme`.
+    fn swap(&self) -> Option<(std::path::PathBuf, String)>;
 }

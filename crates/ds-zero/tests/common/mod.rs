@@ -102,3 +102,26 @@ pub fn offloaded(json: &str, params: bool) -> String {
     }
     v.to_string()
 }
+
+/// `json` with the optimizer state offloaded to NVMe swap files under `dir`, streamed through
+/// `buffers` host buffers of `buffer_size` f32 each.
+pub fn nvme_offloaded(json: &str, dir: &std::path::Path, buffers: u64, buffer_size: u64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
+    let z = v["zero_optimization"]
+        .as_object_mut()
+        .expect("zero_optimization");
+    z.insert(
+        "offload_optimizer".into(),
+        serde_json::json!({"device": "nvme", "nvme_path": dir, "buffer_count": buffers,
+                           "buffer_size": buffer_size, "pipeline_read": true, "pipeline_write": true}),
+    );
+    v.to_string()
+}
+
+/// A fresh, empty directory for swap files.
+pub fn swap_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ds-swap-test-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).expect("swap dir");
+    dir
+}

@@ -1,0 +1,246 @@
+//! ZeRO-Infinity's NVMe offload (`offload_optimizer: {"device": "nvme"}`) on the CPU backend
+//! as device and host: the same training as without offload, bit for bit, with the optimizer
+//! state in swap files streamed through a few small host buffers; the host holds only those
+//! buffers of optimizer state; swap files are removed on a clean exit; bad paths are named
+//! errors that leave no file behind.
+
+mod common;
+use common::{CLASSES, DIM, HIDDEN, engine, engine_on, nvme_offloaded, swap_dir, train};
+use ds_core::Device;
+use ds_core::collectives::run_threaded;
+use ds_core::cpu::CpuBackend;
+
+const STEPS: usize = 12;
+
+fn config(stage: u8, precision: &str) -> String {
+    format!(
+        r#"{{"train_batch_size": 16, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
+            {precision},
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
+            "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200,
+                                   "stage3_param_persistence_threshold": 40}}}}"#
+    )
+}
+
+fn bits(json: &str, world: usize) -> (Vec<u32>, Vec<u32>) {
+    let ranks = train(json, world, STEPS);
+    let (losses, params) = &ranks[0];
+    (
+        losses.iter().map(|l| l.to_bits()).collect(),
+        params
+            .iter()
+            .flat_map(|(_, v)| v)
+            .map(|v| v.to_bits())
+            .collect(),
+    )
+}
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn nvme_offloaded_training_is_bit_identical_and_leaves_no_swap_file() {
+    let dir = swap_dir("equivalence");
+    let mut compared = 0;
+    for precision in [
+        r#""bf16": {"enabled": false}"#,
+        r#""fp16": {"enabled": true}"#,
+    ] {
+        for stage in 1..=3 {
+            for world in [1, 2] {
+                let on_device = config(stage, precision);
+                let reference = bits(&on_device, world);
+                // 2 buffers of 300 f32: sub-groups of 100 elements, so the MLP's partition
+                // (660 elements on 1 rank) streams through many of them.
+                let nvme = bits(&nvme_offloaded(&on_device, &dir, 2, 300), world);
+                assert_eq!(
+                    nvme, reference,
+                    "{precision} stage {stage} on {world} ranks"
+                );
+                compared += 1;
+            }
+        }
+    }
+    println!(
+        "{compared} NVMe-offloaded runs matched their device runs bit for bit over {STEPS} steps"
+    );
+    assert_eq!(
+        leftovers(&dir),
+        Vec::<String>::new(),
+        "swap files left behind"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+const DIMS: (usize, usize, usize) = (128, 256, 32);
+
+fn psi() -> u64 {
+    let (d, h, c) = DIMS;
+    (d * h + h + h * c + c) as u64
+}
+
+const BIG: &str = r#"{"train_batch_size": 16, "fp16": {"enabled": true, "initial_scale_power": 8},
+    "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+    "zero_optimization": {"stage": 2, "reduce_bucket_size": 4096}}"#;
+
+#[test]
+fn the_host_holds_only_the_swap_buffers_of_optimizer_state() {
+    let dir = swap_dir("memory");
+    // 4 buffers of 3 x 1024 f32: sub-groups of 1024 elements, 48 KiB of state in host memory
+    // against the 12Ψ = 495 KB the state takes in the swap file.
+    let (count, size) = (4u64, 3 * 1024u64);
+    let json = nvme_offloaded(BIG, &dir, count, size);
+    let psi = psi();
+    run_threaded(2, |comm| {
+        let (mut e, mut loader) = engine(&json, Box::new(comm), DIMS);
+        for _ in 0..3 {
+            e.train_batch(&mut loader).expect("step");
+        }
+        let report = e.optimizer().offload().expect("offloaded");
+        let (file, io) = report.swap.clone().expect("a swap file");
+        assert!(
+            file.starts_with(&dir) && file.exists(),
+            "{}",
+            file.display()
+        );
+        let owned = e.layout().owned_len as u64;
+        let widest = e
+            .layout()
+            .buckets
+            .iter()
+            .map(|b| b.owned.len())
+            .max()
+            .unwrap_or(0) as u64;
+        // Host: the 16-bit gradient partition, the staging buffer, the swap buffers, and one
+        // f32 per bucket for the norms.
+        let swap_buffers = count * size * 4;
+        let formula = 2 * owned + 2 * widest.min(1 << 18) + swap_buffers;
+        let ratio = report.host_memory.in_use as f64 / formula as f64;
+        println!(
+            "rank {}: host {} bytes = {ratio:.4} x (2Ψ/N + staging + {count} x {size} x 4); swap file {} bytes ({io}); \
+             the device {} bytes",
+            e.rank(),
+            report.host_memory.in_use,
+            std::fs::metadata(&file).expect("swap file").len(),
+            e.memory_stats().in_use
+        );
+        assert!(
+            (ratio - 1.0).abs() <= 0.05,
+            "host {} vs {formula}",
+            report.host_memory.in_use
+        );
+        assert_eq!(e.optimizer().state_bytes(), 12 * owned);
+        assert!(
+            12 * owned > 4 * swap_buffers,
+            "the state is much larger than its buffers"
+        );
+        assert!((e.memory_stats().in_use as f64) < 1.05 * (2 * psi) as f64);
+    });
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_host_too_small_for_the_optimizer_state_trains_with_it_on_nvme() {
+    let dir = swap_dir("capacity");
+    let psi = psi();
+    // fp16, one rank: in host memory the offloaded state is 12Ψ + the 2Ψ partition; this host
+    // has 6Ψ.
+    let host = || Device::new(CpuBackend::with_capacity(1, 6 * psi).expect("host"));
+    let dev = || Device::new(CpuBackend::with_threads(1).expect("device"));
+    let cpu = common::offloaded(BIG, false);
+    let err = engine_on(&cpu, Box::new(ds_core::SingleRank), DIMS, dev(), host())
+        .err()
+        .expect("the state does not fit the host")
+        .to_string();
+    assert!(err.contains("bytes of host memory per rank"), "{err}");
+    let json = nvme_offloaded(BIG, &dir, 4, 3 * 1024);
+    let (mut e, mut loader) = engine_on(&json, Box::new(ds_core::SingleRank), DIMS, dev(), host())
+        .expect("the swap buffers fit");
+    let losses: Vec<f32> = (0..8)
+        .map(|_| e.train_batch(&mut loader).expect("step").loss)
+        .collect();
+    assert!(losses[7] < losses[0], "trains: {losses:?}");
+    println!(
+        "host peak {} of {} bytes with {} bytes of optimizer state on NVMe",
+        e.optimizer().offload().expect("offloaded").host_memory.peak,
+        6 * psi,
+        e.optimizer().state_bytes()
+    );
+    drop(e);
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn refusal(json: &str) -> String {
+    let dev = Device::new(CpuBackend::with_threads(1).expect("device"));
+    let host = Device::new(CpuBackend::with_threads(1).expect("host"));
+    match engine_on(
+        json,
+        Box::new(ds_core::SingleRank),
+        (DIM, HIDDEN, CLASSES),
+        dev,
+        host,
+    ) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted: {json}"),
+    }
+}
+
+#[test]
+fn missing_and_read_only_nvme_paths_are_named_errors_that_leave_no_file() {
+    let base = config(2, r#""bf16": {"enabled": false}"#);
+    // No nvme_path at all.
+    let mut v: serde_json::Value = serde_json::from_str(&base).expect("json");
+    v["zero_optimization"]["offload_optimizer"] = serde_json::json!({"device": "nvme"});
+    let err = refusal(&v.to_string());
+    assert!(err.contains("needs nvme_path"), "{err}");
+    // A path that does not exist.
+    let missing = std::env::temp_dir().join(format!("ds-no-such-dir-{}", std::process::id()));
+    let err = refusal(&nvme_offloaded(&base, &missing, 2, 300));
+    assert!(
+        err.contains(&missing.display().to_string()) && err.contains("cannot be used"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "nothing was created");
+    // A read-only directory (root ignores permission bits, so as root sysfs stands in).
+    let dir = swap_dir("read-only");
+    let read_only = if unsafe_is_root() {
+        std::path::PathBuf::from("/sys")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        dir.clone()
+    };
+    let before = leftovers(&read_only);
+    let err = refusal(&nvme_offloaded(&base, &read_only, 2, 300));
+    assert!(
+        err.contains(&read_only.display().to_string()) && err.contains("is not writable"),
+        "{err}"
+    );
+    assert_eq!(leftovers(&read_only), before, "no partial file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).ok();
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Whether this process runs as root (permission bits do not stop it).
+fn unsafe_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
