@@ -175,15 +175,23 @@ fn resume_in_a_fresh_process_is_bitwise_identical() {
 #[test]
 fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
     // Offloaded checkpoints use the ordinary format: saved with the optimizer state on the
-    // host and resumed on the device, or the reverse, the run continues as if uninterrupted.
-    for (precision, stage, params) in [
-        (FP16, 2, false),
-        (FP32, 3, false),
-        (FP16, 1, false),
-        (FP16, 3, true),
+    // host (or in NVMe swap files) and resumed on the device, or the reverse, the run
+    // continues as if uninterrupted.
+    let swap = common::swap_dir("checkpoint");
+    for (precision, stage, params, nvme) in [
+        (FP16, 2, false, false),
+        (FP32, 3, false, false),
+        (FP16, 1, false, false),
+        (FP16, 3, true, false),
+        (FP16, 2, false, true),
+        (FP32, 3, false, true),
     ] {
         let on_device = config(precision, stage);
-        let on_host = common::offloaded(&on_device, params);
+        let on_host = if nvme {
+            common::nvme_offloaded(&on_device, &swap, 2, 300)
+        } else {
+            common::offloaded(&on_device, params)
+        };
         for (save, load, what) in [
             (&on_host, &on_device, "offloaded, resumed on the device"),
             (&on_device, &on_host, "on the device, resumed offloaded"),
@@ -191,10 +199,14 @@ fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
             let dir = scratch(&format!("offload-{stage}"));
             let uninterrupted = train_save_continue(save, 2, &dir);
             let resumed = load_and_continue(load, 2, &dir);
-            assert_eq!(resumed, uninterrupted, "stage {stage}: saved {what}");
+            assert_eq!(
+                resumed, uninterrupted,
+                "stage {stage}: saved {what} (nvme: {nvme})"
+            );
             std::fs::remove_dir_all(&dir).ok();
         }
     }
+    std::fs::remove_dir_all(&swap).ok();
 }
 
 #[test]

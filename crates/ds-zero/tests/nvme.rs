@@ -244,3 +244,127 @@ fn unsafe_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+const KILL_ENV: &str = "DS_NVME_KILL_CHILD";
+
+/// The config of the kill test: fp16 at stage 2 on one rank, the state through 2 buffers.
+fn kill_config(dir: &std::path::Path) -> String {
+    nvme_offloaded(
+        &config(2, r#""fp16": {"enabled": true, "initial_scale_power": 10}"#),
+        dir,
+        2,
+        300,
+    )
+}
+
+/// The child half of the SIGKILL test: trains until killed, saving every 2 steps and printing
+/// each step. Run only by `a_run_killed_mid_step_resumes_bit_identically`.
+#[test]
+#[ignore = "child process of a_run_killed_mid_step_resumes_bit_identically, which runs and kills it"]
+fn nvme_kill_child() {
+    use std::io::Write;
+    let dir = std::path::PathBuf::from(std::env::var(KILL_ENV).expect("run by the kill test"));
+    let swap = dir.join("swap");
+    let (mut e, mut loader) = engine(
+        &kill_config(&swap),
+        Box::new(ds_core::SingleRank),
+        (DIM, HIDDEN, CLASSES),
+    );
+    for step in 1..=1_000_000u64 {
+        e.train_batch(&mut loader).expect("step");
+        if step % 2 == 0 {
+            e.save_checkpoint(
+                &dir.join("ckpt"),
+                &format!("global_step{step}"),
+                &serde_json::json!({}),
+                Some(&loader),
+            )
+            .expect("save");
+        }
+        println!("step {step}");
+        std::io::stdout().flush().ok();
+    }
+}
+
+#[test]
+fn a_run_killed_mid_step_resumes_bit_identically() {
+    use std::io::BufRead;
+    let dir = swap_dir("kill");
+    let swap = dir.join("swap");
+    std::fs::create_dir_all(&swap).expect("swap dir");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "nvme_kill_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(KILL_ENV, &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.expect("line").trim() == "step 7" {
+            break;
+        }
+    }
+    // SIGKILL, wherever the child is: in a step, or writing a checkpoint.
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let stale = leftovers(&swap);
+    assert_eq!(
+        stale.len(),
+        1,
+        "the killed run's swap file stays behind: {stale:?}"
+    );
+    // Resume from the last complete checkpoint and train 4 more steps.
+    let ckpt = dir.join("ckpt");
+    let (mut e, mut loader) = engine(
+        &kill_config(&swap),
+        Box::new(ds_core::SingleRank),
+        (DIM, HIDDEN, CLASSES),
+    );
+    assert!(
+        !swap.join(&stale[0]).exists(),
+        "the dead run's swap file was removed"
+    );
+    let loaded = e
+        .load_checkpoint(
+            &ckpt,
+            None,
+            Some(&mut loader as &mut dyn ds_zero::data::Resumable),
+        )
+        .expect("load the last checkpoint");
+    let from = e.counters().global_steps;
+    assert!(from >= 6 && from % 2 == 0, "{}: step {from}", loaded.tag);
+    let resumed: Vec<u32> = (0..4)
+        .map(|_| e.train_batch(&mut loader).expect("step").loss.to_bits())
+        .collect();
+    let resumed_params = e.parameters().expect("params");
+    drop(e);
+    // The same run uninterrupted.
+    let reference = swap_dir("kill-reference");
+    let (mut r, mut loader) = engine(
+        &kill_config(&reference),
+        Box::new(ds_core::SingleRank),
+        (DIM, HIDDEN, CLASSES),
+    );
+    let mut losses = Vec::new();
+    for _ in 0..from + 4 {
+        losses.push(r.train_batch(&mut loader).expect("step").loss.to_bits());
+    }
+    println!("killed after step 7, resumed from step {from}");
+    assert_eq!(resumed, losses[from as usize..], "losses after resuming");
+    assert_eq!(
+        resumed_params,
+        r.parameters().expect("params"),
+        "parameters"
+    );
+    drop(r);
+    assert_eq!(leftovers(&swap), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&reference).ok();
+}
