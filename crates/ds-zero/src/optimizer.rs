@@ -20,7 +20,7 @@ use std::ops::Range;
 
 /// The per-element optimizer state a checkpoint saves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StateKind {
+pub enum StateKind {
     /// fp32 master weights.
     Master,
     /// First moment, or SGD's momentum.

@@ -20,7 +20,7 @@
 //! both sides an offloaded run is bit-identical to the same run without offload.
 
 mod host;
-mod nvme;
+pub mod nvme;
 mod params;
 pub mod swap;
 mod transfer;

@@ -59,7 +59,7 @@ impl Geometry {
 }
 
 /// The optimizer state of one rank in a swap file.
-pub(crate) struct NvmeState<H: Backend> {
+pub struct NvmeState<H: Backend> {
     host: Device<H>,
     file: SwapFile,
     kinds: Vec<StateKind>,
@@ -139,7 +139,10 @@ fn stopped() -> Error {
 impl<H: Backend> NvmeState<H> {
     /// Creates rank `rank`'s swap file for `owned_len` elements of `kinds` state and fills it:
     /// the master from `master(range)` (the owned parameters, widened), the moments zero.
-    pub(crate) fn new(
+    ///
+    /// # Errors
+    /// The swap file's creation errors (the path named); allocation and I/O errors.
+    pub fn new(
         host: Device<H>,
         settings: &NvmeSettings,
         rank: usize,
@@ -201,7 +204,10 @@ impl<H: Backend> NvmeState<H> {
     /// Steps every sub-group: `update(range, views)` gets the partition elements of the
     /// sub-group and its state (one view per kind, in `kinds` order), read from the file,
     /// and the state goes back when it returns.
-    pub(crate) fn step(
+    ///
+    /// # Errors
+    /// `update`'s errors; I/O errors naming the swap file.
+    pub fn step(
         &mut self,
         mut update: impl FnMut(Range<usize>, Vec<ViewMut<'_, H>>) -> Result<()>,
     ) -> Result<()> {
@@ -316,17 +322,17 @@ impl<H: Backend> NvmeState<H> {
     }
 
     /// Bytes of state in the file.
-    pub(crate) fn state_bytes(&self) -> u64 {
+    pub fn state_bytes(&self) -> u64 {
         self.file.len()
     }
 
     /// The swap file's path.
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.file.path()
     }
 
     /// The I/O path the swap file uses.
-    pub(crate) fn io_path(&self) -> &IoPath {
+    pub fn io_path(&self) -> &IoPath {
         self.file.io_path()
     }
 }
