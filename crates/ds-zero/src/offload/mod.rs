@@ -154,6 +154,19 @@ pub fn plan(config: &Config) -> serde_json::Value {
     let z = &config.zero;
     let optimizer = match &z.offload_optimizer {
         None => json!("device (no offload_optimizer)"),
+        Some(o) if o.device == "nvme" => json!({
+            "device": "nvme",
+            "nvme_path": o.nvme_path,
+            "in_swap_file": "fp32 master weights and optimizer moments, one file per rank",
+            "on_host": format!(
+                "gradient partition (training dtype), {} swap buffers of {} f32",
+                o.buffer_count, o.buffer_size
+            ),
+            "pipeline_read": o.pipeline_read,
+            "pipeline_write": o.pipeline_write,
+            "io": swap::probe().to_string(),
+            "step": "on the host backend's fused kernels, sub-group by sub-group",
+        }),
         Some(o) => json!({
             "device": o.device,
             "on_host": "fp32 master weights, optimizer moments, gradient partition (training dtype)",

@@ -38,20 +38,21 @@ pub fn estimate(params: u64, world: usize, config: Option<&str>) -> Result<Strin
         "model states per rank for {params} parameters on {world} rank(s), {} with {optimizer}\n\
          (parameters, gradients, fp32 master weights and optimizer moments; activations and\n\
          communication buffers come on top)\n\n\
-         stage  parameters        gradients         optimizer         total             bytes/param  host (offload)\n",
+         stage  parameters        gradients         optimizer         total             bytes/param  host (offload)  nvme\n",
         config.precision.dtype()
     );
     let rows = |config: &Config, stages: std::ops::RangeInclusive<u8>, out: &mut String| {
         for stage in stages {
             let m = model_states(config, &table, world, stage);
             out.push_str(&format!(
-                "{stage:<6} {:<17} {:<17} {:<17} {:<17} {:<12.3} {}\n",
+                "{stage:<6} {:<17} {:<17} {:<17} {:<17} {:<12.3} {:<15} {}\n",
                 m.params,
                 m.grads,
                 m.optimizer,
                 m.total(),
                 m.total() as f64 / params as f64,
-                m.host_total()
+                m.host_total(),
+                m.nvme
             ));
         }
     };

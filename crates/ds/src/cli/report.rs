@@ -93,6 +93,13 @@ pub fn render() -> String {
         if cfg!(feature = "mpi") { "yes" } else { "no" },
         mpi_status()
     );
+    let _ = writeln!(
+        s,
+        "{:<8} {:<10} swap I/O: {} (DS_NVME_IO=uring|pread forces one)",
+        "nvme",
+        "yes",
+        ds_zero::offload::swap::probe()
+    );
     #[cfg(feature = "wgpu")]
     {
         let _ = writeln!(
@@ -118,4 +125,20 @@ pub fn render() -> String {
 pub fn run() -> Result<ExitCode> {
     print!("{}", render());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_report_names_the_io_path_nvme_offload_will_use() {
+        let report = super::render();
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("nvme"))
+            .expect("an nvme line");
+        assert!(
+            line.contains("swap I/O: io_uring") || line.contains("positional reads and writes"),
+            "{line}"
+        );
+    }
 }

@@ -443,15 +443,24 @@ where
         println!("[ds] resumed from step {start} in {}", dir.display());
     }
     if lead && let Some(o) = engine.optimizer().offload() {
-        println!(
-            "[ds] optimizer state offloaded to {} ({}): {} bytes of host memory on rank 0 ({} of them optimizer \
-             state), the device holding {} bytes",
-            o.settings.device,
-            o.host,
-            o.host_memory.in_use,
-            engine.optimizer().state_bytes(),
-            engine.memory_stats().in_use
-        );
+        let state = engine.optimizer().state_bytes();
+        match &o.swap {
+            Some((file, io)) => println!(
+                "[ds] optimizer state ({state} bytes) in the NVMe swap file {} ({io}); {} bytes of host memory on \
+                 rank 0 (swap buffers, gradient partition), the device holding {} bytes",
+                file.display(),
+                o.host_memory.in_use,
+                engine.memory_stats().in_use
+            ),
+            None => println!(
+                "[ds] optimizer state offloaded to {} ({}): {} bytes of host memory on rank 0 ({state} of them \
+                 optimizer state), the device holding {} bytes",
+                o.settings.device,
+                o.host,
+                o.host_memory.in_use,
+                engine.memory_stats().in_use
+            ),
+        }
     }
     let mut metrics = if lead {
         Some(Metrics::open(&dir.join("metrics.jsonl"), start)?)
