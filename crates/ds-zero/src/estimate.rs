@@ -73,8 +73,20 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     // offload_param moves stage 3's slices to the host (only with offload_optimizer).
     let params_offloaded =
         stage >= 3 && c.zero.offload_param.is_some() && c.zero.offload_optimizer.is_some();
-    let (params, host_params) = if params_offloaded {
-        (persistent * size, (owned - persistent_owned) * size)
+    let part = owned - persistent_owned;
+    let params_on_nvme = c
+        .zero
+        .offload_param
+        .as_ref()
+        .filter(|p| p.device == "nvme" && params_offloaded);
+    let (params, host_params) = if let Some(p) = params_on_nvme {
+        // The slices in the swap file; one transfer buffer in host memory.
+        (
+            persistent * size,
+            p.buffer_size.clamp(1, part.max(1)) * size,
+        )
+    } else if params_offloaded {
+        (persistent * size, part * size)
     } else if stage >= 3 {
         ((owned - persistent_owned + persistent) * size, 0)
     } else {
@@ -117,7 +129,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
             host_params,
             host_grads: partition,
             host_optimizer,
-            nvme,
+            nvme: nvme + params_on_nvme.map_or(0, |_| part * size),
         }
     } else {
         ModelStates {

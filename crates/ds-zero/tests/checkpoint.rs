@@ -185,12 +185,17 @@ fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
         (FP16, 3, true, false),
         (FP16, 2, false, true),
         (FP32, 3, false, true),
+        (FP16, 3, true, true),
     ] {
         let on_device = config(precision, stage);
-        let on_host = if nvme {
-            common::nvme_offloaded(&on_device, &swap, 2, 300)
-        } else {
-            common::offloaded(&on_device, params)
+        let on_host = match (nvme, params) {
+            (true, false) => common::nvme_offloaded(&on_device, &swap, 2, 300),
+            (true, true) => common::with_params_on_nvme(
+                &common::nvme_offloaded(&on_device, &swap, 2, 300),
+                &swap,
+                64,
+            ),
+            (false, _) => common::offloaded(&on_device, params),
         };
         for (save, load, what) in [
             (&on_host, &on_device, "offloaded, resumed on the device"),

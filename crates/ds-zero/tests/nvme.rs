@@ -5,7 +5,9 @@
 //! errors that leave no file behind.
 
 mod common;
-use common::{CLASSES, DIM, HIDDEN, engine, engine_on, nvme_offloaded, swap_dir, train};
+use common::{
+    CLASSES, DIM, HIDDEN, engine, engine_on, nvme_offloaded, swap_dir, train, with_params_on_nvme,
+};
 use ds_core::Device;
 use ds_core::collectives::run_threaded;
 use ds_core::cpu::CpuBackend;
@@ -274,7 +276,7 @@ fn nvme_kill_child() {
         e.train_batch(&mut loader).expect("step");
         if step % 2 == 0 {
             e.save_checkpoint(
-                &dir.join("ckpt"),
+                dir.join("ckpt"),
                 &format!("global_step{step}"),
                 &serde_json::json!({}),
                 Some(&loader),
@@ -367,4 +369,78 @@ fn a_run_killed_mid_step_resumes_bit_identically() {
     assert_eq!(leftovers(&swap), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&reference).ok();
+}
+
+#[test]
+fn stage_3_with_parameters_on_nvme_too_is_bit_identical_and_keeps_the_device_empty() {
+    let dir = swap_dir("params");
+    for precision in [
+        r#""bf16": {"enabled": false}"#,
+        r#""bf16": {"enabled": true}"#,
+    ] {
+        for world in [1, 2, 4] {
+            let on_device = config(3, precision);
+            let reference = bits(&on_device, world);
+            // A 64-element transfer buffer: every group's slice is read in several pieces.
+            let json = with_params_on_nvme(&nvme_offloaded(&on_device, &dir, 2, 300), &dir, 64);
+            assert_eq!(
+                bits(&json, world),
+                reference,
+                "{precision} on {world} ranks"
+            );
+        }
+    }
+    // The device keeps only what persists (nothing, with the threshold at 0); two swap files
+    // per rank while training, none after.
+    let json = with_params_on_nvme(
+        &nvme_offloaded(
+            &BIG.replace(
+                r#""stage": 2"#,
+                r#""stage": 3, "stage3_param_persistence_threshold": 0"#,
+            ),
+            &dir,
+            4,
+            3 * 1024,
+        ),
+        &dir,
+        4096,
+    );
+    let (mut e, mut loader) = engine(&json, Box::new(ds_core::SingleRank), DIMS);
+    for _ in 0..3 {
+        e.train_batch(&mut loader).expect("step");
+    }
+    let files = leftovers(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let host = e
+        .optimizer()
+        .offload()
+        .expect("offloaded")
+        .host_memory
+        .in_use;
+    println!(
+        "stage 3, optimizer and parameters on NVMe: device {} bytes in use (peak {}), host {host} bytes, swap files {files:?}",
+        e.memory_stats().in_use,
+        e.memory_stats().peak
+    );
+    assert!(e.memory_stats().in_use <= 64, "{}", e.memory_stats().in_use);
+    let psi = psi();
+    // Host: the 16-bit gradient partition, staging, 4 x 3 x 1024 f32 swap buffers and the
+    // 4096-element transfer buffer, against the 16Ψ the states take in memory.
+    let widest = e
+        .layout()
+        .buckets
+        .iter()
+        .map(|b| b.owned.len())
+        .max()
+        .unwrap_or(0) as u64;
+    let formula = 2 * psi + 2 * widest.min(1 << 18) + 4 * 3 * 1024 * 4 + 2 * 4096;
+    let ratio = host as f64 / formula as f64;
+    println!(
+        "  host = {ratio:.4} x the formula ({formula}); in memory the states would be {}",
+        16 * psi
+    );
+    assert!((ratio - 1.0).abs() <= 0.05, "host {host} vs {formula}");
+    drop(e);
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    std::fs::remove_dir_all(&dir).ok();
 }

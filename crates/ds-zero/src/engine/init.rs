@@ -171,7 +171,12 @@ where
     let params = if stage >= 3 {
         // Every rank computed the same values from the seed; each keeps only its slices.
         let offloaded = match (&host, &config.zero.offload_param) {
-            (Some(h), Some(_)) => Some(h.params(dtype, Partitioned::<B>::part_len(&layout))?),
+            (Some(h), Some(_)) => Some(h.params(
+                dtype,
+                Partitioned::<B>::part_len(&layout),
+                rank,
+                offload::param_swap(config).as_ref(),
+            )?),
             _ => None,
         };
         ParamStore::Partitioned(Box::new(Partitioned::new(

@@ -26,7 +26,7 @@ pub mod swap;
 mod transfer;
 
 pub(crate) use host::HostOptimizer;
-pub(crate) use params::{HostParams, HostPartition};
+pub(crate) use params::{HostParams, HostPartition, SwapPartition};
 pub(crate) use transfer::to_device;
 
 use crate::config::{Config, OptimizerConfig, OptimizerKind};
@@ -83,6 +83,23 @@ pub(crate) fn requested(config: &Config) -> Option<OffloadSettings> {
     })
 }
 
+/// The swap settings of `offload_param: {"device": "nvme"}` at stage 3, if configured.
+pub(crate) fn param_swap(config: &Config) -> Option<NvmeSettings> {
+    let z = &config.zero;
+    let p = z
+        .offload_param
+        .as_ref()
+        .filter(|p| p.device == "nvme" && z.stage >= 3)?;
+    Some(NvmeSettings {
+        path: p.nvme_path.clone().unwrap_or_default().into(),
+        buffer_count: crate::config::elements(p.buffer_count),
+        buffer_size: crate::config::elements(p.buffer_size),
+        sub_group_size: crate::config::elements(z.stage3.sub_group_size),
+        pipeline_read: false,
+        pipeline_write: false,
+    })
+}
+
 /// Refuses, by name, the offload settings this engine does not run. `offload_param` below
 /// stage 3 is ignored, as DeepSpeed ignores it (only stage 3 partitions parameters).
 pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
@@ -128,9 +145,11 @@ pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
     if let Some(p) = &z.offload_param
         && z.stage >= 3
     {
-        if p.device == "nvme" {
+        if p.device == "nvme" && p.nvme_path.as_deref().is_none_or(str::is_empty) {
             return refuse(
-                "zero_optimization.offload_param.device = nvme is not implemented yet; use device: cpu".into(),
+                "zero_optimization.offload_param.device = nvme needs nvme_path: the directory for the swap files \
+                 (on a local NVMe drive)"
+                    .into(),
             );
         }
         if z.offload_optimizer.is_none() {
@@ -177,6 +196,14 @@ pub fn plan(config: &Config) -> serde_json::Value {
     let param = match (&z.offload_param, z.stage) {
         (None, _) => json!("device (no offload_param)"),
         (Some(_), s) if s < 3 => json!("ignored below ZeRO stage 3, as DeepSpeed ignores it"),
+        (Some(o), _) if o.device == "nvme" => json!({
+            "device": "nvme",
+            "nvme_path": o.nvme_path,
+            "in_swap_file": "this rank's slices of the gathered groups (training dtype), one file per rank",
+            "on_host": format!("one transfer buffer of {} elements", o.buffer_size),
+            "on_device": "the persistent parameters and the groups gathered at the moment",
+            "io": swap::probe().to_string(),
+        }),
         (Some(o), _) => json!({
             "device": o.device,
             "on_host": "this rank's slices of the gathered groups (training dtype)",
@@ -192,8 +219,15 @@ pub(crate) trait HostSide<B: Backend> {
     /// Its name and memory, for the fit check.
     fn info(&self) -> HostInfo;
 
-    /// A zeroed host partition of `len` parameter elements (`offload_param`).
-    fn params(&self, dtype: DType, len: usize) -> Result<Box<dyn HostParams<B>>>;
+    /// A zeroed host partition of `len` parameter elements for `rank` (`offload_param`: in host
+    /// memory, or in a swap file with `nvme`).
+    fn params(
+        &self,
+        dtype: DType,
+        len: usize,
+        rank: usize,
+        nvme: Option<&NvmeSettings>,
+    ) -> Result<Box<dyn HostParams<B>>>;
 
     /// The offloaded optimizer over the owned elements of `params`.
     fn optimizer(
@@ -223,8 +257,17 @@ impl<B: Backend, H: Backend> HostSide<B> for HostBackend<H> {
         HostInfo::of(&self.host)
     }
 
-    fn params(&self, dtype: DType, len: usize) -> Result<Box<dyn HostParams<B>>> {
-        Ok(Box::new(HostPartition::new(self.host.clone(), dtype, len)?))
+    fn params(
+        &self,
+        dtype: DType,
+        len: usize,
+        rank: usize,
+        nvme: Option<&NvmeSettings>,
+    ) -> Result<Box<dyn HostParams<B>>> {
+        Ok(match nvme {
+            Some(n) => Box::new(SwapPartition::new(self.host.clone(), n, rank, dtype, len)?),
+            None => Box::new(HostPartition::new(self.host.clone(), dtype, len)?),
+        })
     }
 
     fn optimizer(

@@ -5,6 +5,8 @@
 //! nothing goes back to the device after a step. The device then holds only the persistent
 //! parameters and the groups gathered at the moment.
 
+use super::NvmeSettings;
+use super::swap::SwapFile;
 use super::transfer::to_device;
 use crate::host::{download_f32, upload_f32};
 use ds_core::kernels::ViewMut;
@@ -75,5 +77,111 @@ impl<B: Backend, H: Backend> HostParams<B> for HostPartition<H> {
     fn write_f32(&mut self, local: usize, values: &[f32]) -> Result<()> {
         let r = self.range(local, values.len())?;
         upload_f32(&self.host, values, self.part.range_mut(r))
+    }
+}
+
+/// The partition in an NVMe swap file (`offload_param: {"device": "nvme"}`), read into the
+/// device through one host buffer of at most `buffer_size` elements (behind a lock: gathers
+/// read through a shared reference).
+pub(crate) struct SwapPartition<H: Backend> {
+    host: Device<H>,
+    file: SwapFile,
+    staging: std::sync::Mutex<H::Buffer>,
+    chunk: usize,
+    dtype: DType,
+    len: usize,
+}
+
+impl<H: Backend> SwapPartition<H> {
+    /// A swap file for `len` elements of `dtype` (zeros) under `settings.path`, for `rank`.
+    pub(crate) fn new(
+        host: Device<H>,
+        settings: &NvmeSettings,
+        rank: usize,
+        dtype: DType,
+        len: usize,
+    ) -> Result<Self> {
+        let size = dtype.size_bytes();
+        let file = SwapFile::create(
+            &settings.path,
+            &format!("rank{rank}-params.swap"),
+            (len * size) as u64,
+        )?;
+        let chunk = settings.buffer_size.clamp(1, len.max(1));
+        let mut staging = host.alloc(dtype, chunk)?;
+        if host.backend().host_bytes_mut(staging.all_mut()).is_none() {
+            return Err(Error::invalid(
+                "offload_param",
+                "device",
+                "NVMe offload needs a host backend whose buffers are host memory (the CPU backend's are)",
+            ));
+        }
+        Ok(SwapPartition {
+            host,
+            file,
+            staging: std::sync::Mutex::new(staging),
+            chunk,
+            dtype,
+            len,
+        })
+    }
+
+    fn check(&self, local: usize, n: usize) -> Result<()> {
+        if local.checked_add(n).is_none_or(|e| e > self.len) {
+            return Err(Error::invalid(
+                "offload_param",
+                "local",
+                format!("internal: elements {local}+{n} lie outside this rank's partition"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn offset(&self, local: usize) -> u64 {
+        (local * self.dtype.size_bytes()) as u64
+    }
+}
+
+impl<B: Backend, H: Backend> HostParams<B> for SwapPartition<H> {
+    fn upload(&self, dev: &Device<B>, local: usize, mut dst: ViewMut<'_, B>) -> Result<()> {
+        let n = dst.len();
+        self.check(local, n)?;
+        let mut staging = self.staging.lock().map_err(|_| {
+            Error::invalid("offload_param", "staging", "a swap read panicked earlier")
+        })?;
+        for start in (0..n).step_by(self.chunk) {
+            let m = self.chunk.min(n - start);
+            let bytes = self
+                .host
+                .backend()
+                .host_bytes_mut(staging.range_mut(0..m))
+                .ok_or_else(|| Error::invalid("offload_param", "staging", "not host memory"))?;
+            self.file.read_at(self.offset(local + start), bytes)?;
+            to_device(
+                &self.host,
+                staging.range(0..m),
+                dev,
+                dst.sub(start..start + m),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_bytes(&mut self, local: usize, bytes: &[u8]) -> Result<()> {
+        self.check(local, bytes.len() / self.dtype.size_bytes())?;
+        self.file.write_at(self.offset(local), bytes)
+    }
+
+    fn read_f32(&self, local: Range<usize>) -> Result<Vec<f32>> {
+        self.check(local.start, local.len())?;
+        let mut bytes = vec![0u8; local.len() * self.dtype.size_bytes()];
+        self.file.read_at(self.offset(local.start), &mut bytes)?;
+        crate::host::bytes_to_f32(self.dtype, &bytes)
+    }
+
+    fn write_f32(&mut self, local: usize, values: &[f32]) -> Result<()> {
+        self.check(local, values.len())?;
+        let bytes = crate::host::f32_to_bytes(self.dtype, values)?;
+        self.file.write_at(self.offset(local), &bytes)
     }
 }

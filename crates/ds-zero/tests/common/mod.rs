@@ -125,3 +125,12 @@ pub fn swap_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("swap dir");
     dir
 }
+
+/// `json` (already offloading its optimizer) with the stage-3 parameter slices in swap files
+/// under `dir` too, read through a buffer of `buffer_size` elements.
+pub fn with_params_on_nvme(json: &str, dir: &std::path::Path, buffer_size: u64) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v["zero_optimization"]["offload_param"] =
+        serde_json::json!({"device": "nvme", "nvme_path": dir, "buffer_size": buffer_size});
+    v.to_string()
+}
