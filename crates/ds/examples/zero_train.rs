@@ -1,8 +1,9 @@
-//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS [offload|offload-param]` trains
-//! ds-nn's MLP with ZeRO stage STAGE (at stage 3 the weights are gathered, the biases persist)
-//! on a global batch of 32 (32/N per rank), with `offload` the optimizer state on the CPU
-//! backend as host (`offload_optimizer: cpu`), with `offload-param` the stage-3 parameter
-//! slices too, and the same command without `mpirun` trains it on one rank.
+//! The engine on MPI: `mpirun -np N zero_train STAGE STEPS [offload|offload-param|nvme]`
+//! trains ds-nn's MLP with ZeRO stage STAGE (at stage 3 the weights are gathered, the biases
+//! persist) on a global batch of 32 (32/N per rank), with `offload` the optimizer state on the
+//! CPU backend as host (`offload_optimizer: cpu`), with `offload-param` the stage-3 parameter
+//! slices too, with `nvme` both in swap files in the temp directory, and the same command
+//! without `mpirun` trains it on one rank.
 //! Built with `--features mpi`. Rank 0 prints each step's loss (value and bits); every rank
 //! prints a hash of its final parameters, which must be the same on all ranks.
 
@@ -18,15 +19,25 @@ fn run(stage: u32, steps: usize, offload: &str) -> Result<(), String> {
     let dist = init_distributed().map_err(|e| e.to_string())?;
     let comm: Box<dyn Collectives<CpuBackend>> = Box::new(dist.comm);
     let rank = comm.rank();
+    let nvme;
     let offload = match offload {
         "offload" => r#", "offload_optimizer": {"device": "cpu"}"#,
         "offload-param" => {
             r#", "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}"#
         }
+        "nvme" => {
+            let dir = serde_json::Value::from(std::env::temp_dir().display().to_string());
+            nvme = format!(
+                r#", "offload_optimizer": {{"device": "nvme", "nvme_path": {dir}, "buffer_count": 2,
+                    "buffer_size": 300, "pipeline_read": true, "pipeline_write": true}},
+                   "offload_param": {{"device": "nvme", "nvme_path": {dir}, "buffer_size": 64}}"#
+            );
+            &nvme
+        }
         "" => "",
         other => {
             return Err(format!(
-                "unknown offload `{other}`: use offload or offload-param"
+                "unknown offload `{other}`: use offload, offload-param or nvme"
             ));
         }
     };

@@ -52,6 +52,8 @@ pub enum Offload {
     Optimizer,
     /// `offload_optimizer` and `offload_param` (stage 3).
     OptimizerAndParams,
+    /// `offload_optimizer` and `offload_param` on NVMe: swap files in the temp directory.
+    Nvme,
 }
 
 const FP32: &str = r#""bf16": {"enabled": false}"#;
@@ -143,7 +145,7 @@ pub const RANKS: [Case; 4] = [
 /// The optimizer state offloaded to the CPU backend, on every stage that offloads and on
 /// several ranks; [`check`] compares each with the CPU reference and with the same run on the
 /// same backend without offload, and checks both backends' memory statistics.
-pub const OFFLOAD: [Case; 7] = [
+pub const OFFLOAD: [Case; 9] = [
     Case {
         precision: FP32,
         stage: 1,
@@ -186,14 +188,37 @@ pub const OFFLOAD: [Case; 7] = [
         world: 1,
         offload: Offload::OptimizerAndParams,
     },
+    Case {
+        precision: FP32,
+        stage: 2,
+        world: 2,
+        offload: Offload::Nvme,
+    },
+    Case {
+        precision: FP32,
+        stage: 3,
+        world: 2,
+        offload: Offload::Nvme,
+    },
 ];
 
 fn config(case: &Case) -> String {
+    let nvme;
     let offload = match case.offload {
         Offload::No => "",
         Offload::Optimizer => r#", "offload_optimizer": {"device": "cpu"}"#,
         Offload::OptimizerAndParams => {
             r#", "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}"#
+        }
+        Offload::Nvme => {
+            // Small buffers, so the state streams through many sub-groups.
+            let dir = serde_json::Value::from(std::env::temp_dir().display().to_string());
+            nvme = format!(
+                r#", "offload_optimizer": {{"device": "nvme", "nvme_path": {dir}, "buffer_count": 2,
+                    "buffer_size": 900, "pipeline_read": true, "pipeline_write": true}},
+                   "offload_param": {{"device": "nvme", "nvme_path": {dir}, "buffer_size": 256}}"#
+            );
+            &nvme
         }
     };
     format!(

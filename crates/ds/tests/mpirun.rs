@@ -343,11 +343,11 @@ fn zero_on_mpi_ranks_matches_one_rank_on_the_same_global_batch() {
             "replicas diverged on {ranks} ranks: {hashes:?}"
         );
         // With the optimizer state offloaded to each rank's host backend (and at stage 3 the
-        // parameter slices too): the same bits.
+        // parameter slices too), or to NVMe swap files: the same bits.
         let offloads: &[&str] = if stage == 3 {
-            &["offload", "offload-param"]
+            &["offload", "offload-param", "nvme"]
         } else {
-            &["offload"]
+            &["offload", "nvme"]
         };
         for offload in offloads {
             let offloaded = on_mpi(ranks, stage, offload);
