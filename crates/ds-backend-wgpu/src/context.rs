@@ -48,6 +48,10 @@ pub struct WgpuOptions {
     pub adapter: AdapterChoice,
     /// How f16 is stored.
     pub f16: F16Mode,
+    /// A memory budget in bytes below the adapter's: `memory_total` reports it and allocations
+    /// beyond it are refused as out of memory (what a smaller GPU would do; for fitting and
+    /// offload tests). `None`: the adapter's own.
+    pub capacity: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -62,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) offset_align: u64,
     pub(crate) max_groups: u32,
     pub(crate) pool: Arc<Pool>,
+    /// The memory budget, when one was set.
+    pub(crate) capacity: Option<u64>,
     pub(crate) pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     /// The first device error since the last check (validation, out of memory, device lost).
     pub(crate) error: Arc<Mutex<Option<String>>>,
@@ -84,6 +90,19 @@ impl WgpuBackend {
         Self::with_options(WgpuOptions {
             adapter: AdapterChoice::from_env(),
             f16: F16Mode::from_env()?,
+            capacity: None,
+        })
+    }
+
+    /// [`WgpuBackend::new`] with a memory budget of `bytes` (see [`WgpuOptions::capacity`]).
+    ///
+    /// # Errors
+    /// As [`WgpuBackend::new`].
+    pub fn with_capacity(bytes: u64) -> Result<Self> {
+        Self::with_options(WgpuOptions {
+            adapter: AdapterChoice::from_env(),
+            f16: F16Mode::from_env()?,
+            capacity: Some(bytes),
         })
     }
 
@@ -153,10 +172,10 @@ impl WgpuBackend {
             } else {
                 format!("{} {}", ainfo.driver, ainfo.driver_info)
             },
-            memory_total: if cpu {
-                ds_core::cpu::available_memory()
-            } else {
-                limits.max_buffer_size
+            memory_total: match options.capacity {
+                Some(bytes) => bytes,
+                None if cpu => ds_core::cpu::available_memory(),
+                None => limits.max_buffer_size,
             },
             compute_units: if cpu {
                 std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -176,6 +195,7 @@ impl WgpuBackend {
                 offset_align: u64::from(limits.min_storage_buffer_offset_alignment),
                 max_groups: limits.max_compute_workgroups_per_dimension,
                 pool: Arc::new(Pool::default()),
+                capacity: options.capacity,
                 pipelines: Mutex::new(HashMap::new()),
                 error,
             }),

@@ -39,6 +39,16 @@ impl WgpuBackend {
             .ok_or_else(|| Error::invalid("alloc", "len", format!("{len} elements overflow")))?;
         let class = size_class(bytes);
         let pool = &self.inner.pool;
+        if let Some(cap) = self.inner.capacity {
+            let in_use = pool.stats().in_use;
+            if in_use.saturating_add(bytes) > cap {
+                return Err(Error::OutOfMemory {
+                    device: self.inner.info.name.clone(),
+                    requested: bytes,
+                    available: cap.saturating_sub(in_use),
+                });
+            }
+        }
         let raw = match pool.reuse(class) {
             Some(raw) => {
                 let mut enc = self

@@ -104,6 +104,7 @@ fn adapter_selection_errors_list_what_exists() {
     let err = WgpuBackend::with_options(WgpuOptions {
         adapter: AdapterChoice::Index(99),
         f16: F16Mode::Auto,
+        capacity: None,
     })
     .err()
     .map(|e| e.to_string())
@@ -115,6 +116,7 @@ fn adapter_selection_errors_list_what_exists() {
     let err = WgpuBackend::with_options(WgpuOptions {
         adapter: AdapterChoice::Name("no such adapter".into()),
         f16: F16Mode::Auto,
+        capacity: None,
     })
     .err()
     .map(|e| e.to_string())
@@ -123,6 +125,7 @@ fn adapter_selection_errors_list_what_exists() {
     let by_name = WgpuBackend::with_options(WgpuOptions {
         adapter: AdapterChoice::Index(0),
         f16: F16Mode::Packed,
+        capacity: None,
     })
     .expect("adapter 0");
     assert!(!by_name.native_f16());
@@ -163,4 +166,25 @@ fn operands_past_one_binding_in_row_kernels_are_refused_by_name() {
         err.contains("layer_norm") && err.contains("storage binding"),
         "{err}"
     );
+}
+
+#[test]
+fn a_memory_budget_is_reported_and_enforced() {
+    let be = WgpuBackend::with_capacity(1 << 20).expect("adapter");
+    let dev = ds_core::Device::new(be);
+    assert_eq!(dev.info().memory_total, 1 << 20);
+    let kept = dev
+        .alloc(ds_core::DType::F32, 1 << 17)
+        .expect("512 KiB fit");
+    let err = dev
+        .alloc(ds_core::DType::F32, 3 << 16)
+        .err()
+        .expect("768 KiB more do not");
+    assert!(
+        matches!(err, ds_core::Error::OutOfMemory { requested, .. } if requested == 3 << 18),
+        "{err}"
+    );
+    drop(kept);
+    dev.alloc(ds_core::DType::F32, 3 << 16)
+        .expect("fits once the first is freed");
 }

@@ -498,3 +498,91 @@ macro_rules! engine_tests {
         }
     };
 }
+
+/// A device budget of `capacity` bytes for a backend that can cap its memory.
+pub type Capped<'a, B> = dyn Fn(u64) -> Result<Device<B>, String> + 'a;
+
+/// The capability offload exists for, on a backend whose memory can be capped: the MLP's
+/// fp16 states at ZeRO-2 on one rank (16 bytes a parameter) are refused on a device of 12
+/// bytes a parameter and train once the optimizer state is offloaded to the CPU (2 bytes a
+/// parameter left on the device); with a host of 6 bytes a parameter, too small for the
+/// offloaded 14 in memory, they train with the state on NVMe (swap files in the temp
+/// directory). Returns what it measured.
+///
+/// # Errors
+/// A report of what did not hold.
+pub fn offload_capacity<B: Backend>(capped: &Capped<'_, B>) -> Result<String, String> {
+    let (dims, hidden, classes) = (128, 256, 32);
+    let psi = (dims * hidden + hidden + hidden * classes + classes) as u64;
+    let base = r#"{"train_batch_size": 16, "fp16": {"enabled": true, "initial_scale_power": 8},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": 4096"#;
+    let dir = serde_json::Value::from(std::env::temp_dir().display().to_string());
+    let run = |offload: &str, device: u64, host: u64| -> Result<Vec<f32>, String> {
+        let config =
+            Config::parse(&format!("{base}{offload}}}}}"), 1).map_err(|e| e.to_string())?;
+        let model = MlpClassifier::new(dims, &[hidden], classes, config.precision.dtype());
+        let host = CpuBackend::with_capacity(1, host)
+            .map(Device::new)
+            .map_err(|e| e.to_string())?;
+        let Initialized {
+            mut engine,
+            mut data_loader,
+            ..
+        } = initialize_with_host(
+            &config,
+            capped(device)?,
+            host,
+            Box::new(SingleRank),
+            model,
+            Blobs::new(256, dims, classes, 3),
+        )
+        .map_err(|e| e.to_string())?;
+        (0..6)
+            .map(|_| {
+                engine
+                    .train_batch(&mut data_loader)
+                    .map(|r| r.loss)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    let roomy = 64 * psi;
+    let mut report = Vec::new();
+    match run("", 12 * psi, roomy) {
+        Err(e) if e.contains("offload the optimizer state") => {
+            report.push(format!("12Ψ device, no offload: refused ({e})"));
+        }
+        other => return Err(format!("a 12Ψ device took 16Ψ of states: {other:?}")),
+    }
+    let trains = |what: &str, losses: Vec<f32>| -> Result<String, String> {
+        if losses[5] < losses[0] {
+            Ok(format!(
+                "{what}: trains, loss {} -> {}",
+                losses[0], losses[5]
+            ))
+        } else {
+            Err(format!("{what}: does not train: {losses:?}"))
+        }
+    };
+    let cpu = r#", "offload_optimizer": {"device": "cpu"}"#;
+    report.push(trains(
+        "12Ψ device, offload_optimizer cpu",
+        run(cpu, 12 * psi, roomy)?,
+    )?);
+    match run(cpu, 12 * psi, 6 * psi) {
+        Err(e) if e.contains("bytes of host memory per rank") => {
+            report.push("6Ψ host, offload_optimizer cpu: refused".into());
+        }
+        other => return Err(format!("a 6Ψ host took the offloaded state: {other:?}")),
+    }
+    let nvme = format!(
+        r#", "offload_optimizer": {{"device": "nvme", "nvme_path": {dir}, "buffer_count": 4, "buffer_size": 3072,
+             "pipeline_read": true, "pipeline_write": true}}"#
+    );
+    report.push(trains(
+        "12Ψ device, 6Ψ host, offload_optimizer nvme",
+        run(&nvme, 12 * psi, 6 * psi)?,
+    )?);
+    Ok(report.join("\n"))
+}

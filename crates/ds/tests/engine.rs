@@ -19,3 +19,31 @@ ds::engine_tests!(
             .map_err(|e| e.to_string())
     }
 );
+
+/// Offload's capability on the backends whose memory can be capped.
+#[test]
+fn cpu_a_model_too_large_for_the_device_trains_offloaded_and_for_the_host_on_nvme() {
+    let capped = |bytes| {
+        ds::core::cpu::CpuBackend::with_capacity(1, bytes)
+            .map(ds::Device::new)
+            .map_err(|e| e.to_string())
+    };
+    match ds::engine_check::offload_capacity(&capped) {
+        Ok(report) => println!("{report}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_a_model_too_large_for_the_device_trains_offloaded_and_for_the_host_on_nvme() {
+    let capped = |bytes| {
+        ds_backend_wgpu::WgpuBackend::with_capacity(bytes)
+            .map(ds::Device::new)
+            .map_err(|e| e.to_string())
+    };
+    match ds::engine_check::offload_capacity(&capped) {
+        Ok(report) => println!("{report}"),
+        Err(e) => panic!("{e}"),
+    }
+}
