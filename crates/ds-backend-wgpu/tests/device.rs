@@ -178,8 +178,7 @@ fn a_memory_budget_is_reported_and_enforced() {
         .expect("512 KiB fit");
     let err = dev
         .alloc(ds_core::DType::F32, 3 << 16)
-        .err()
-        .expect("768 KiB more do not");
+        .expect_err("768 KiB more do not");
     assert!(
         matches!(err, ds_core::Error::OutOfMemory { requested, .. } if requested == 3 << 18),
         "{err}"
