@@ -12,7 +12,7 @@ use ds_core::Device;
 use ds_core::collectives::run_threaded;
 use ds_core::cpu::CpuBackend;
 
-const STEPS: usize = 12;
+const STEPS: usize = 20;
 
 fn config(stage: u8, precision: &str) -> String {
     format!(
