@@ -445,3 +445,65 @@ fn stage_3_with_parameters_on_nvme_too_is_bit_identical_and_keeps_the_device_emp
     assert_eq!(leftovers(&dir), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+const FULL_ENV: &str = "DS_NVME_FULL_CHILD";
+
+/// The child half of the full-disk test: under a 64 KiB file-size limit (the kernel refuses to
+/// reserve more, as a full disk does), initialising with the optimizer state on NVMe must fail
+/// with a named error. Run only by `a_disk_that_cannot_hold_the_swap_file_is_a_named_error`.
+#[test]
+#[ignore = "child process of a_disk_that_cannot_hold_the_swap_file_is_a_named_error"]
+fn nvme_full_child() {
+    let dir = std::path::PathBuf::from(std::env::var(FULL_ENV).expect("run by the full-disk test"));
+    // SAFETY: setting this process's own limits and ignoring SIGXFSZ (so the refused
+    // reservation returns EFBIG instead of killing the process) touch no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let limit = libc::rlimit {
+            rlim_cur: 64 << 10,
+            rlim_max: 64 << 10,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let dev = Device::new(CpuBackend::with_threads(1).expect("device"));
+    let host = Device::new(CpuBackend::with_threads(1).expect("host"));
+    let json = nvme_offloaded(BIG, &dir, 4, 3 * 1024);
+    match engine_on(&json, Box::new(ds_core::SingleRank), DIMS, dev, host) {
+        Ok(_) => println!("ACCEPTED"),
+        Err(e) => println!("REFUSED {e}"),
+    }
+}
+
+#[test]
+fn a_disk_that_cannot_hold_the_swap_file_is_a_named_error() {
+    let dir = swap_dir("full");
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "nvme_full_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(FULL_ENV, &dir)
+        .output()
+        .expect("spawn the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("REFUSED") || l.starts_with("ACCEPTED"))
+        .unwrap_or_default();
+    println!("{line}");
+    assert!(
+        line.starts_with("REFUSED")
+            && line.contains(&dir.display().to_string())
+            && line.contains("cannot hold the"),
+        "{text}"
+    );
+    assert_eq!(
+        leftovers(&dir),
+        Vec::<String>::new(),
+        "no partial swap file"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
