@@ -8,8 +8,8 @@
 //! - [`config`]: the strict DeepSpeed schema, every default resolved in one place;
 //! - [`engine`]: gradient accumulation, clipping, mixed precision, ZeRO stages 0-3;
 //! - [`zero3`]: stage 3's gathered parameters, prefetch and trace;
-//! - [`offload`]: ZeRO-Offload, the optimizer state and step on a host backend
-//!   ([`initialize_with_host`]);
+//! - [`offload`]: ZeRO-Offload and ZeRO-Infinity, the optimizer state and step on a host
+//!   backend ([`initialize_with_host`]), the state and parameters in NVMe swap files;
 //! - [`schedule`]: WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle, LRRangeTest;
 //! - [`scaler`]: fp16 dynamic and static loss scaling;
 //! - [`checkpoint`]: DeepSpeed's layout in safetensors and JSON, written atomically;

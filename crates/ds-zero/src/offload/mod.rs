@@ -1,5 +1,6 @@
-//! ZeRO-Offload: the optimizer state and the gradient partition in host memory, the step on
-//! the host.
+//! ZeRO-Offload and ZeRO-Infinity: the optimizer state and the gradient partition in host
+//! memory (or the state in NVMe swap files, [`nvme`]), the step on the host; at stage 3 the
+//! parameter slices too (`params.rs`).
 //!
 //! The engine stays generic over its device backend `B`; the host side is another backend `H`
 //! (the `ds` crate passes the CPU backend) hidden behind [`Offload`], so the engine's type does
