@@ -46,6 +46,7 @@ fn main() -> Result<()> {
             sub_group_size: 1_000_000_000,
             pipeline_read: true,
             pipeline_write: true,
+            io: ds_zero::offload::swap::IoShape::default(),
         };
         let mut swap = NvmeState::new(host.clone(), &settings, 0, kinds.clone(), elements, |r| {
             Ok(vec![1.0; r.len()])

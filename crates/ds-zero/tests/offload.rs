@@ -323,8 +323,13 @@ fn what_offload_does_not_run_is_refused_by_name() {
             "super_offload",
         ),
         (
-            base(2, adam, r#"{"device": "nvme", "nvme_path": "/tmp"}"#),
-            "offload_optimizer.device = nvme is not implemented yet",
+            base(2, adam, r#"{"device": "nvme"}"#),
+            "offload_optimizer.device = nvme needs nvme_path",
+        ),
+        (
+            base(2, adam, r#"{"device": "nvme", "nvme_path": "/tmp"}"#)
+                .replacen('{', r#"{"aio": {"use_gds": true}, "#, 1),
+            "aio.use_gds (GPUDirect Storage",
         ),
         (
             format!(

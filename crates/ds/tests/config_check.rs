@@ -103,6 +103,7 @@ fn offload_settings_print_resolved_with_where_the_engine_keeps_the_state() {
     let p = write(
         "offload",
         r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "aio": {"queue_depth": 16, "single_submit": true},
             "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"},
                                   "offload_param": {"device": "cpu"}}}"#,
     );
@@ -117,12 +118,38 @@ fn offload_settings_print_resolved_with_where_the_engine_keeps_the_state() {
     assert_eq!(o["ratio"], 1.0);
     assert_eq!(v["zero_optimization"]["offload_param"]["buffer_count"], 5);
     assert_eq!(v["offload"]["optimizer"]["device"], "cpu");
+    // `aio`, resolved with DeepSpeed's defaults.
+    assert_eq!(v["aio"]["queue_depth"], 16);
+    assert_eq!(v["aio"]["single_submit"], true);
+    assert_eq!(v["aio"]["block_size"], 1 << 20);
+    assert_eq!(v["aio"]["use_gds"], false);
     assert!(
         v["offload"]["param"]
             .as_str()
             .is_some_and(|s| s.contains("ignored below ZeRO stage 3")),
         "{out}"
     );
+    // NVMe: where the state goes and the I/O path that will carry it.
+    let p = write(
+        "offload-nvme",
+        r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+            "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "nvme", "nvme_path": "/local_nvme"},
+                                  "offload_param": {"device": "nvme", "nvme_path": "/local_nvme"}}}"#,
+    );
+    let (code, out, err) = ds(&["config", "check", p.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    for side in ["optimizer", "param"] {
+        let plan = &v["offload"][side];
+        assert_eq!(plan["device"], "nvme", "{out}");
+        assert_eq!(plan["nvme_path"], "/local_nvme", "{out}");
+        assert!(
+            plan["io"]
+                .as_str()
+                .is_some_and(|io| io.contains("io_uring") || io.contains("pread")),
+            "{out}"
+        );
+    }
     // A setting the engine does not run is named in the plan.
     let p = write(
         "offload-ratio",

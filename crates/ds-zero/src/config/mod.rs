@@ -11,6 +11,7 @@
 //! 1000, hysteresis 2 and floor 1 on every path (older releases started ZeRO at 2^32 without
 //! hysteresis); ds follows 0.19.
 
+mod aio;
 mod batch;
 mod json;
 mod offload;
@@ -20,6 +21,7 @@ mod scheduler;
 mod stage3;
 mod zero;
 
+pub use aio::AioConfig;
 pub use batch::Batch;
 pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
@@ -97,7 +99,7 @@ impl ConfigError {
 }
 
 /// Top-level keys ds reads.
-const TOP_KEYS: [&str; 23] = [
+const TOP_KEYS: [&str; 24] = [
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
     "gradient_accumulation_steps",
@@ -121,10 +123,11 @@ const TOP_KEYS: [&str; 23] = [
     "disable_python_gc",
     "vocabulary_size",
     "sequence_parallel_size",
+    "aio",
 ];
 
 /// Top-level keys of DeepSpeed features ds does not implement, with what they configure.
-const UNSUPPORTED_TOP: [(&str, &str); 38] = [
+const UNSUPPORTED_TOP: [(&str, &str); 37] = [
     ("amp", "NVIDIA Apex AMP"),
     ("autotuning", "DeepSpeed's autotuner"),
     (
@@ -146,7 +149,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 38] = [
     ("csv_monitor", "CSV monitoring"),
     ("comet", "Comet monitoring"),
     ("comms_logger", "the communication logger"),
-    ("aio", "asynchronous I/O (NVMe offload)"),
     ("nebula", "Nebula checkpointing"),
     ("checkpoint", "DeepSpeed's checkpoint engine options"),
     ("quantize_training", "quantized training"),
@@ -206,6 +208,8 @@ pub struct Config {
     pub wall_clock_breakdown: bool,
     /// ZeRO settings.
     pub zero: ZeroConfig,
+    /// How NVMe offload issues its I/O (`aio`).
+    pub aio: AioConfig,
     /// Seed for parameter initialisation and data order (not a DeepSpeed key; default 1234).
     pub seed: u64,
 }
@@ -289,6 +293,7 @@ impl Config {
         }
         let wall_clock_breakdown = top.bool("wall_clock_breakdown")?.unwrap_or(false);
         let zero = zero::resolve(&mut top)?;
+        let aio = aio::resolve(&mut top)?;
         let _ = top.bool("zero_allow_untested_optimizer")?;
         let seed = top.u64("seed")?.unwrap_or(1234);
         top.finish(&TOP_KEYS, &UNSUPPORTED_TOP)?;
@@ -304,6 +309,7 @@ impl Config {
             steps_per_print,
             wall_clock_breakdown,
             zero,
+            aio,
             seed,
         })
     }
@@ -325,6 +331,7 @@ impl Config {
             "steps_per_print": self.steps_per_print,
             "wall_clock_breakdown": self.wall_clock_breakdown,
             "zero_optimization": self.zero.to_json(),
+            "aio": self.aio.to_json(),
             "seed": self.seed,
         })
     }

@@ -65,6 +65,18 @@ pub struct NvmeSettings {
     pub pipeline_read: bool,
     /// Write sub-groups back while the next is stepped.
     pub pipeline_write: bool,
+    /// How I/O requests are cut and queued (`aio`).
+    pub io: swap::IoShape,
+}
+
+/// `aio`'s settings as the swap files use them.
+fn io_shape(config: &Config) -> swap::IoShape {
+    let a = &config.aio;
+    swap::IoShape {
+        block_size: crate::config::elements(a.block_size),
+        queue_depth: crate::config::elements(a.queue_depth),
+        single_submit: a.single_submit,
+    }
 }
 
 /// The optimizer offload `config` asks for, if any.
@@ -80,6 +92,7 @@ pub(crate) fn requested(config: &Config) -> Option<OffloadSettings> {
             sub_group_size: crate::config::elements(z.stage3.sub_group_size),
             pipeline_read: o.pipeline_read,
             pipeline_write: o.pipeline_write,
+            io: io_shape(config),
         }),
     })
 }
@@ -98,6 +111,7 @@ pub(crate) fn param_swap(config: &Config) -> Option<NvmeSettings> {
         sub_group_size: crate::config::elements(z.stage3.sub_group_size),
         pipeline_read: false,
         pipeline_write: false,
+        io: io_shape(config),
     })
 }
 
@@ -106,6 +120,15 @@ pub(crate) fn param_swap(config: &Config) -> Option<NvmeSettings> {
 pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
     let refuse = |what: String| Err(EngineError::Usage(what));
     let z = &config.zero;
+    let on_nvme =
+        |o: &Option<crate::config::OffloadConfig>| o.as_ref().is_some_and(|o| o.device == "nvme");
+    if config.aio.use_gds && (on_nvme(&z.offload_optimizer) || on_nvme(&z.offload_param)) {
+        return refuse(
+            "aio.use_gds (GPUDirect Storage, NVMe to GPU memory without the host) is not implemented; the swap \
+             files go through host buffers: set use_gds false"
+                .into(),
+        );
+    }
     if let Some(o) = &z.offload_optimizer {
         if z.stage == 0 {
             return refuse(

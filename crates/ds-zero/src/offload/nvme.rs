@@ -162,7 +162,12 @@ impl<H: Backend> NvmeState<H> {
         };
         let count = settings.buffer_count.clamp(1, geometry.groups().max(1));
         let len = (owned_len * k * 4) as u64;
-        let file = SwapFile::create(&settings.path, &format!("rank{rank}-optimizer.swap"), len)?;
+        let file = SwapFile::create(
+            &settings.path,
+            &format!("rank{rank}-optimizer.swap"),
+            len,
+            settings.io,
+        )?;
         let mut slots = Vec::with_capacity(count);
         for _ in 0..count {
             let slot = kinds

@@ -106,6 +106,7 @@ impl<H: Backend> SwapPartition<H> {
             &settings.path,
             &format!("rank{rank}-params.swap"),
             (len * size) as u64,
+            settings.io,
         )?;
         let chunk = settings.buffer_size.clamp(1, len.max(1));
         let mut staging = host.alloc(dtype, chunk)?;

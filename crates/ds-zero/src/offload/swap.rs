@@ -1,8 +1,10 @@
 //! NVMe swap files: one file per rank under `nvme_path`, read and written at offsets.
 //!
-//! The I/O path is chosen at run time: io_uring where the kernel allows it (a ring of eight
-//! entries, one read or write in flight per call, split at 1 GiB), positional reads and writes
-//! (`pread` / `pwrite`) otherwise. `DS_NVME_IO=uring` or `DS_NVME_IO=pread` forces one.
+//! The I/O path is chosen at run time: io_uring where the kernel allows it, positional reads
+//! and writes (`pread` / `pwrite`) otherwise; `DS_NVME_IO=uring` or `DS_NVME_IO=pread` forces
+//! one. On io_uring a read or write is cut into `aio.block_size` requests with up to
+//! `aio.queue_depth` in flight (submitted as a batch, or one by one with `aio.single_submit`),
+//! short transfers resubmitted for the rest.
 //!
 //! A swap file is created with `create_new` (never over someone else's file), its whole size
 //! reserved with `posix_fallocate` before training starts (a full disk is an error then, not at
@@ -29,8 +31,26 @@ pub(crate) fn nvme_error(message: String) -> Error {
 /// The environment variable that forces an I/O path.
 pub const IO_ENV: &str = "DS_NVME_IO";
 
-/// The largest single read or write handed to io_uring.
-const URING_CHUNK: usize = 1 << 30;
+/// How requests are cut and queued (the `aio` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoShape {
+    /// Bytes per request.
+    pub block_size: usize,
+    /// Requests in flight.
+    pub queue_depth: usize,
+    /// Submit each request on its own.
+    pub single_submit: bool,
+}
+
+impl Default for IoShape {
+    fn default() -> Self {
+        IoShape {
+            block_size: 1 << 20,
+            queue_depth: 8,
+            single_submit: false,
+        }
+    }
+}
 
 /// How swap I/O reaches the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +102,7 @@ pub struct SwapFile {
     file: File,
     engine: Engine,
     path_kind: IoPath,
+    shape: IoShape,
     len: u64,
 }
 
@@ -94,8 +115,8 @@ impl SwapFile {
     /// # Errors
     /// [`Error::Usage`] naming `dir` when it is missing, not a directory or not writable, or
     /// when the disk cannot hold `len` bytes (the partial file is removed).
-    pub fn create(dir: &Path, name: &str, len: u64) -> Result<Self> {
-        Self::create_on(dir, name, len, probe())
+    pub fn create(dir: &Path, name: &str, len: u64, shape: IoShape) -> Result<Self> {
+        Self::create_on(dir, name, len, probe(), shape)
     }
 
     /// [`SwapFile::create`] on the I/O path `path_kind` (io_uring falls back to positional
@@ -103,7 +124,18 @@ impl SwapFile {
     ///
     /// # Errors
     /// As [`SwapFile::create`].
-    pub fn create_on(dir: &Path, name: &str, len: u64, path_kind: IoPath) -> Result<Self> {
+    pub fn create_on(
+        dir: &Path,
+        name: &str,
+        len: u64,
+        path_kind: IoPath,
+        shape: IoShape,
+    ) -> Result<Self> {
+        let shape = IoShape {
+            block_size: shape.block_size.clamp(4096, 1 << 30),
+            queue_depth: shape.queue_depth.clamp(1, 4096),
+            single_submit: shape.single_submit,
+        };
         let what = |why: String| nvme_error(format!("nvme_path `{}` {why}", dir.display()));
         match std::fs::metadata(dir) {
             Err(e) => {
@@ -130,7 +162,7 @@ impl SwapFile {
             )));
         }
         let (engine, path_kind) = match path_kind {
-            IoPath::Uring => match io_uring::IoUring::new(8) {
+            IoPath::Uring => match io_uring::IoUring::new(shape.queue_depth as u32) {
                 Ok(ring) => (Engine::Uring(Box::new(Mutex::new(ring))), IoPath::Uring),
                 Err(e) => (
                     Engine::Positional,
@@ -144,6 +176,7 @@ impl SwapFile {
             file,
             engine,
             path_kind,
+            shape,
             len,
         })
     }
@@ -202,31 +235,9 @@ impl SwapFile {
                 .file
                 .read_exact_at(buf, offset)
                 .map_err(|e| self.io_error("read", e)),
-            Engine::Uring(ring) => {
-                let mut done = 0;
-                while done < buf.len() {
-                    let n = (buf.len() - done).min(URING_CHUNK);
-                    let rest = &mut buf[done..done + n];
-                    let op = io_uring::opcode::Read::new(
-                        io_uring::types::Fd(self.file.as_raw_fd()),
-                        rest.as_mut_ptr(),
-                        n as u32,
-                    )
-                    .offset(offset + done as u64)
-                    .build();
-                    let got = self
-                        .submit(ring, op)
-                        .map_err(|e| self.io_error("read", e))?;
-                    if got == 0 {
-                        return Err(self.io_error(
-                            "read",
-                            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-                        ));
-                    }
-                    done += got;
-                }
-                Ok(())
-            }
+            Engine::Uring(ring) => self
+                .uring(ring, offset, buf.as_mut_ptr(), buf.len(), false)
+                .map_err(|e| self.io_error("read", e)),
         }
     }
 
@@ -241,61 +252,99 @@ impl SwapFile {
                 .file
                 .write_all_at(buf, offset)
                 .map_err(|e| self.io_error("write", e)),
-            Engine::Uring(ring) => {
-                let mut done = 0;
-                while done < buf.len() {
-                    let n = (buf.len() - done).min(URING_CHUNK);
-                    let rest = &buf[done..done + n];
-                    let op = io_uring::opcode::Write::new(
-                        io_uring::types::Fd(self.file.as_raw_fd()),
-                        rest.as_ptr(),
-                        n as u32,
-                    )
-                    .offset(offset + done as u64)
-                    .build();
-                    let put = self
-                        .submit(ring, op)
-                        .map_err(|e| self.io_error("write", e))?;
-                    if put == 0 {
-                        return Err(self.io_error(
-                            "write",
-                            std::io::Error::from(std::io::ErrorKind::WriteZero),
-                        ));
-                    }
-                    done += put;
-                }
-                Ok(())
-            }
+            // The pointer is only read from: a write entry takes a `*const u8`.
+            Engine::Uring(ring) => self
+                .uring(ring, offset, buf.as_ptr().cast_mut(), buf.len(), true)
+                .map_err(|e| self.io_error("write", e)),
         }
     }
 
-    /// Submits one entry and waits for its completion; the bytes it moved.
-    fn submit(
+    /// Moves `len` bytes at `ptr` to or from the file at `offset` through the ring, in
+    /// `block_size` requests with up to `queue_depth` in flight, until every byte has moved.
+    /// `ptr..ptr + len` must be a buffer the caller holds borrowed (mutably for a read) for
+    /// the whole call.
+    fn uring(
         &self,
         ring: &Mutex<io_uring::IoUring>,
-        op: io_uring::squeue::Entry,
-    ) -> std::io::Result<usize> {
+        offset: u64,
+        ptr: *mut u8,
+        len: usize,
+        write: bool,
+    ) -> std::io::Result<()> {
         let mut ring = ring
             .lock()
             .map_err(|_| std::io::Error::other("the swap file's ring was poisoned"))?;
-        // SAFETY: the entry points into a buffer the caller borrows for the whole call, and
-        // this call waits for the entry's completion before returning, so the kernel never
-        // touches the buffer after the borrow ends.
-        unsafe {
-            ring.submission()
-                .push(&op)
-                .map_err(|_| std::io::Error::other("the swap file's ring is full"))?;
+        let fd = io_uring::types::Fd(self.file.as_raw_fd());
+        let block = self.shape.block_size;
+        // (offset into the buffer, length) of each request still to do.
+        let mut todo: std::collections::VecDeque<(usize, usize)> = (0..len)
+            .step_by(block)
+            .map(|at| (at, block.min(len - at)))
+            .collect();
+        while !todo.is_empty() {
+            let batch: Vec<(usize, usize)> = (0..self.shape.queue_depth)
+                .map_while(|_| todo.pop_front())
+                .collect();
+            for (i, &(at, n)) in batch.iter().enumerate() {
+                // SAFETY: `at + n <= len`, inside the caller's buffer.
+                let p = unsafe { ptr.add(at) };
+                let entry = if write {
+                    io_uring::opcode::Write::new(fd, p, n as u32)
+                        .offset(offset + at as u64)
+                        .build()
+                } else {
+                    io_uring::opcode::Read::new(fd, p, n as u32)
+                        .offset(offset + at as u64)
+                        .build()
+                }
+                .user_data(i as u64);
+                // SAFETY: the entry points into the caller's buffer, which stays borrowed for
+                // this whole call, and this call waits for every entry it pushed before
+                // returning, so the kernel never touches the buffer after the borrow ends.
+                unsafe {
+                    ring.submission()
+                        .push(&entry)
+                        .map_err(|_| std::io::Error::other("the swap file's ring is full"))?;
+                }
+                if self.shape.single_submit {
+                    ring.submit()?;
+                }
+            }
+            ring.submit_and_wait(batch.len())?;
+            let mut seen = 0;
+            while seen < batch.len() {
+                let done: Vec<(u64, i32)> = ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result()))
+                    .collect();
+                if done.is_empty() {
+                    ring.submit_and_wait(1)?;
+                    continue;
+                }
+                for (i, res) in done {
+                    seen += 1;
+                    let (at, n) = batch
+                        .get(i as usize)
+                        .copied()
+                        .ok_or_else(|| std::io::Error::other("io_uring: unknown completion"))?;
+                    if res < 0 {
+                        return Err(std::io::Error::from_raw_os_error(-res));
+                    }
+                    let moved = res as usize;
+                    if moved == 0 {
+                        return Err(std::io::Error::from(if write {
+                            std::io::ErrorKind::WriteZero
+                        } else {
+                            std::io::ErrorKind::UnexpectedEof
+                        }));
+                    }
+                    if moved < n {
+                        todo.push_back((at + moved, n - moved));
+                    }
+                }
+            }
         }
-        ring.submit_and_wait(1)?;
-        let cqe = ring
-            .completion()
-            .next()
-            .ok_or_else(|| std::io::Error::other("io_uring returned no completion"))?;
-        let res = cqe.result();
-        if res < 0 {
-            return Err(std::io::Error::from_raw_os_error(-res));
-        }
-        Ok(res as usize)
+        Ok(())
     }
 }
 
@@ -350,14 +399,20 @@ fn remove_stale(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn round_trip(path: IoPath) -> IoPath {
+    fn round_trip(path: IoPath, single_submit: bool) -> IoPath {
         let dir = std::env::temp_dir().join(format!("ds-swap-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let name = format!("{path:?}")
+        let name = format!("{path:?}{single_submit}")
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .collect::<String>();
-        let file = SwapFile::create_on(&dir, &name, 3 << 20, path).expect("create");
+        // 16 requests of 64 KiB for the 1 MiB write, 4 in flight: batches of requests.
+        let shape = IoShape {
+            block_size: 64 << 10,
+            queue_depth: 4,
+            single_submit,
+        };
+        let file = SwapFile::create_on(&dir, &name, 3 << 20, path, shape).expect("create");
         let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
         file.write_at(1 << 20, &data).expect("write");
         let mut back = vec![0u8; data.len()];
@@ -382,18 +437,20 @@ mod tests {
     #[test]
     fn both_io_paths_read_back_what_they_wrote() {
         assert_eq!(
-            round_trip(IoPath::Positional("forced".into())),
+            round_trip(IoPath::Positional("forced".into()), false),
             IoPath::Positional("forced".into())
         );
         // io_uring where the kernel allows it; the fallback is named otherwise.
-        let used = round_trip(IoPath::Uring);
-        println!("io_uring request ran on: {used}");
+        for single_submit in [false, true] {
+            let used = round_trip(IoPath::Uring, single_submit);
+            println!("io_uring request (single_submit {single_submit}) ran on: {used}");
+        }
     }
 
     #[test]
     fn a_missing_or_unusable_path_is_named() {
         let missing = Path::new("/nonexistent/ds-swap");
-        let err = SwapFile::create(missing, "x", 16)
+        let err = SwapFile::create(missing, "x", 16, IoShape::default())
             .err()
             .expect("missing")
             .to_string();
@@ -403,7 +460,7 @@ mod tests {
         );
         let file = std::env::temp_dir().join(format!("ds-swap-notdir-{}", std::process::id()));
         std::fs::write(&file, b"x").expect("file");
-        let err = SwapFile::create(&file, "x", 16)
+        let err = SwapFile::create(&file, "x", 16, IoShape::default())
             .err()
             .expect("not a dir")
             .to_string();
