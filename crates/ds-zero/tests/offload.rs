@@ -327,8 +327,11 @@ fn what_offload_does_not_run_is_refused_by_name() {
             "offload_optimizer.device = nvme needs nvme_path",
         ),
         (
-            base(2, adam, r#"{"device": "nvme", "nvme_path": "/tmp"}"#)
-                .replacen('{', r#"{"aio": {"use_gds": true}, "#, 1),
+            base(2, adam, r#"{"device": "nvme", "nvme_path": "/tmp"}"#).replacen(
+                '{',
+                r#"{"aio": {"use_gds": true}, "#,
+                1,
+            ),
             "aio.use_gds (GPUDirect Storage",
         ),
         (
