@@ -197,10 +197,17 @@ fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
             ),
             (false, _) => common::offloaded(&on_device, params),
         };
-        for (save, load, what) in [
+        // Between host memory and NVMe too, without the device in between.
+        let in_memory = common::offloaded(&on_device, params);
+        let mut pairs = vec![
             (&on_host, &on_device, "offloaded, resumed on the device"),
             (&on_device, &on_host, "on the device, resumed offloaded"),
-        ] {
+        ];
+        if nvme {
+            pairs.push((&in_memory, &on_host, "in host memory, resumed on NVMe"));
+            pairs.push((&on_host, &in_memory, "on NVMe, resumed in host memory"));
+        }
+        for (save, load, what) in pairs {
             let dir = scratch(&format!("offload-{stage}"));
             let uninterrupted = train_save_continue(save, 2, &dir);
             let resumed = load_and_continue(load, 2, &dir);

@@ -156,7 +156,7 @@ pub const RANKS: [Case; 4] = [
 /// The optimizer state offloaded to the CPU backend, on every stage that offloads and on
 /// several ranks; [`check`] compares each with the CPU reference and with the same run on the
 /// same backend without offload, and checks both backends' memory statistics.
-pub const OFFLOAD: [Case; 9] = [
+pub const OFFLOAD: [Case; 10] = [
     Case {
         precision: FP32,
         stage: 1,
@@ -198,6 +198,12 @@ pub const OFFLOAD: [Case; 9] = [
         stage: 3,
         world: 1,
         offload: Offload::OptimizerAndParams,
+    },
+    Case {
+        precision: FP32,
+        stage: 1,
+        world: 4,
+        offload: Offload::Nvme,
     },
     Case {
         precision: FP32,
