@@ -1,7 +1,7 @@
 //! Tokens per second of a GPT training step on the CPU backend, with where the step's time
-//! goes: GEMMs and attention kernels (timed inside the model, `ds_nn::profile`), the
-//! optimizer step (`engine.step()`: clipping and the fused AdamW), and everything else
-//! (embeddings, LayerNorm, GELU, residual adds, the loss, allocation).
+//! goes: every kernel family the model calls (timed inside it, `ds_nn::profile`), the
+//! optimizer step (`engine.step()`: clipping and the fused AdamW), and what is left (the
+//! engine's parameter scopes and gradient sink, allocation).
 //!
 //! `cargo bench -p ds-nn --bench gpt_step` measures the model `ds train` trains by default
 //! (4 layers, 4 heads, width 128, context 64, global batch 32). `DS_BENCH_STEPS` sets the
@@ -72,14 +72,13 @@ fn main() {
         if measured {
             total += t2 - t0;
             optimizer += t2 - t1;
-            kernels.gemm += k.gemm;
-            kernels.attention += k.attention;
+            kernels = kernels.plus(&k);
         }
     }
     let tokens_per_step = (batch * shape.context) as f64;
     let secs = total.as_secs_f64();
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
-    let other = total.saturating_sub(kernels.gemm + kernels.attention + optimizer);
+    let other = total.saturating_sub(kernels.total() + optimizer);
     println!(
         "\nGPT training step on the CPU backend ({threads} threads): {} parameters (4 layers, 4 \
          heads, width 128, context 64, vocab 256), fp32, batch {batch} x 64 tokens",
@@ -91,12 +90,14 @@ fn main() {
         tokens_per_step * steps as f64 / secs
     );
     println!("{:<44} {:>9} {:>7}", "part", "ms/step", "share");
-    for (name, d) in [
-        ("GEMM (projections, MLP, head; fwd + bwd)", kernels.gemm),
-        ("attention kernels (fwd + bwd)", kernels.attention),
-        ("optimizer step (clip + fused AdamW)", optimizer),
-        ("other (embeddings, LayerNorm, GELU, loss...)", other),
-    ] {
+    let rows = profile::Part::ALL
+        .iter()
+        .map(|&p| (p.label(), kernels.get(p)))
+        .chain([
+            ("optimizer step (clip + fused AdamW)", optimizer),
+            ("the rest (engine scopes and sink, allocation)", other),
+        ]);
+    for (name, d) in rows {
         println!(
             "{name:<44} {:>9.2} {:>6.1}%",
             1e3 * d.as_secs_f64() / steps as f64,

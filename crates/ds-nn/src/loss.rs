@@ -1,5 +1,6 @@
 //! The models' loss: mean softmax cross-entropy over rows, labels of -100 ignored.
 
+use crate::profile::{self, Part};
 use ds_core::kernels::View;
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, DType, Device, Result};
@@ -19,7 +20,9 @@ pub fn mean_cross_entropy<B: Backend>(
     labels: View<'_, B>,
 ) -> Result<f32> {
     let mut losses = dev.alloc(DType::F32, shape.rows)?;
-    dev.softmax_cross_entropy(shape, IGNORE_INDEX, logits, labels, losses.all_mut())?;
+    profile::timed(dev, Part::Loss, || {
+        dev.softmax_cross_entropy(shape, IGNORE_INDEX, logits, labels, losses.all_mut())
+    })?;
     let host: Vec<f32> = dev.to_vec(losses.all())?;
     let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
     Ok((sum / shape.rows.max(1) as f64) as f32)
@@ -37,13 +40,15 @@ pub fn mean_cross_entropy_backward<B: Backend>(
     labels: View<'_, B>,
 ) -> Result<B::Buffer> {
     let mut dlogits = dev.alloc(logits.dtype(), shape.rows * shape.cols)?;
-    dev.softmax_cross_entropy_backward(
-        shape,
-        IGNORE_INDEX,
-        scale / shape.rows.max(1) as f32,
-        logits,
-        labels,
-        dlogits.all_mut(),
-    )?;
+    profile::timed(dev, Part::Loss, || {
+        dev.softmax_cross_entropy_backward(
+            shape,
+            IGNORE_INDEX,
+            scale / shape.rows.max(1) as f32,
+            logits,
+            labels,
+            dlogits.all_mut(),
+        )
+    })?;
     Ok(dlogits)
 }

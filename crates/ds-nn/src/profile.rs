@@ -1,6 +1,7 @@
-//! Where a model's time goes: when profiling is on (on this thread), GEMMs and attention
-//! kernels are timed, with the device synchronized around each so asynchronous backends are
-//! timed too. Off by default, when it costs one thread-local read per call.
+//! Where a model's time goes: when profiling is on (on this thread), every kernel the layers
+//! and models call is timed by [`Part`], with the device synchronized around each so
+//! asynchronous backends are timed too. Off by default, when it costs one thread-local read
+//! per call. What a step spends outside these parts is the engine's and the allocator's.
 
 use ds_core::kernels::{AttentionArgs, AttentionBackwardArgs, View, ViewMut};
 use ds_core::params::{AttentionShape, GemmSpec};
@@ -8,13 +9,79 @@ use ds_core::{Backend, Device, Result};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// Time spent in each kind of kernel since [`start`].
+/// The kinds of kernel a step is itemised by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Matrix multiplications (projections, MLP, output head and their gradients).
+    Gemm,
+    /// Causal attention forward and backward.
+    Attention,
+    /// LayerNorm forward and backward (and its bias gradient).
+    LayerNorm,
+    /// GELU / ReLU forward and backward.
+    Activation,
+    /// Bias adds and bias gradients.
+    Bias,
+    /// Embedding lookups and their gradients.
+    Embedding,
+    /// Softmax cross-entropy forward and backward.
+    Loss,
+    /// Residual adds, gradient sums and fills.
+    Elementwise,
+}
+
+impl Part {
+    /// Every part, in report order.
+    pub const ALL: [Part; 8] = [
+        Part::Gemm,
+        Part::Attention,
+        Part::LayerNorm,
+        Part::Activation,
+        Part::Bias,
+        Part::Embedding,
+        Part::Loss,
+        Part::Elementwise,
+    ];
+
+    /// What the part covers, for reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Part::Gemm => "GEMM (projections, MLP, head; fwd + bwd)",
+            Part::Attention => "attention kernels (fwd + bwd)",
+            Part::LayerNorm => "LayerNorm (fwd + bwd)",
+            Part::Activation => "GELU / ReLU (fwd + bwd)",
+            Part::Bias => "bias add and bias gradients",
+            Part::Embedding => "embeddings (fwd + bwd)",
+            Part::Loss => "softmax cross-entropy (fwd + bwd)",
+            Part::Elementwise => "residual adds, gradient sums, fills",
+        }
+    }
+}
+
+/// Time spent in each [`Part`] since [`start`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Breakdown {
-    /// Matrix multiplications (projections, MLP, output head and their gradients).
-    pub gemm: Duration,
-    /// Causal attention forward and backward.
-    pub attention: Duration,
+    spent: [Duration; 8],
+}
+
+impl Breakdown {
+    /// The time spent in `part`.
+    pub fn get(&self, part: Part) -> Duration {
+        self.spent[part as usize]
+    }
+
+    /// Every part's time added together.
+    pub fn total(&self) -> Duration {
+        self.spent.iter().sum()
+    }
+
+    /// This breakdown plus `other`.
+    pub fn plus(mut self, other: &Breakdown) -> Breakdown {
+        for (a, b) in self.spent.iter_mut().zip(other.spent) {
+            *a += b;
+        }
+        self
+    }
 }
 
 thread_local! {
@@ -34,9 +101,13 @@ pub fn stop() -> Breakdown {
     SPENT.with(Cell::get)
 }
 
-fn timed<B: Backend>(
+/// Runs `f`, timing it as `part` when profiling.
+///
+/// # Errors
+/// `f`'s errors; device synchronisation errors when profiling.
+pub fn timed<B: Backend>(
     dev: &Device<B>,
-    add: impl FnOnce(&mut Breakdown, Duration),
+    part: Part,
     f: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     if !ON.with(Cell::get) {
@@ -49,7 +120,7 @@ fn timed<B: Backend>(
     let spent = t.elapsed();
     SPENT.with(|s| {
         let mut b = s.get();
-        add(&mut b, spent);
+        b.spent[part as usize] += spent;
         s.set(b);
     });
     Ok(())
@@ -66,7 +137,7 @@ pub fn gemm<B: Backend>(
     b: View<'_, B>,
     c: ViewMut<'_, B>,
 ) -> Result<()> {
-    timed(dev, |s, d| s.gemm += d, || dev.gemm(spec, a, b, c))
+    timed(dev, Part::Gemm, || dev.gemm(spec, a, b, c))
 }
 
 /// [`Device::attention`], timed when profiling.
@@ -78,7 +149,7 @@ pub fn attention<B: Backend>(
     shape: &AttentionShape,
     args: AttentionArgs<'_, B::Buffer>,
 ) -> Result<()> {
-    timed(dev, |s, d| s.attention += d, || dev.attention(shape, args))
+    timed(dev, Part::Attention, || dev.attention(shape, args))
 }
 
 /// [`Device::attention_backward`], timed when profiling.
@@ -90,9 +161,5 @@ pub fn attention_backward<B: Backend>(
     shape: &AttentionShape,
     args: AttentionBackwardArgs<'_, B::Buffer>,
 ) -> Result<()> {
-    timed(
-        dev,
-        |s, d| s.attention += d,
-        || dev.attention_backward(shape, args),
-    )
+    timed(dev, Part::Attention, || dev.attention_backward(shape, args))
 }

@@ -6,6 +6,7 @@
 //! strided batched GEMMs write and read that layout directly. The function computed is
 //! GPT-2's: `qkv = x W + b`, split into heads, causal softmax attention, `y = o W_o + b_o`.
 
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::kernels::{AttentionArgs, AttentionBackwardArgs, View};
 use ds_core::params::{AttentionShape, GemmSpec, Shape2};
@@ -96,7 +97,7 @@ impl CausalSelfAttention {
         ];
         let block = t.seq * hd;
         let mut ones = dev.alloc(dtype, t.seq)?;
-        dev.fill(ones.all_mut(), 1.0)?;
+        profile::timed(dev, Part::Elementwise, || dev.fill(ones.all_mut(), 1.0))?;
         for (s, out) in qkv.iter_mut().enumerate() {
             for head in 0..h {
                 let wh = (s * h + head) * c * hd;
@@ -151,7 +152,9 @@ impl CausalSelfAttention {
                 y.all_mut(),
             )?;
         }
-        dev.bias_add(Shape2::new(n, c), y.all_mut(), params.get(self.proj_bias)?)?;
+        profile::timed(dev, Part::Bias, || {
+            dev.bias_add(Shape2::new(n, c), y.all_mut(), params.get(self.proj_bias)?)
+        })?;
         Ok((y, AttentionSaved { q, k, v, o, lse }))
     }
 
@@ -175,7 +178,9 @@ impl CausalSelfAttention {
         let block = t.seq * hd;
         let acc = |m, nn, k| GemmSpec::new(m, nn, k).scaled(1.0, 1.0);
 
-        dev.bias_grad(Shape2::new(n, c), dy, grads.grad(self.proj_bias)?, true)?;
+        profile::timed(dev, Part::Bias, || {
+            dev.bias_grad(Shape2::new(n, c), dy, grads.grad(self.proj_bias)?, true)
+        })?;
         grads.done(self.proj_bias)?;
         for b in 0..t.batch {
             // dW_o[head] += o[b, head]^T dy[b] for every head in one call: the heads of
@@ -237,20 +242,24 @@ impl CausalSelfAttention {
         // sequences (rows of d seen as batch x (heads·seq·head_dim)), then over positions.
         let mut per_head = dev.alloc(dtype, h * block)?;
         for (s, d) in dqkv.iter().enumerate() {
-            dev.bias_grad(
-                Shape2::new(t.batch, h * block),
-                d.all(),
-                per_head.all_mut(),
-                false,
-            )?;
+            profile::timed(dev, Part::Bias, || {
+                dev.bias_grad(
+                    Shape2::new(t.batch, h * block),
+                    d.all(),
+                    per_head.all_mut(),
+                    false,
+                )
+            })?;
             for head in 0..h {
                 let bh = (s * h + head) * hd;
-                dev.bias_grad(
-                    Shape2::new(t.seq, hd),
-                    per_head.range(head * block..(head + 1) * block),
-                    grads.grad(self.qkv_bias)?.sub(bh..bh + hd),
-                    true,
-                )?;
+                profile::timed(dev, Part::Bias, || {
+                    dev.bias_grad(
+                        Shape2::new(t.seq, hd),
+                        per_head.range(head * block..(head + 1) * block),
+                        grads.grad(self.qkv_bias)?.sub(bh..bh + hd),
+                        true,
+                    )
+                })?;
             }
         }
         grads.done(self.qkv_bias)?;

@@ -1,5 +1,6 @@
 //! Token and position embeddings: rows of a table picked by i32 ids.
 
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::kernels::View;
 use ds_core::params::Shape2;
@@ -39,7 +40,9 @@ impl Embedding {
     ) -> Result<B::Buffer> {
         let table = params.get(self.table)?;
         let mut out = dev.alloc(table.dtype(), ids.len() * self.dim)?;
-        dev.embedding(Shape2::new(self.rows, self.dim), ids, table, out.all_mut())?;
+        profile::timed(dev, Part::Embedding, || {
+            dev.embedding(Shape2::new(self.rows, self.dim), ids, table, out.all_mut())
+        })?;
         Ok(out)
     }
 
@@ -56,13 +59,15 @@ impl Embedding {
         dout: View<'_, B>,
         more: bool,
     ) -> Result<()> {
-        dev.embedding_backward(
-            Shape2::new(self.rows, self.dim),
-            true,
-            ids,
-            dout,
-            grads.grad(self.table)?,
-        )?;
+        profile::timed(dev, Part::Embedding, || {
+            dev.embedding_backward(
+                Shape2::new(self.rows, self.dim),
+                true,
+                ids,
+                dout,
+                grads.grad(self.table)?,
+            )
+        })?;
         if !more {
             grads.done(self.table)?;
         }

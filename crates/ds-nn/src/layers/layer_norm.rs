@@ -1,5 +1,6 @@
 //! LayerNorm over the last dimension, with a gain and a bias.
 
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::kernels::{LayerNormArgs, LayerNormBackwardArgs, View};
 use ds_core::params::Shape2;
@@ -52,18 +53,20 @@ impl LayerNorm {
         let mut y = dev.alloc(x.dtype(), rows * self.dim)?;
         let mut mean = dev.alloc(DType::F32, rows)?;
         let mut rstd = dev.alloc(DType::F32, rows)?;
-        dev.layer_norm(
-            Shape2::new(rows, self.dim),
-            self.eps,
-            LayerNormArgs {
-                x,
-                gamma: params.get(self.gain)?,
-                beta: params.get(self.bias)?,
-                y: y.all_mut(),
-                mean: mean.all_mut(),
-                rstd: rstd.all_mut(),
-            },
-        )?;
+        profile::timed(dev, Part::LayerNorm, || {
+            dev.layer_norm(
+                Shape2::new(rows, self.dim),
+                self.eps,
+                LayerNormArgs {
+                    x,
+                    gamma: params.get(self.gain)?,
+                    beta: params.get(self.bias)?,
+                    y: y.all_mut(),
+                    mean: mean.all_mut(),
+                    rstd: rstd.all_mut(),
+                },
+            )
+        })?;
         Ok(LayerNormSaved { y, mean, rstd })
     }
 
@@ -86,22 +89,26 @@ impl LayerNorm {
         // The kernel writes both parameter gradients in one call: give it scratch for the
         // bias and fold that in, since a sink hands out one gradient view at a time.
         let mut dbeta = dev.alloc(dy.dtype(), self.dim)?;
-        dev.layer_norm_backward(
-            Shape2::new(rows, self.dim),
-            true,
-            LayerNormBackwardArgs {
-                x,
-                gamma: params.get(self.gain)?,
-                mean: saved.mean.all(),
-                rstd: saved.rstd.all(),
-                dy,
-                dx: dx.all_mut(),
-                dgamma: grads.grad(self.gain)?,
-                dbeta: dbeta.all_mut(),
-            },
-        )?;
+        profile::timed(dev, Part::LayerNorm, || {
+            dev.layer_norm_backward(
+                Shape2::new(rows, self.dim),
+                true,
+                LayerNormBackwardArgs {
+                    x,
+                    gamma: params.get(self.gain)?,
+                    mean: saved.mean.all(),
+                    rstd: saved.rstd.all(),
+                    dy,
+                    dx: dx.all_mut(),
+                    dgamma: grads.grad(self.gain)?,
+                    dbeta: dbeta.all_mut(),
+                },
+            )
+        })?;
         grads.done(self.gain)?;
-        dev.axpy(1.0, dbeta.all(), grads.grad(self.bias)?)?;
+        profile::timed(dev, Part::LayerNorm, || {
+            dev.axpy(1.0, dbeta.all(), grads.grad(self.bias)?)
+        })?;
         grads.done(self.bias)?;
         Ok(dx)
     }

@@ -1,5 +1,6 @@
 //! `y = x W + b` over rows.
 
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::kernels::View;
 use ds_core::params::{GemmSpec, Shape2};
@@ -49,11 +50,13 @@ impl Linear {
             params.get(self.weight)?,
             y.all_mut(),
         )?;
-        dev.bias_add(
-            Shape2::new(rows, self.outputs),
-            y.all_mut(),
-            params.get(self.bias)?,
-        )?;
+        profile::timed(dev, Part::Bias, || {
+            dev.bias_add(
+                Shape2::new(rows, self.outputs),
+                y.all_mut(),
+                params.get(self.bias)?,
+            )
+        })?;
         Ok(y)
     }
 
@@ -71,7 +74,9 @@ impl Linear {
         rows: usize,
     ) -> Result<B::Buffer> {
         let (i, o) = (self.inputs, self.outputs);
-        dev.bias_grad(Shape2::new(rows, o), dy, grads.grad(self.bias)?, true)?;
+        profile::timed(dev, Part::Bias, || {
+            dev.bias_grad(Shape2::new(rows, o), dy, grads.grad(self.bias)?, true)
+        })?;
         grads.done(self.bias)?;
         crate::profile::gemm(
             dev,

@@ -9,6 +9,7 @@ use crate::layers::{
     AttentionSaved, CausalSelfAttention, Embedding, LayerNorm, LayerNormSaved, Linear, Tokens,
 };
 use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::params::{GemmSpec, Shape2};
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
@@ -273,21 +274,27 @@ impl<B: Backend> Model<B> for Gpt<B> {
         let posd = self.wpe.forward(dev, params, pos.all())?;
         params.close(self.embed_group)?;
         let mut x = dev.alloc(self.dtype, n * c)?;
-        dev.add(tok.all(), posd.all(), x.all_mut())?;
+        profile::timed(dev, Part::Elementwise, || {
+            dev.add(tok.all(), posd.all(), x.all_mut())
+        })?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for blk in &self.blocks {
             params.open(blk.group)?;
             let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
             let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
             let mut x1 = dev.alloc(self.dtype, n * c)?;
-            dev.add(x.all(), att.all(), x1.all_mut())?;
+            profile::timed(dev, Part::Elementwise, || {
+                dev.add(x.all(), att.all(), x1.all_mut())
+            })?;
             let ln2 = blk.ln2.forward(dev, params, x1.all(), n)?;
             let f = blk.fc.forward(dev, params, ln2.y.all(), n)?;
             let mut g = dev.alloc(self.dtype, n * 4 * c)?;
-            dev.gelu(f.all(), g.all_mut())?;
+            profile::timed(dev, Part::Activation, || dev.gelu(f.all(), g.all_mut()))?;
             let p = blk.proj.forward(dev, params, g.all(), n)?;
             let mut x2 = dev.alloc(self.dtype, n * c)?;
-            dev.add(x1.all(), p.all(), x2.all_mut())?;
+            profile::timed(dev, Part::Elementwise, || {
+                dev.add(x1.all(), p.all(), x2.all_mut())
+            })?;
             params.close(blk.group)?;
             blocks.push(BlockSaved {
                 x,
@@ -378,14 +385,18 @@ impl<B: Backend> Model<B> for Gpt<B> {
                 .proj
                 .backward(dev, params, grads, bs.g.all(), dx.all(), n)?;
             let mut df = dev.alloc(self.dtype, n * 4 * c)?;
-            dev.gelu_backward(bs.f.all(), dg.all(), df.all_mut())?;
+            profile::timed(dev, Part::Activation, || {
+                dev.gelu_backward(bs.f.all(), dg.all(), df.all_mut())
+            })?;
             let dm = blk
                 .fc
                 .backward(dev, params, grads, bs.ln2.y.all(), df.all(), n)?;
             let dx1_mlp =
                 blk.ln2
                     .backward(dev, params, grads, &bs.ln2, bs.x1.all(), dm.all(), n)?;
-            dev.axpy(1.0, dx1_mlp.all(), dx.all_mut())?;
+            profile::timed(dev, Part::Elementwise, || {
+                dev.axpy(1.0, dx1_mlp.all(), dx.all_mut())
+            })?;
             // x1 = x + attn(ln1(x)).
             let da =
                 blk.attn
@@ -393,7 +404,9 @@ impl<B: Backend> Model<B> for Gpt<B> {
             let dx_attn = blk
                 .ln1
                 .backward(dev, params, grads, &bs.ln1, bs.x.all(), da.all(), n)?;
-            dev.axpy(1.0, dx_attn.all(), dx.all_mut())?;
+            profile::timed(dev, Part::Elementwise, || {
+                dev.axpy(1.0, dx_attn.all(), dx.all_mut())
+            })?;
             params.close(blk.group)?;
         }
         // The embeddings' backward reads no parameter: no scope.

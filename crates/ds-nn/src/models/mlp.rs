@@ -4,6 +4,7 @@
 use crate::blobs::Sample;
 use crate::layers::Linear;
 use crate::loss::{mean_cross_entropy, mean_cross_entropy_backward};
+use crate::profile::{self, Part};
 use crate::registry::{Init, Registry};
 use ds_core::params::Shape2;
 use ds_core::{Backend, BufferExt, DType, Device, Error, Result};
@@ -115,7 +116,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
                 logits = Some(z);
             } else {
                 let mut h = dev.alloc(self.dtype, rows * layer.outputs)?;
-                dev.relu(z.all(), h.all_mut())?;
+                profile::timed(dev, Part::Activation, || dev.relu(z.all(), h.all_mut()))?;
                 pre.push(z);
                 inputs.push(h);
             }
@@ -173,7 +174,9 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
                 break;
             }
             let mut dz = dev.alloc(self.dtype, rows * layer.inputs)?;
-            dev.relu_backward(s.pre[i - 1].all(), dx.all(), dz.all_mut())?;
+            profile::timed(dev, Part::Activation, || {
+                dev.relu_backward(s.pre[i - 1].all(), dx.all(), dz.all_mut())
+            })?;
             dy = dz;
         }
         Ok(())
