@@ -109,15 +109,12 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
     if offload {
         // NVMe keeps the state in the swap file and `buffer_count` buffers of one sub-group's
         // state in host memory (the swapper's geometry, `offload::nvme`).
-        let (host_optimizer, nvme) = match c.zero.offload_optimizer.as_ref() {
-            Some(o) if o.device == "nvme" && owned > 0 => {
-                let kinds = (master + moments) / owned;
-                let group = (o.buffer_size / kinds.max(1))
-                    .min(c.zero.stage3.sub_group_size)
-                    .min(owned)
-                    .max(1);
-                let count = o.buffer_count.clamp(1, owned.div_ceil(group));
-                (4 * count * kinds * group, optimizer)
+        let (host_optimizer, nvme) = match crate::offload::requested(&c).and_then(|s| s.nvme) {
+            Some(settings) if owned > 0 => {
+                let kinds = ((master + moments) / owned) as usize;
+                let (group, count) =
+                    crate::offload::nvme::swap_buffers(&settings, kinds, owned as usize);
+                ((4 * count * kinds * group) as u64, optimizer)
             }
             _ => (optimizer, 0),
         };

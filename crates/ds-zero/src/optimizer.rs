@@ -355,6 +355,16 @@ impl<B: Backend> Optimizer<B> {
         }
     }
 
+    /// Writable views of the whole state, master first, then the moments kept (the order of
+    /// [`Optimizer::kinds_with_master`]).
+    pub(crate) fn state_views(&mut self) -> Vec<ViewMut<'_, B>> {
+        [&mut self.master, &mut self.exp_avg, &mut self.exp_avg_sq]
+            .into_iter()
+            .flatten()
+            .map(|b| b.all_mut())
+            .collect()
+    }
+
     /// Whether this optimizer keeps `kind` state.
     pub(crate) fn keeps(&self, kind: StateKind) -> bool {
         self.buffer(kind).is_some()
@@ -384,8 +394,8 @@ impl<B: Backend> Optimizer<B> {
             .transpose()
     }
 
-    /// Writes `values` into the `kind` state at partition element `local`; false when this
-    /// optimizer keeps no such state.
+    /// Writes `values` into the `kind` state at partition element `local` (nothing when this
+    /// optimizer keeps no such state).
     ///
     /// # Errors
     /// Upload errors.
@@ -395,27 +405,16 @@ impl<B: Backend> Optimizer<B> {
         kind: StateKind,
         local: usize,
         values: &[f32],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         match self.buffer_mut(kind) {
-            Some(b) => {
-                upload_f32(dev, values, b.range_mut(local..local + values.len()))?;
-                Ok(true)
-            }
-            None => Ok(false),
+            Some(b) => upload_f32(dev, values, b.range_mut(local..local + values.len())),
+            None => Ok(()),
         }
     }
 
     /// Sets the applied-step count (a checkpoint load).
     pub(crate) fn set_steps(&mut self, steps: u64) {
         self.steps = steps;
-    }
-
-    /// The fp32 master of every owned element, when this optimizer keeps one.
-    pub(crate) fn master_values(&self, dev: &Device<B>) -> Result<Option<Vec<f32>>> {
-        self.master
-            .as_ref()
-            .map(|m| download_f32(dev, m.all()))
-            .transpose()
     }
 }
 

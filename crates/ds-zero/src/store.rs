@@ -59,14 +59,7 @@ impl<B: Backend> ParamStore<B> {
         if let ParamStore::Partitioned(p) = self
             && let Some((part, at)) = p.host_part(local)
         {
-            return match host.backend().host_bytes(src) {
-                Some(bytes) => part.write_bytes(at, bytes),
-                None => {
-                    let mut bytes = vec![0u8; src.len() * src.dtype().size_bytes()];
-                    host.download_bytes(src, &mut bytes)?;
-                    part.write_bytes(at, &bytes)
-                }
-            };
+            return crate::offload::with_host_bytes(host, src, |bytes| part.write_bytes(at, bytes));
         }
         crate::offload::to_device(host, src, dev, self.piece_mut(layout, range, local)?)
     }

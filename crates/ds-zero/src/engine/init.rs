@@ -113,7 +113,6 @@ where
     let Some(settings) = offload::requested(config) else {
         return build(config, device, None, comm, model, dataset);
     };
-    offload::check_supported(config)?;
     let host = offload::HostBackend::new(host, settings);
     build(config, device, Some(Box::new(host)), comm, model, dataset)
 }

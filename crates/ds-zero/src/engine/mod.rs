@@ -23,6 +23,7 @@ use crate::grads::{Grads, Sink};
 use crate::host::{bytes_to_f32, download_f32};
 use crate::layout::Layout;
 use crate::model::{Model, ParamSpec, ParamTable};
+use crate::optimizer::StateKind;
 use crate::owned::OwnedElements;
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
@@ -426,7 +427,11 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
     /// # Errors
     /// Download errors.
     pub fn master_partition(&self) -> Result<Vec<f32>> {
-        if let Some(master) = self.optimizer.master_values(&self.dev)? {
+        let all = 0..self.layout.owned_len;
+        if let Some(master) = self
+            .optimizer
+            .read_piece(&self.dev, StateKind::Master, all)?
+        {
             return Ok(master);
         }
         let mut out = Vec::with_capacity(self.layout.owned_len);

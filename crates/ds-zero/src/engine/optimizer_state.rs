@@ -110,25 +110,17 @@ impl<B: Backend> OptimizerState<B> {
         }
     }
 
-    /// Writes `values` into the `kind` state at `local`; false when it is not kept.
+    /// Writes `values` into the `kind` state at `local` (nothing when it is not kept).
     pub(crate) fn write_piece(
         &mut self,
         dev: &Device<B>,
         kind: StateKind,
         local: usize,
         values: &[f32],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         match &mut self.side {
             Side::Device(o) => o.write_piece(dev, kind, local, values),
             Side::Host(h) => h.write_piece(kind, local, values),
-        }
-    }
-
-    /// The fp32 master of every owned element, when one is kept apart from the parameters.
-    pub(crate) fn master_values(&self, dev: &Device<B>) -> Result<Option<Vec<f32>>> {
-        match &self.side {
-            Side::Device(o) => o.master_values(dev),
-            Side::Host(h) => h.master_values().map(Some),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::layout::Layout;
 use crate::optimizer::{Optimizer, Prepared, StateKind, StepInputs};
 use crate::owned::{OwnedElements, OwnedElementsMut, Partition};
 use crate::store::ParamStore;
-use ds_core::kernels::View;
+use ds_core::kernels::{View, ViewMut};
 use ds_core::{Backend, BufferExt, DType, Device, Error, MemoryStats, Result};
 use std::ops::Range;
 
@@ -118,9 +118,64 @@ impl<H: Backend> HostOptimizer<H> {
     }
 }
 
-impl<H: Backend> HostOptimizer<H> {
-    fn grads_len(&self) -> usize {
-        ds_core::DeviceBuffer::len(&self.grads.0)
+/// What one offloaded step reads and writes besides the optimizer state.
+struct StepTargets<'a, B: Backend, H: Backend> {
+    host: &'a Device<H>,
+    grads: &'a Partition<H>,
+    staging: &'a mut H::Buffer,
+    dev: &'a Device<B>,
+    layout: &'a Layout,
+    params: &'a mut ParamStore<B>,
+}
+
+impl<B: Backend, H: Backend> StepTargets<'_, B, H> {
+    /// Steps partition elements `range`, whose state (master first, then the moments the
+    /// optimizer keeps) is `state`, indexed from `range.start`: chunk by chunk through the
+    /// staging buffer, each chunk's updated parameters written to the device (or the host
+    /// partition under `offload_param`).
+    fn update(
+        &mut self,
+        hp: &Prepared,
+        range: Range<usize>,
+        state: &mut [ViewMut<'_, H>],
+    ) -> Result<()> {
+        let start = range.start;
+        let [master, rest @ ..] = state else {
+            return Err(Error::invalid(
+                "offload",
+                "state",
+                "internal: no master weights",
+            ));
+        };
+        let (mut m, mut v) = match rest {
+            [m, v] => (Some(m), Some(v)),
+            [m] => (Some(m), None),
+            _ => (None, None),
+        };
+        for (flat, local, len) in bucket_pieces(self.layout, range) {
+            for c in chunks(0, len) {
+                let n = c.len();
+                let (at, local) = (local + c.start - start, local + c.start);
+                hp.apply(
+                    self.host,
+                    master.sub(at..at + n),
+                    Some(self.staging.range_mut(0..n)),
+                    m.as_mut().map(|m| m.sub(at..at + n)),
+                    v.as_mut().map(|v| v.sub(at..at + n)),
+                    self.grads.0.range(local..local + n),
+                )?;
+                let flat = flat + c.start;
+                self.params.write_from_host(
+                    self.dev,
+                    self.layout,
+                    flat..flat + n,
+                    local,
+                    self.host,
+                    self.staging.range(0..n),
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -193,70 +248,21 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         inputs: StepInputs,
     ) -> Result<()> {
         let hp: Prepared = self.optimizer.begin_step(inputs);
-        let (host, grads, staging) = (&self.host, &self.grads, &mut self.staging);
-        if let Some(nvme) = &mut self.nvme {
-            return nvme.step(|range, mut state| {
-                let start = range.start;
-                let [master, rest @ ..] = state.as_mut_slice() else {
-                    return Err(Error::invalid(
-                        "offload",
-                        "state",
-                        "internal: no master weights",
-                    ));
-                };
-                let (mut m, mut v) = match rest {
-                    [m, v] => (Some(m), Some(v)),
-                    [m] => (Some(m), None),
-                    _ => (None, None),
-                };
-                for (flat, local, len) in bucket_pieces(layout, range) {
-                    for c in chunks(0, len) {
-                        let n = c.len();
-                        let (at, local) = (local + c.start - start, local + c.start);
-                        hp.apply(
-                            host,
-                            master.sub(at..at + n),
-                            Some(staging.range_mut(0..n)),
-                            m.as_mut().map(|m| m.sub(at..at + n)),
-                            v.as_mut().map(|v| v.sub(at..at + n)),
-                            grads.0.range(local..local + n),
-                        )?;
-                        let flat = flat + c.start;
-                        params.write_from_host(
-                            dev,
-                            layout,
-                            flat..flat + n,
-                            local,
-                            host,
-                            staging.range(0..n),
-                        )?;
-                    }
-                }
-                Ok(())
-            });
-        }
-        for b in &layout.buckets {
-            for c in chunks(0, b.owned.len()) {
-                let n = c.len();
-                let (local, flat) = (b.local + c.start, b.owned.start + c.start);
-                self.optimizer.update(
-                    host,
-                    &hp,
-                    local..local + n,
-                    grads.0.range(local..local + n),
-                    staging.range_mut(0..n),
-                )?;
-                params.write_from_host(
-                    dev,
-                    layout,
-                    flat..flat + n,
-                    local,
-                    host,
-                    staging.range(0..n),
-                )?;
+        let mut to = StepTargets {
+            host: &self.host,
+            grads: &self.grads,
+            staging: &mut self.staging,
+            dev,
+            layout,
+            params,
+        };
+        match &mut self.nvme {
+            Some(nvme) => nvme.step(|range, mut state| to.update(&hp, range, &mut state)),
+            None => {
+                let mut state = self.optimizer.state_views();
+                to.update(&hp, 0..layout.owned_len, &mut state)
             }
         }
-        Ok(())
     }
 
     fn config(&self) -> &OptimizerConfig {
@@ -292,25 +298,11 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         }
     }
 
-    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<bool> {
+    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<()> {
         match &mut self.nvme {
             Some(n) => n.write_piece(kind, local, values),
             None => self.optimizer.write_piece(&self.host, kind, local, values),
         }
-    }
-
-    fn master_values(&self) -> Result<Vec<f32>> {
-        let values = match &self.nvme {
-            Some(n) => n.read_piece(StateKind::Master, 0..self.grads_len())?,
-            None => self.optimizer.master_values(&self.host)?,
-        };
-        values.ok_or_else(|| {
-            Error::invalid(
-                "offload",
-                "master",
-                "internal: the offloaded optimizer has no master weights",
-            )
-        })
     }
 
     fn settings(&self) -> &OffloadSettings {

@@ -28,7 +28,7 @@ mod transfer;
 
 pub(crate) use host::HostOptimizer;
 pub(crate) use params::{HostParams, HostPartition, SwapPartition};
-pub(crate) use transfer::to_device;
+pub(crate) use transfer::{to_device, with_host_bytes};
 
 use crate::config::{Config, OptimizerConfig, OptimizerKind};
 use crate::layout::Layout;
@@ -69,31 +69,32 @@ pub struct NvmeSettings {
     pub io: swap::IoShape,
 }
 
-/// `aio`'s settings as the swap files use them.
-fn io_shape(config: &Config) -> swap::IoShape {
-    let a = &config.aio;
-    swap::IoShape {
-        block_size: crate::config::elements(a.block_size),
-        queue_depth: crate::config::elements(a.queue_depth),
-        single_submit: a.single_submit,
+/// The swap settings of one offload section with `device: nvme` (the zero section's
+/// `sub_group_size`, `aio`'s request shape).
+fn nvme_settings(o: &crate::config::OffloadConfig, config: &Config) -> NvmeSettings {
+    let (elements, a) = (crate::config::elements, &config.aio);
+    NvmeSettings {
+        path: o.nvme_path.clone().unwrap_or_default().into(),
+        buffer_count: elements(o.buffer_count),
+        buffer_size: elements(o.buffer_size),
+        sub_group_size: elements(config.zero.stage3.sub_group_size),
+        pipeline_read: o.pipeline_read,
+        pipeline_write: o.pipeline_write,
+        io: swap::IoShape {
+            block_size: elements(a.block_size),
+            queue_depth: elements(a.queue_depth),
+            single_submit: a.single_submit,
+        },
     }
 }
 
 /// The optimizer offload `config` asks for, if any.
 pub(crate) fn requested(config: &Config) -> Option<OffloadSettings> {
-    let z = &config.zero;
-    z.offload_optimizer.as_ref().map(|o| OffloadSettings {
+    let o = config.zero.offload_optimizer.as_ref()?;
+    Some(OffloadSettings {
         device: o.device.clone(),
         pin_memory: o.pin_memory,
-        nvme: (o.device == "nvme").then(|| NvmeSettings {
-            path: o.nvme_path.clone().unwrap_or_default().into(),
-            buffer_count: crate::config::elements(o.buffer_count),
-            buffer_size: crate::config::elements(o.buffer_size),
-            sub_group_size: crate::config::elements(z.stage3.sub_group_size),
-            pipeline_read: o.pipeline_read,
-            pipeline_write: o.pipeline_write,
-            io: io_shape(config),
-        }),
+        nvme: (o.device == "nvme").then(|| nvme_settings(o, config)),
     })
 }
 
@@ -104,15 +105,7 @@ pub(crate) fn param_swap(config: &Config) -> Option<NvmeSettings> {
         .offload_param
         .as_ref()
         .filter(|p| p.device == "nvme" && z.stage >= 3)?;
-    Some(NvmeSettings {
-        path: p.nvme_path.clone().unwrap_or_default().into(),
-        buffer_count: crate::config::elements(p.buffer_count),
-        buffer_size: crate::config::elements(p.buffer_size),
-        sub_group_size: crate::config::elements(z.stage3.sub_group_size),
-        pipeline_read: false,
-        pipeline_write: false,
-        io: io_shape(config),
-    })
+    Some(nvme_settings(p, config))
 }
 
 /// Refuses, by name, the offload settings this engine does not run. `offload_param` below
@@ -376,11 +369,8 @@ pub(crate) trait Offload<B: Backend>: Send {
     /// Whether the optimizer keeps `kind` state.
     fn keeps(&self, kind: StateKind) -> bool;
 
-    /// Writes `values` into the `kind` state at `local`; false when there is no such state.
-    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<bool>;
-
-    /// The fp32 master weights of every owned element, in partition order.
-    fn master_values(&self) -> Result<Vec<f32>>;
+    /// Writes `values` into the `kind` state at `local` (nothing when there is no such state).
+    fn write_piece(&mut self, kind: StateKind, local: usize, values: &[f32]) -> Result<()>;
 
     /// The configured placement.
     fn settings(&self) -> &OffloadSettings;

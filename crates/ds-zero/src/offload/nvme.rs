@@ -58,6 +58,24 @@ impl Geometry {
     }
 }
 
+/// The sub-group length and the number of host buffers for `owned_len` elements of `kinds`
+/// state: a buffer holds a sub-group's whole state in `buffer_size` f32, no more buffers than
+/// sub-groups. What the host holds is `count * kinds * group` f32 (the estimate uses this too).
+pub(crate) fn swap_buffers(
+    settings: &NvmeSettings,
+    kinds: usize,
+    owned_len: usize,
+) -> (usize, usize) {
+    let group = (settings.buffer_size / kinds.max(1))
+        .min(settings.sub_group_size)
+        .min(owned_len)
+        .max(1);
+    let count = settings
+        .buffer_count
+        .clamp(1, owned_len.div_ceil(group).max(1));
+    (group, count)
+}
+
 /// The optimizer state of one rank in a swap file.
 pub struct NvmeState<H: Backend> {
     host: Device<H>,
@@ -151,16 +169,12 @@ impl<H: Backend> NvmeState<H> {
         mut master: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
     ) -> Result<Self> {
         let k = kinds.len().max(1);
-        let group = (settings.buffer_size / k)
-            .min(settings.sub_group_size)
-            .min(owned_len)
-            .max(1);
+        let (group, count) = swap_buffers(settings, k, owned_len);
         let geometry = Geometry {
             kinds: k,
             group,
             owned_len,
         };
-        let count = settings.buffer_count.clamp(1, geometry.groups().max(1));
         let len = (owned_len * k * 4) as u64;
         let file = SwapFile::create(
             &settings.path,
@@ -297,16 +311,16 @@ impl<H: Backend> NvmeState<H> {
         Ok(Some(out))
     }
 
-    /// Writes `values` into the `kind` state from partition element `local`; false when the
-    /// kind is not kept.
+    /// Writes `values` into the `kind` state from partition element `local` (nothing when
+    /// the kind is not kept).
     pub(crate) fn write_piece(
         &mut self,
         kind: StateKind,
         local: usize,
         values: &[f32],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let Some(ki) = self.kinds.iter().position(|k| *k == kind) else {
-            return Ok(false);
+            return Ok(());
         };
         let g = self.geometry;
         let end_all = local + values.len();
@@ -323,7 +337,7 @@ impl<H: Backend> NvmeState<H> {
             self.file.write_at(offset, &bytes)?;
             at = end;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Bytes of state in the file.

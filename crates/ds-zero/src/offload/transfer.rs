@@ -65,10 +65,23 @@ pub(crate) fn to_device<B: Backend, H: Backend>(
         (src.dtype(), src.len()),
         (dst.dtype(), dst.len()),
     )?;
+    with_host_bytes(host, src, |bytes| dev.upload_bytes(bytes, dst))
+}
+
+/// Runs `f` on the bytes of host view `src`: the host backend's memory itself when its buffers
+/// are host memory, a downloaded copy otherwise.
+///
+/// # Errors
+/// The download's errors; `f`'s.
+pub(crate) fn with_host_bytes<H: Backend, R>(
+    host: &Device<H>,
+    src: View<'_, H>,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
     if let Some(bytes) = host.backend().host_bytes(src) {
-        return dev.upload_bytes(bytes, dst);
+        return f(bytes);
     }
     let mut bytes = vec![0u8; src.len() * src.dtype().size_bytes()];
     host.download_bytes(src, &mut bytes)?;
-    dev.upload_bytes(&bytes, dst)
+    f(&bytes)
 }
