@@ -345,9 +345,12 @@ fn check_offloaded_memory<B: Backend>(
     Ok(())
 }
 
-/// The CPU backend's losses at stage 0 on one rank with `case`'s precision, over
-/// [`OFFLOAD_STEPS`]: the reference.
-pub fn reference(case: &Case) -> Result<Vec<f32>, String> {
+/// A run by precision, stage and world size.
+type RunKey = (&'static str, u8, usize);
+
+/// The CPU backend's losses at stage 0 on one rank with `case`'s precision, over `steps`: the
+/// reference.
+pub fn reference(case: &Case, steps: usize) -> Result<Vec<f32>, String> {
     let base = Case {
         stage: 0,
         world: 1,
@@ -359,7 +362,7 @@ pub fn reference(case: &Case) -> Result<Vec<f32>, String> {
             .map(Device::new)
             .map_err(|e| e.to_string())
     };
-    losses::<CpuBackend>(&base, OFFLOAD_STEPS, &open, &|_| Ok(Box::new(SingleRank)))
+    losses::<CpuBackend>(&base, steps, &open, &|_| Ok(Box::new(SingleRank)))
 }
 
 /// Runs `cases` on the backend `open` gives and compares each with [`reference`]; `Err`
@@ -376,11 +379,15 @@ pub fn check<B: Backend>(
     let backend = open()?.info().backend;
     let mut report = Vec::new();
     let mut failures = Vec::new();
-    // The reference depends only on the precision: run it once per precision.
+    // The reference depends only on the precision: run it once per precision, as long as the
+    // longest case.
+    let steps = cases.iter().map(steps_of).max().unwrap_or(STEPS);
     let mut references: Vec<(&str, Vec<f32>)> = Vec::new();
+    // Runs without offload, by (precision, stage, world), for the offloaded cases beside them.
+    let mut without: Vec<(RunKey, Vec<f32>)> = Vec::new();
     for case in cases {
         if !references.iter().any(|(p, _)| *p == case.precision) {
-            references.push((case.precision, reference(case)?));
+            references.push((case.precision, reference(case, steps)?));
         }
         let want = references
             .iter()
@@ -403,15 +410,19 @@ pub fn check<B: Backend>(
             // The same run with the optimizer state on the device: bit for bit on the CPU (the
             // same kernels), 1e-5 relative in fp32 elsewhere (the host's Adam against the
             // device's), the 16-bit tolerances otherwise.
-            let on_device = losses(
-                &Case {
+            let key = (case.precision, case.stage, case.world);
+            if !without.iter().any(|(k, _)| *k == key) {
+                let plain = Case {
                     offload: Offload::No,
                     ..*case
-                },
-                OFFLOAD_STEPS,
-                open,
-                single,
-            )?;
+                };
+                without.push((key, losses(&plain, OFFLOAD_STEPS, open, single)?));
+            }
+            let on_device = without
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default();
             let bound = match case.precision {
                 FP16 => 2e-2,
                 BF16 => 5e-2,

@@ -86,36 +86,34 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
     );
 }
 
+/// `json` with `zero_optimization.KEY = VALUE` for each pair.
+fn with_zero(json: &str, entries: &[(&str, serde_json::Value)]) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
+    for (key, value) in entries {
+        v["zero_optimization"][*key] = value.clone();
+    }
+    v.to_string()
+}
+
 /// `json` with `zero_optimization.offload_optimizer: {"device": "cpu"}` (and `offload_param`
 /// when `params`).
 pub fn offloaded(json: &str, params: bool) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
-    let z = v["zero_optimization"]
-        .as_object_mut()
-        .expect("zero_optimization");
-    z.insert(
-        "offload_optimizer".into(),
+    let mut entries = vec![(
+        "offload_optimizer",
         serde_json::json!({"device": "cpu", "pin_memory": true}),
-    );
+    )];
     if params {
-        z.insert("offload_param".into(), serde_json::json!({"device": "cpu"}));
+        entries.push(("offload_param", serde_json::json!({"device": "cpu"})));
     }
-    v.to_string()
+    with_zero(json, &entries)
 }
 
 /// `json` with the optimizer state offloaded to NVMe swap files under `dir`, streamed through
 /// `buffers` host buffers of `buffer_size` f32 each.
 pub fn nvme_offloaded(json: &str, dir: &std::path::Path, buffers: u64, buffer_size: u64) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
-    let z = v["zero_optimization"]
-        .as_object_mut()
-        .expect("zero_optimization");
-    z.insert(
-        "offload_optimizer".into(),
-        serde_json::json!({"device": "nvme", "nvme_path": dir, "buffer_count": buffers,
-                           "buffer_size": buffer_size, "pipeline_read": true, "pipeline_write": true}),
-    );
-    v.to_string()
+    let section = serde_json::json!({"device": "nvme", "nvme_path": dir, "buffer_count": buffers,
+        "buffer_size": buffer_size, "pipeline_read": true, "pipeline_write": true});
+    with_zero(json, &[("offload_optimizer", section)])
 }
 
 /// A fresh, empty directory for swap files.
@@ -129,8 +127,7 @@ pub fn swap_dir(name: &str) -> std::path::PathBuf {
 /// `json` (already offloading its optimizer) with the stage-3 parameter slices in swap files
 /// under `dir` too, read through a buffer of `buffer_size` elements.
 pub fn with_params_on_nvme(json: &str, dir: &std::path::Path, buffer_size: u64) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(json).expect("json");
-    v["zero_optimization"]["offload_param"] =
+    let section =
         serde_json::json!({"device": "nvme", "nvme_path": dir, "buffer_size": buffer_size});
-    v.to_string()
+    with_zero(json, &[("offload_param", section)])
 }
