@@ -262,13 +262,13 @@ pub struct LayerNormBackwardArgs<'a, T: ?Sized> {
 /// The views of causal attention forward.
 #[derive(Debug)]
 pub struct AttentionArgs<'a, T: ?Sized> {
-    /// Queries `[b, h, s, d]`.
+    /// Queries `[b, s, h, d]` (token-major: see [`AttentionShape::row`]).
     pub q: Slice<'a, T>,
-    /// Keys `[b, h, s, d]`.
+    /// Keys `[b, s, h, d]`.
     pub k: Slice<'a, T>,
-    /// Values `[b, h, s, d]`.
+    /// Values `[b, s, h, d]`.
     pub v: Slice<'a, T>,
-    /// Output `[b, h, s, d]`.
+    /// Output `[b, s, h, d]`.
     pub out: SliceMut<'a, T>,
     /// Saved log-sum-exp of the scaled scores per query, f32 `[b, h, s]`.
     pub lse: SliceMut<'a, T>,

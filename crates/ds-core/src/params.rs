@@ -336,8 +336,9 @@ impl Shape2 {
     }
 }
 
-/// The shape of causal self-attention: q, k, v and the output are `[batch, heads, seq,
-/// head_dim]`, contiguous; the saved log-sum-exp is `[batch, heads, seq]` in f32.
+/// The shape of causal self-attention: q, k, v and the output are token-major, `[batch, seq,
+/// heads, head_dim]`, contiguous (see [`AttentionShape::row`]); the saved log-sum-exp is
+/// `[batch, heads, seq]` in f32.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionShape {
     /// Sequences.
@@ -362,6 +363,13 @@ impl AttentionShape {
             head_dim,
             scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
         }
+    }
+
+    /// Where row `i` of head `h` of sequence `b` starts in q, k, v, out and their gradients:
+    /// they are token-major, `[batch, seq, heads, head_dim]`, so each token's row of a
+    /// `[tokens, heads * head_dim]` activation holds all its heads.
+    pub fn row(&self, b: usize, h: usize, i: usize) -> usize {
+        ((b * self.seq + i) * self.heads + h) * self.head_dim
     }
 
     /// Elements of q (and k, v, out).

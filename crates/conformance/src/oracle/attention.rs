@@ -1,4 +1,5 @@
-//! Causal softmax attention, materialising every probability (the obvious algorithm).
+//! Causal softmax attention, materialising every probability (the obvious algorithm), on
+//! token-major `[batch, seq, heads, head_dim]` tensors.
 
 use super::Expected;
 use ds_core::DType;
@@ -13,41 +14,46 @@ fn abs_dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Output (in `dtype`) and log-sum-exp (f32) of causal attention.
-pub fn attention(
+pub fn attention<'a>(
     sh: &AttentionShape,
-    q: &[f64],
-    k: &[f64],
-    v: &[f64],
+    q: &'a [f64],
+    k: &'a [f64],
+    v: &'a [f64],
     dtype: DType,
 ) -> (Expected, Expected) {
     let (s, d) = (sh.seq, sh.head_dim);
     let scale = f64::from(sh.scale);
-    let (mut out, mut lse) = (Expected::default(), Expected::default());
-    for bh in 0..sh.batch * sh.heads {
-        let base = bh * s * d;
-        for i in 0..s {
-            let qi = &q[base + i * d..base + (i + 1) * d];
-            let scores: Vec<f64> = (0..=i)
-                .map(|j| scale * dot(qi, &k[base + j * d..base + (j + 1) * d]))
-                .collect();
-            let score_mag = (0..=i)
-                .map(|j| scale.abs() * abs_dot(qi, &k[base + j * d..base + (j + 1) * d]))
-                .fold(0.0, f64::max);
-            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let total: f64 = scores.iter().map(|x| (x - m).exp()).sum();
-            for c in 0..d {
-                let (mut o, mut mag) = (0.0, 0.0);
-                for (j, sc) in scores.iter().enumerate() {
-                    let p = (sc - m).exp() / total;
-                    o += p * v[base + j * d + c];
-                    mag += p * v[base + j * d + c].abs();
+    let n = sh.qkv_len();
+    let (mut o_val, mut o_mag) = (vec![0.0; n], vec![0.0; n]);
+    let mut lse = Expected::default();
+    for b in 0..sh.batch {
+        for h in 0..sh.heads {
+            let row = |x: &'a [f64], i: usize| -> &'a [f64] { &x[sh.row(b, h, i)..][..d] };
+            for i in 0..s {
+                let qi = row(q, i);
+                let scores: Vec<f64> = (0..=i).map(|j| scale * dot(qi, row(k, j))).collect();
+                let score_mag = (0..=i)
+                    .map(|j| scale.abs() * abs_dot(qi, row(k, j)))
+                    .fold(0.0, f64::max);
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+                let at = sh.row(b, h, i);
+                for c in 0..d {
+                    let (mut o, mut mag) = (0.0, 0.0);
+                    for (j, sc) in scores.iter().enumerate() {
+                        let p = (sc - m).exp() / total;
+                        o += p * row(v, j)[c];
+                        mag += p * row(v, j)[c].abs();
+                    }
+                    o_val[at + c] = o;
+                    o_mag[at + c] = mag * (1.0 + score_mag);
                 }
-                out.push(dtype, o, mag * (1.0 + score_mag));
+                let l = m + total.ln();
+                lse.push(DType::F32, l, l.abs() + score_mag);
             }
-            let l = m + total.ln();
-            lse.push(DType::F32, l, l.abs() + score_mag);
         }
     }
+    let out = wrap(o_val, o_mag, dtype);
     if sh.seq == 0 {
         lse = Expected::default();
     }
@@ -82,44 +88,48 @@ pub fn attention_backward(
     let n = sh.qkv_len();
     let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     let (mut mq, mut mk, mut mv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-    for bh in 0..sh.batch * sh.heads {
-        let base = bh * s * d;
-        let row =
-            |x: &[f64], i: usize| -> Vec<f64> { x[base + i * d..base + (i + 1) * d].to_vec() };
-        for i in 0..s {
-            let (qi, doi, oi) = (row(q, i), row(dout, i), row(out, i));
-            let delta = dot(&doi, &oi);
-            let delta_mag = abs_dot(&doi, &oi);
-            let score_mag = (0..=i)
-                .map(|j| scale.abs() * abs_dot(&qi, &row(k, j)))
-                .fold(0.0, f64::max);
-            for j in 0..=i {
-                let (kj, vj) = (row(k, j), row(v, j));
-                let p = (scale * dot(&qi, &kj) - lse[bh * s + i]).exp();
-                let dp = dot(&doi, &vj);
-                let ds = p * (dp - delta);
-                let ds_mag = p * (abs_dot(&doi, &vj) + delta_mag) * (1.0 + score_mag);
-                for c in 0..d {
-                    dv[base + j * d + c] += p * doi[c];
-                    mv[base + j * d + c] += p * doi[c].abs() * (1.0 + score_mag);
-                    dq[base + i * d + c] += scale * ds * kj[c];
-                    mq[base + i * d + c] += scale.abs() * ds_mag * kj[c].abs();
-                    dk[base + j * d + c] += scale * ds * qi[c];
-                    mk[base + j * d + c] += scale.abs() * ds_mag * qi[c].abs();
+    for b in 0..sh.batch {
+        for h in 0..sh.heads {
+            let row = |x: &[f64], i: usize| -> Vec<f64> { x[sh.row(b, h, i)..][..d].to_vec() };
+            let lse_at = (b * sh.heads + h) * s;
+            for i in 0..s {
+                let (qi, doi, oi) = (row(q, i), row(dout, i), row(out, i));
+                let delta = dot(&doi, &oi);
+                let delta_mag = abs_dot(&doi, &oi);
+                let score_mag = (0..=i)
+                    .map(|j| scale.abs() * abs_dot(&qi, &row(k, j)))
+                    .fold(0.0, f64::max);
+                for j in 0..=i {
+                    let (kj, vj) = (row(k, j), row(v, j));
+                    let p = (scale * dot(&qi, &kj) - lse[lse_at + i]).exp();
+                    let dp = dot(&doi, &vj);
+                    let ds = p * (dp - delta);
+                    let ds_mag = p * (abs_dot(&doi, &vj) + delta_mag) * (1.0 + score_mag);
+                    let (ai, aj) = (sh.row(b, h, i), sh.row(b, h, j));
+                    for c in 0..d {
+                        dv[aj + c] += p * doi[c];
+                        mv[aj + c] += p * doi[c].abs() * (1.0 + score_mag);
+                        dq[ai + c] += scale * ds * kj[c];
+                        mq[ai + c] += scale.abs() * ds_mag * kj[c].abs();
+                        dk[aj + c] += scale * ds * qi[c];
+                        mk[aj + c] += scale.abs() * ds_mag * qi[c].abs();
+                    }
                 }
             }
         }
     }
-    let wrap = |v: Vec<f64>, m: Vec<f64>| -> Expected {
-        let mut e = Expected::with_capacity(v.len());
-        for (x, mm) in v.into_iter().zip(m) {
-            e.push(dtype, x, mm);
-        }
-        e
-    };
     AttentionGrads {
-        dq: wrap(dq, mq),
-        dk: wrap(dk, mk),
-        dv: wrap(dv, mv),
+        dq: wrap(dq, mq, dtype),
+        dk: wrap(dk, mk, dtype),
+        dv: wrap(dv, mv, dtype),
     }
+}
+
+/// Values and magnitudes as expected elements of `dtype`.
+fn wrap(v: Vec<f64>, m: Vec<f64>, dtype: DType) -> Expected {
+    let mut e = Expected::with_capacity(v.len());
+    for (x, mm) in v.into_iter().zip(m) {
+        e.push(dtype, x, mm);
+    }
+    e
 }

@@ -349,8 +349,8 @@ impl NnKernels for CudaBackend {
         if rows == 0 || sh.head_dim == 0 {
             return Ok(());
         }
-        // ds_attention_<T>(const T* q, const T* k, const T* v, T* out, float* lse, u64 s, u64 d,
-        //   float scale); dynamic shared memory: blockDim + d floats
+        // ds_attention_<T>(const T* q, const T* k, const T* v, T* out, float* lse, u64 s, u64 h,
+        //   u64 d, float scale); dynamic shared memory: blockDim + d floats
         self.launch(
             &format!("ds_attention_{}", suffix(args.q.dtype())),
             self.row_blocks(rows, THREADS as usize + sh.head_dim)?,
@@ -361,6 +361,7 @@ impl NnKernels for CudaBackend {
                 ptr_mut(&args.out),
                 ptr_mut(&args.lse),
                 count(sh.seq),
+                count(sh.heads),
                 count(sh.head_dim),
                 f32_arg(sh.scale),
             ],
@@ -380,14 +381,21 @@ impl NnKernels for CudaBackend {
         let t = suffix(args.q.dtype());
         let delta = Device::new(self.clone()).alloc(DType::F32, rows)?;
         let dp = Arg::Ptr(delta.addr(0));
-        // ds_attention_delta_<T>(const T* out, const T* dout, float* delta, u64 d)
+        // ds_attention_delta_<T>(const T* out, const T* dout, float* delta, u64 s, u64 h, u64 d)
         self.launch(
             &format!("ds_attention_delta_{t}"),
             self.rows(rows, 0)?,
-            &[ptr(&args.out), ptr(&args.dout), dp, count(sh.head_dim)],
+            &[
+                ptr(&args.out),
+                ptr(&args.dout),
+                dp,
+                count(sh.seq),
+                count(sh.heads),
+                count(sh.head_dim),
+            ],
         )?;
         // ds_attention_dq_<T>(const T* q, const T* k, const T* v, const float* lse,
-        //   const float* delta, const T* dout, T* dq, u64 s, u64 d, float scale)
+        //   const float* delta, const T* dout, T* dq, u64 s, u64 h, u64 d, float scale)
         self.launch(
             &format!("ds_attention_dq_{t}"),
             self.row_blocks(rows, THREADS as usize + sh.head_dim)?,
@@ -400,12 +408,13 @@ impl NnKernels for CudaBackend {
                 ptr(&args.dout),
                 ptr_mut(&args.dq),
                 count(sh.seq),
+                count(sh.heads),
                 count(sh.head_dim),
                 f32_arg(sh.scale),
             ],
         )?;
         // ds_attention_dkv_<T>(const T* q, const T* k, const T* v, const float* lse,
-        //   const float* delta, const T* dout, T* dk, T* dv, u64 s, u64 d, float scale)
+        //   const float* delta, const T* dout, T* dk, T* dv, u64 s, u64 h, u64 d, float scale)
         self.launch(
             &format!("ds_attention_dkv_{t}"),
             self.row_blocks(rows, 2 * THREADS as usize + 2 * sh.head_dim)?,
@@ -419,6 +428,7 @@ impl NnKernels for CudaBackend {
                 ptr_mut(&args.dk),
                 ptr_mut(&args.dv),
                 count(sh.seq),
+                count(sh.heads),
                 count(sh.head_dim),
                 f32_arg(sh.scale),
             ],

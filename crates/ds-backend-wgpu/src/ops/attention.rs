@@ -1,4 +1,5 @@
-//! Causal softmax attention over `[b*h, s, d]` rows in the memory-lean form: the forward saves
+//! Causal softmax attention on token-major `[b, s, h, d]` tensors (rows numbered in the
+//! log-sum-exp's `[b, h, s]` order, `tok` finding each row) in the memory-lean form: the forward saves
 //! the per-query log-sum-exp, the backward recomputes probabilities from it. One workgroup per
 //! row; scores are handled in tiles of 256 keys held in workgroup memory, so any sequence
 //! length works; each invocation accumulates up to four output columns (head_dim <= 1024).
@@ -17,6 +18,16 @@ type Setup = (usize, Vec<(&'static str, Param)>);
 
 /// Columns each invocation accumulates.
 const COLS_PER_INVOCATION: usize = 4;
+
+/// Offset of row `row` (numbered `(b * h + head) * s + i`) in the token-major tensors.
+const TOK: &str = "
+fn tok(row: u32) -> u32 {
+    let s = p_seq();
+    let h = p_heads();
+    let bh = row / s;
+    return (((bh / h) * s + row % s) * h + bh % h) * p_dim();
+}
+";
 
 const DOT_QK: &str = "
 var<workgroup> tile: array<f32, WG>;
@@ -49,11 +60,10 @@ fn kernel(gi: u32, wg: u32, li: u32) {
     let scale = p_scale();
     let bh = wg / s;
     let i = wg % s;
-    let qrow = wg * d;
-    let kbase = bh * s * d;
+    let qrow = tok(wg);
     var m = neg_inf();
     for (var j = li; j <= i; j += WG) {
-        m = max_nan(m, scale * dot_qk(qrow, kbase + j * d, d));
+        m = max_nan(m, scale * dot_qk(qrow, tok(bh * s + j), d));
     }
     m = wg_max(m, li);
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
@@ -62,7 +72,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
         let j = j0 + li;
         var pj = 0.0;
         if (j <= i) {
-            pj = exp(scale * dot_qk(qrow, kbase + j * d, d) - m);
+            pj = exp(scale * dot_qk(qrow, tok(bh * s + j), d) - m);
         }
         tile[li] = pj;
         total += pj;
@@ -73,7 +83,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
             if (c < d) {
                 var a = acc[q];
                 for (var t = 0u; t < cnt; t++) {
-                    a += tile[t] * ld_v(kbase + (j0 + t) * d + c);
+                    a += tile[t] * ld_v(tok(bh * s + j0 + t) + c);
                 }
                 acc[q] = a;
             }
@@ -98,9 +108,10 @@ const DELTA: &str = "
 fn kernel(gi: u32, wg: u32, li: u32) {
     if (wg >= p_n()) { return; }
     let d = p_dim();
+    let row = tok(wg);
     var s = 0.0;
     for (var c = li; c < d; c += WG) {
-        s += ld_out(wg * d + c) * ld_dout(wg * d + c);
+        s += ld_out(row + c) * ld_dout(row + c);
     }
     s = wg_sum(s, li);
     if (li == 0u) {
@@ -118,8 +129,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
     let scale = p_scale();
     let bh = wg / s;
     let i = wg % s;
-    let qrow = wg * d;
-    let kbase = bh * s * d;
+    let qrow = tok(wg);
     let lse = ld_lse(wg);
     let delta = ld_delta(wg);
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
@@ -127,8 +137,8 @@ fn kernel(gi: u32, wg: u32, li: u32) {
         let j = j0 + li;
         var dsj = 0.0;
         if (j <= i) {
-            let p = exp(scale * dot_qk(qrow, kbase + j * d, d) - lse);
-            dsj = p * (dot_dv(qrow, kbase + j * d, d) - delta);
+            let p = exp(scale * dot_qk(qrow, tok(bh * s + j), d) - lse);
+            dsj = p * (dot_dv(qrow, tok(bh * s + j), d) - delta);
         }
         tile[li] = dsj;
         workgroupBarrier();
@@ -138,7 +148,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
             if (c < d) {
                 var a = acc[q];
                 for (var t = 0u; t < cnt; t++) {
-                    a += tile[t] * ld_k(kbase + (j0 + t) * d + c);
+                    a += tile[t] * ld_k(tok(bh * s + j0 + t) + c);
                 }
                 acc[q] = a;
             }
@@ -163,8 +173,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
     let scale = p_scale();
     let bh = wg / s;
     let j = wg % s;
-    let krow = wg * d;
-    let qbase = bh * s * d;
+    let krow = tok(wg);
     var ak = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     var av = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var i0 = j; i0 < s; i0 += WG) {
@@ -173,8 +182,8 @@ fn kernel(gi: u32, wg: u32, li: u32) {
         var dsv = 0.0;
         if (i < s) {
             let qr = bh * s + i;
-            p = exp(scale * dot_qk(qbase + i * d, krow, d) - ld_lse(qr));
-            dsv = p * (dot_dv(qbase + i * d, krow, d) - ld_delta(qr));
+            p = exp(scale * dot_qk(tok(qr), krow, d) - ld_lse(qr));
+            dsv = p * (dot_dv(tok(qr), krow, d) - ld_delta(qr));
         }
         tile[li] = p;
         tile2[li] = dsv;
@@ -186,7 +195,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
                 var a = ak[q];
                 var b = av[q];
                 for (var t = 0u; t < cnt; t++) {
-                    let row = qbase + (i0 + t) * d + c;
+                    let row = tok(bh * s + i0 + t) + c;
                     a += tile2[t] * ld_q(row);
                     b += tile[t] * ld_dout(row);
                 }
@@ -207,6 +216,7 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 ";
 
 static FORWARD_SRC: OnceLock<String> = OnceLock::new();
+static DELTA_SRC: OnceLock<String> = OnceLock::new();
 static DQ_SRC: OnceLock<String> = OnceLock::new();
 static DKV_SRC: OnceLock<String> = OnceLock::new();
 
@@ -232,6 +242,7 @@ impl WgpuBackend {
             rows,
             vec![
                 ("seq", Param::U(u32_of(sh.seq, op, "shape.seq")?)),
+                ("heads", Param::U(u32_of(sh.heads, op, "shape.heads")?)),
                 ("dim", Param::U(u32_of(sh.head_dim, op, "shape.head_dim")?)),
                 ("scale", Param::F(sh.scale)),
             ],
@@ -249,7 +260,7 @@ impl WgpuBackend {
         let s = self.store(a.q.dtype());
         self.run(Launch {
             name: "attention",
-            body: FORWARD_SRC.get_or_init(|| [DOT_QK, FORWARD].concat()),
+            body: FORWARD_SRC.get_or_init(|| [TOK, DOT_QK, FORWARD].concat()),
             binds: vec![
                 Bind::read("q", &a.q, s),
                 Bind::read("k", &a.k, s),
@@ -274,7 +285,7 @@ impl WgpuBackend {
         let delta = self.scratch(rows)?;
         self.run(Launch {
             name: "attention_delta",
-            body: DELTA,
+            body: DELTA_SRC.get_or_init(|| [TOK, DELTA].concat()),
             binds: vec![
                 Bind::read("out", &a.out, s),
                 Bind::read("dout", &a.dout, s),
@@ -286,7 +297,7 @@ impl WgpuBackend {
         let delta_r = Bind::scratch("delta", &delta).read_only();
         self.run(Launch {
             name: "attention_dq",
-            body: DQ_SRC.get_or_init(|| [DOT_QK, DOT_DV, DQ].concat()),
+            body: DQ_SRC.get_or_init(|| [TOK, DOT_QK, DOT_DV, DQ].concat()),
             binds: vec![
                 Bind::read("q", &a.q, s),
                 Bind::read("k", &a.k, s),
@@ -301,7 +312,7 @@ impl WgpuBackend {
         })?;
         self.run(Launch {
             name: "attention_dkv",
-            body: DKV_SRC.get_or_init(|| [DOT_QK, DOT_DV, DKV].concat()),
+            body: DKV_SRC.get_or_init(|| [TOK, DOT_QK, DOT_DV, DKV].concat()),
             binds: vec![
                 Bind::read("q", &a.q, s),
                 Bind::read("k", &a.k, s),

@@ -11,6 +11,9 @@ use rayon::prelude::*;
 /// nothing, small enough to balance two threads over a few megabytes.
 pub(crate) const CHUNK: usize = 1 << 16;
 
+/// Byte count from which filling or copying memory is spread over the pool.
+pub(crate) const PARALLEL_BYTES: usize = 4 << 20;
+
 /// Pre-faults freshly mapped memory, one write per 4 KiB page, spread over the pool.
 pub(crate) fn touch_pages(bytes: &mut [u8]) {
     const PAGE: usize = 4096;

@@ -1,7 +1,14 @@
-//! Causal softmax self-attention, forward and backward, in the memory-lean form: the forward
-//! saves only the per-query log-sum-exp and the backward recomputes probabilities from it.
+//! Causal softmax self-attention, forward and backward, in blocks (the flash-attention
+//! schedule): each sequence is one task; for each head its q, k, v rows are gathered into f32
+//! tiles, and each block of [`BLOCK`] queries meets the key blocks up to its own with small
+//! GEMMs (`matrixmultiply`'s kernels, AVX-512 or AVX2 chosen at run time) and an online
+//! softmax, so no score matrix larger than `BLOCK x BLOCK` is ever held. The forward saves only
+//! the per-query log-sum-exp; the backward recomputes each block's probabilities from it.
+//!
+//! Tensors are token-major, `[batch, seq, heads, head_dim]` (a row of a `[tokens, dim]`
+//! activation holds every head of one token), which is what the projections produce and read
+//! with one GEMM each.
 
-use super::bias::widen;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::{CpuBackend, CpuBuffer, math};
@@ -9,30 +16,204 @@ use crate::error::Result;
 use crate::kernels::{AttentionArgs, AttentionBackwardArgs};
 use crate::params::AttentionShape;
 use rayon::prelude::*;
-use std::borrow::Cow;
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = a.chunks_exact(8).zip(b.chunks_exact(8));
-    for (x, y) in chunks {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    let tail = a.len() - a.len() % 8;
-    let mut s: f32 = lanes.iter().sum();
-    for i in tail..a.len().min(b.len()) {
-        s += a[i] * b[i];
-    }
-    s
+/// Queries (and keys) per block: the score tile is `BLOCK x BLOCK` f32 (16 KiB), and the
+/// tiles of one block's rows stay in L1/L2 while its products run.
+const BLOCK: usize = 64;
+
+/// A row-major matrix in a slice: `rows x cols` at row stride `ld`, optionally read
+/// transposed.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    transposed: bool,
 }
 
-/// The storage as f32: borrowed when it already is, widened otherwise.
-fn as_f32<T: Float>(x: &[T]) -> Cow<'_, [f32]> {
-    match T::as_f32(x) {
-        Some(x) => Cow::Borrowed(x),
-        None => Cow::Owned(widen(x)),
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            ld,
+            transposed: false,
+        }
+    }
+
+    /// The transpose (a view: strides swap).
+    fn t(self) -> Self {
+        Mat {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    /// (rows, cols, row stride, column stride) of the matrix as read.
+    fn shape(&self) -> (usize, usize, isize, isize) {
+        if self.transposed {
+            (self.cols, self.rows, 1, self.ld as isize)
+        } else {
+            (self.rows, self.cols, self.ld as isize, 1)
+        }
+    }
+
+    /// Whether the slice holds every element the matrix reaches.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.cols <= self.ld && (self.rows - 1) * self.ld + self.cols <= self.data.len())
+    }
+}
+
+/// `c = alpha a b + beta c` for an `m x n` block of `c` at row stride `ldc`, single-threaded.
+fn product(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k, a_rs, a_cs) = a.shape();
+    let (kb, n, b_rs, b_cs) = b.shape();
+    let c_fits = m == 0 || n == 0 || (n <= ldc && (m - 1) * ldc + n <= c.len());
+    assert!(
+        k == kb && a.fits() && b.fits() && c_fits,
+        "attention tile product out of bounds (a bug in this file)"
+    );
+    // SAFETY: the assertion above proves every element matrixmultiply reads (a: m x k, b:
+    // k x n at their strides) and writes (c: m x n at row stride ldc) lies inside the slices;
+    // `c` is borrowed mutably, so nothing else touches it meanwhile.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.data.as_ptr(),
+            a_rs,
+            a_cs,
+            b.data.as_ptr(),
+            b_rs,
+            b_cs,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        );
+    }
+}
+
+/// Copies one head's rows out of a token-major sequence into a `[seq, d]` f32 tile.
+fn gather<T: Float>(seq_rows: &[T], head: usize, d: usize, stride: usize, tile: &mut [f32]) {
+    for (r, row) in tile.chunks_exact_mut(d).enumerate() {
+        let at = r * stride + head * d;
+        T::load(&seq_rows[at..at + d], row);
+    }
+}
+
+/// Writes a `[seq, d]` f32 tile into one head's rows of a token-major sequence.
+fn scatter<T: Float>(tile: &[f32], head: usize, d: usize, stride: usize, seq_rows: &mut [T]) {
+    for (r, row) in tile.chunks_exact(d).enumerate() {
+        let at = r * stride + head * d;
+        T::store(row, &mut seq_rows[at..at + d]);
+    }
+}
+
+/// Largest of `x` (NaN if any element is NaN, as the scores' NaN must reach the output).
+#[inline(always)]
+fn row_max(x: &[f32], start: f32) -> f32 {
+    x.iter()
+        .fold(start, |m, &v| if v > m || v.is_nan() { v } else { m })
+}
+
+/// `p[j] = exp(p[j] - m)` for the first `valid` entries, 0 after; returns the sum.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
+fn exp_row(p: &mut [f32], valid: usize, m: f32) -> f32 {
+    let (live, masked) = p.split_at_mut(valid.min(p.len()));
+    let mut sum = 0f32;
+    for x in live.iter_mut() {
+        *x = math::exp(*x - m);
+        sum += *x;
+    }
+    masked.fill(0.0);
+    sum
+}
+
+/// `p[j] = exp(s[j] - lse)` masked after `valid`, then `ds[j] = p[j] (dp[j] - delta) scale`.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
+fn grad_row(p: &mut [f32], dp: &mut [f32], valid: usize, lse: f32, delta: f32, scale: f32) {
+    let valid = valid.min(p.len());
+    for (p, dp) in p[..valid].iter_mut().zip(&mut dp[..valid]) {
+        *p = math::exp(*p - lse);
+        *dp = *p * (*dp - delta) * scale;
+    }
+    p[valid..].fill(0.0);
+    dp[valid..].fill(0.0);
+}
+
+/// Per-task scratch of the forward.
+struct ForwardTiles {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    scores: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl ForwardTiles {
+    fn new(s: usize, d: usize) -> Self {
+        ForwardTiles {
+            q: vec![0.0; s * d],
+            k: vec![0.0; s * d],
+            v: vec![0.0; s * d],
+            out: vec![0.0; s * d],
+            scores: vec![0.0; BLOCK * BLOCK],
+            max: vec![0.0; BLOCK],
+            sum: vec![0.0; BLOCK],
+        }
+    }
+}
+
+/// One head of one sequence: `t.out` and `lse` from `t.q`, `t.k`, `t.v`.
+fn forward_head(t: &mut ForwardTiles, s: usize, d: usize, scale: f32, lse: &mut [f32]) {
+    for r0 in (0..s).step_by(BLOCK) {
+        let rows = BLOCK.min(s - r0);
+        let q = Mat::new(&t.q[r0 * d..], rows, d, d);
+        let out = &mut t.out[r0 * d..(r0 + rows) * d];
+        out.fill(0.0);
+        t.max[..rows].fill(f32::NEG_INFINITY);
+        t.sum[..rows].fill(0.0);
+        // Key blocks up to and including the diagonal one (blocks are aligned, so every query
+        // row sees at least its block's first key).
+        for j0 in (0..r0 + rows).step_by(BLOCK) {
+            let keys = BLOCK.min(s - j0);
+            let k = Mat::new(&t.k[j0 * d..], keys, d, d);
+            product(scale, q, k.t(), 0.0, &mut t.scores, BLOCK);
+            for r in 0..rows {
+                let valid = (r0 + r + 1).saturating_sub(j0).min(keys);
+                let p = &mut t.scores[r * BLOCK..r * BLOCK + keys];
+                let old = t.max[r];
+                let m = row_max(&p[..valid], old);
+                let kept = if old == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    math::exp(old - m)
+                };
+                let block_sum = exp_row(p, valid, m);
+                t.sum[r] = t.sum[r] * kept + block_sum;
+                t.max[r] = m;
+                if kept != 1.0 {
+                    out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= kept);
+                }
+            }
+            let p = Mat::new(&t.scores, rows, keys, BLOCK);
+            let v = Mat::new(&t.v[j0 * d..], keys, d, d);
+            product(1.0, p, v, 1.0, out, d);
+        }
+        for r in 0..rows {
+            let inv = 1.0 / t.sum[r];
+            out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= inv);
+            lse[r0 + r] = t.max[r] + t.sum[r].ln();
+        }
     }
 }
 
@@ -41,50 +222,114 @@ fn forward_typed<T: Float>(
     sh: &AttentionShape,
     args: AttentionArgs<'_, CpuBuffer>,
 ) -> Result<()> {
-    let (s, d) = (sh.seq, sh.head_dim);
-    let q = as_f32(typed::<T>(args.q)?);
-    let k = as_f32(typed::<T>(args.k)?);
-    let v = as_f32(typed::<T>(args.v)?);
+    let (h, s, d) = (sh.heads, sh.seq, sh.head_dim);
+    let (q, k, v) = (
+        typed::<T>(args.q)?,
+        typed::<T>(args.k)?,
+        typed::<T>(args.v)?,
+    );
     let out = typed_mut::<T>(args.out)?;
     let lse = typed_mut::<f32>(args.lse)?;
-    if s == 0 || d == 0 {
+    let (seq_len, stride) = (s * h * d, h * d);
+    if seq_len == 0 {
         lse.fill(f32::NEG_INFINITY);
         return Ok(());
     }
     be.run(|| {
-        out.par_chunks_mut(d)
-            .zip(lse.par_iter_mut())
+        out.par_chunks_mut(seq_len)
+            .zip(lse.par_chunks_mut(h * s))
             .enumerate()
             .for_each_init(
-                || (vec![0f32; s], vec![0f32; d]),
-                |(scores, acc), (row, (o, l))| {
-                    let (bh, i) = (row / s, row % s);
-                    let base = bh * s * d;
-                    let qi = &q[base + i * d..base + (i + 1) * d];
-                    let mut m = f32::NEG_INFINITY;
-                    for j in 0..=i {
-                        let sc = sh.scale * dot(qi, &k[base + j * d..base + (j + 1) * d]);
-                        scores[j] = sc;
-                        if sc > m || sc.is_nan() {
-                            m = sc;
-                        }
+                || ForwardTiles::new(s, d),
+                |t, (b, (out_b, lse_b))| {
+                    let rows = b * seq_len..(b + 1) * seq_len;
+                    for head in 0..h {
+                        gather(&q[rows.clone()], head, d, stride, &mut t.q);
+                        gather(&k[rows.clone()], head, d, stride, &mut t.k);
+                        gather(&v[rows.clone()], head, d, stride, &mut t.v);
+                        forward_head(t, s, d, sh.scale, &mut lse_b[head * s..(head + 1) * s]);
+                        scatter(&t.out, head, d, stride, out_b);
                     }
-                    acc.fill(0.0);
-                    let mut total = 0f32;
-                    for j in 0..=i {
-                        let p = (scores[j] - m).exp();
-                        total += p;
-                        let vj = &v[base + j * d..base + (j + 1) * d];
-                        acc.iter_mut().zip(vj).for_each(|(a, x)| *a += p * x);
-                    }
-                    let inv = 1.0 / total;
-                    acc.iter_mut().for_each(|a| *a *= inv);
-                    T::store(acc, o);
-                    *l = m + total.ln();
                 },
             )
     });
     Ok(())
+}
+
+/// Per-task scratch of the backward.
+struct BackwardTiles {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    dout: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    delta: Vec<f32>,
+    p: Vec<f32>,
+    dp: Vec<f32>,
+}
+
+impl BackwardTiles {
+    fn new(s: usize, d: usize) -> Self {
+        let tile = || vec![0f32; s * d];
+        BackwardTiles {
+            q: tile(),
+            k: tile(),
+            v: tile(),
+            out: tile(),
+            dout: tile(),
+            dq: tile(),
+            dk: tile(),
+            dv: tile(),
+            delta: vec![0.0; s],
+            p: vec![0.0; BLOCK * BLOCK],
+            dp: vec![0.0; BLOCK * BLOCK],
+        }
+    }
+}
+
+/// One head of one sequence: `t.dq`, `t.dk`, `t.dv` from the forward's tiles and `lse`.
+fn backward_head(t: &mut BackwardTiles, s: usize, d: usize, scale: f32, lse: &[f32]) {
+    for (r, delta) in t.delta.iter_mut().enumerate() {
+        let (o, g) = (&t.out[r * d..(r + 1) * d], &t.dout[r * d..(r + 1) * d]);
+        *delta = o.iter().zip(g).map(|(o, g)| o * g).sum();
+    }
+    t.dq.fill(0.0);
+    t.dk.fill(0.0);
+    t.dv.fill(0.0);
+    for r0 in (0..s).step_by(BLOCK) {
+        let rows = BLOCK.min(s - r0);
+        let q = Mat::new(&t.q[r0 * d..], rows, d, d);
+        let dout = Mat::new(&t.dout[r0 * d..], rows, d, d);
+        for j0 in (0..r0 + rows).step_by(BLOCK) {
+            let keys = BLOCK.min(s - j0);
+            let k = Mat::new(&t.k[j0 * d..], keys, d, d);
+            let v = Mat::new(&t.v[j0 * d..], keys, d, d);
+            product(scale, q, k.t(), 0.0, &mut t.p, BLOCK);
+            product(1.0, dout, v.t(), 0.0, &mut t.dp, BLOCK);
+            for r in 0..rows {
+                let i = r0 + r;
+                let valid = (i + 1).saturating_sub(j0).min(keys);
+                let at = r * BLOCK..r * BLOCK + keys;
+                grad_row(
+                    &mut t.p[at.clone()],
+                    &mut t.dp[at],
+                    valid,
+                    lse[i],
+                    t.delta[i],
+                    scale,
+                );
+            }
+            let p = Mat::new(&t.p, rows, keys, BLOCK);
+            let ds = Mat::new(&t.dp, rows, keys, BLOCK);
+            // dv[j] += p^T dout; dk[j] += ds^T q; dq[i] += ds k.
+            product(1.0, p.t(), dout, 1.0, &mut t.dv[j0 * d..], d);
+            product(1.0, ds.t(), q, 1.0, &mut t.dk[j0 * d..], d);
+            product(1.0, ds, k, 1.0, &mut t.dq[r0 * d..], d);
+        }
+    }
 }
 
 fn backward_typed<T: Float>(
@@ -92,65 +337,42 @@ fn backward_typed<T: Float>(
     sh: &AttentionShape,
     args: AttentionBackwardArgs<'_, CpuBuffer>,
 ) -> Result<()> {
-    let (s, d) = (sh.seq, sh.head_dim);
-    let q = as_f32(typed::<T>(args.q)?);
-    let k = as_f32(typed::<T>(args.k)?);
-    let v = as_f32(typed::<T>(args.v)?);
-    let out = as_f32(typed::<T>(args.out)?);
-    let dout = as_f32(typed::<T>(args.dout)?);
+    let (h, s, d) = (sh.heads, sh.seq, sh.head_dim);
+    let q = typed::<T>(args.q)?;
+    let k = typed::<T>(args.k)?;
+    let v = typed::<T>(args.v)?;
+    let out = typed::<T>(args.out)?;
+    let dout = typed::<T>(args.dout)?;
     let lse = typed::<f32>(args.lse)?;
     let dq = typed_mut::<T>(args.dq)?;
     let dk = typed_mut::<T>(args.dk)?;
     let dv = typed_mut::<T>(args.dv)?;
-    let per_head = s * d;
-    if per_head == 0 {
+    let (seq_len, stride) = (s * h * d, h * d);
+    if seq_len == 0 {
         return Ok(());
     }
     be.run(|| {
-        dq.par_chunks_mut(per_head)
-            .zip(dk.par_chunks_mut(per_head).zip(dv.par_chunks_mut(per_head)))
+        dq.par_chunks_mut(seq_len)
+            .zip(dk.par_chunks_mut(seq_len).zip(dv.par_chunks_mut(seq_len)))
             .enumerate()
-            .for_each(|(bh, (dq_h, (dk_h, dv_h)))| {
-                let base = bh * per_head;
-                let (qh, kh, vh) = (
-                    &q[base..base + per_head],
-                    &k[base..base + per_head],
-                    &v[base..base + per_head],
-                );
-                let (oh, doh) = (&out[base..base + per_head], &dout[base..base + per_head]);
-                let lse_h = &lse[bh * s..(bh + 1) * s];
-                let (mut gq, mut gk, mut gv) = (
-                    vec![0f32; per_head],
-                    vec![0f32; per_head],
-                    vec![0f32; per_head],
-                );
-                for i in 0..s {
-                    let qi = &qh[i * d..(i + 1) * d];
-                    let doi = &doh[i * d..(i + 1) * d];
-                    let delta = dot(doi, &oh[i * d..(i + 1) * d]);
-                    for j in 0..=i {
-                        let kj = &kh[j * d..(j + 1) * d];
-                        let p = math::exp(sh.scale * dot(qi, kj) - lse_h[i]);
-                        let dp = dot(doi, &vh[j * d..(j + 1) * d]);
-                        let ds = p * (dp - delta) * sh.scale;
-                        gv[j * d..(j + 1) * d]
-                            .iter_mut()
-                            .zip(doi)
-                            .for_each(|(g, x)| *g += p * x);
-                        gq[i * d..(i + 1) * d]
-                            .iter_mut()
-                            .zip(kj)
-                            .for_each(|(g, x)| *g += ds * x);
-                        gk[j * d..(j + 1) * d]
-                            .iter_mut()
-                            .zip(qi)
-                            .for_each(|(g, x)| *g += ds * x);
+            .for_each_init(
+                || BackwardTiles::new(s, d),
+                |t, (b, (dq_b, (dk_b, dv_b)))| {
+                    let rows = b * seq_len..(b + 1) * seq_len;
+                    for head in 0..h {
+                        gather(&q[rows.clone()], head, d, stride, &mut t.q);
+                        gather(&k[rows.clone()], head, d, stride, &mut t.k);
+                        gather(&v[rows.clone()], head, d, stride, &mut t.v);
+                        gather(&out[rows.clone()], head, d, stride, &mut t.out);
+                        gather(&dout[rows.clone()], head, d, stride, &mut t.dout);
+                        let lse_h = &lse[(b * h + head) * s..(b * h + head + 1) * s];
+                        backward_head(t, s, d, sh.scale, lse_h);
+                        scatter(&t.dq, head, d, stride, dq_b);
+                        scatter(&t.dk, head, d, stride, dk_b);
+                        scatter(&t.dv, head, d, stride, dv_b);
                     }
-                }
-                T::store(&gq, dq_h);
-                T::store(&gk, dk_h);
-                T::store(&gv, dv_h);
-            })
+                },
+            )
     });
     Ok(())
 }
