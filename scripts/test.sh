@@ -116,6 +116,16 @@ fi
 
 say "coverage matrix (ds conformance --backend cpu)"
 cargo run -q -p ds -- conformance --backend cpu
+# The CPU kernels run the widest instruction set the processor has; run the suite again on
+# each narrower one (DS_CPU_ISA forces it; every set below the widest is available), so every
+# path is tested on this machine.
+best=$(cargo run -q -p ds -- report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
+for isa in baseline avx2 avx512; do
+  [ "$isa" = "$best" ] && break
+  say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
+  DS_CPU_ISA=$isa cargo run -q -p ds -- conformance --backend cpu
+done
+echo "CPU kernels tested on: every instruction set up to $best (wider ones: not on this processor)"
 
 say "coverage matrix on lavapipe (ds conformance --backend wgpu), f16 native, then packed"
 cargo run -q -p ds --features wgpu,mpi -- conformance --backend wgpu

@@ -4,8 +4,10 @@
 //! engine's parameter scopes and gradient sink, allocation).
 //!
 //! `cargo bench -p ds-nn --bench gpt_step` measures the model `ds train` trains by default
-//! (4 layers, 4 heads, width 128, context 64, global batch 32). `DS_BENCH_STEPS` sets the
-//! measured steps (default 10, after 3 warm-up steps). Not criterion: one step is a few
+//! (4 layers, 4 heads, width 128, context 64, global batch 32); after `--`, `--layers`,
+//! `--heads`, `--dim`, `--context` and `--batch` change the shape (the flags of PyTorch's twin,
+//! `shared/peers/bench_torch_gpt.py`) and `--bf16` trains in bf16 (`"bf16": {"enabled":
+//! true}`). `DS_BENCH_STEPS` sets the measured steps (default 10, after 3 warm-up steps). Not criterion: one step is a few
 //! hundred milliseconds and the breakdown needs the same steps measured as the total.
 
 use ds_core::cpu::CpuBackend;
@@ -17,15 +19,34 @@ use ds_zero::{Initialized, initialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The value after `--name` on the command line, or `default`.
+fn flag(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a whole number, not {v:?}"))
+        })
+        .unwrap_or(default)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
     let shape = GptConfig {
         vocab: 256,
-        context: 64,
-        layers: 4,
-        heads: 4,
-        dim: 128,
+        context: flag(&args, "--context", 64),
+        layers: flag(&args, "--layers", 4),
+        heads: flag(&args, "--heads", 4),
+        dim: flag(&args, "--dim", 128),
     };
-    let batch = 32usize;
+    let batch = flag(&args, "--batch", 32);
+    let bf16 = args.iter().any(|a| a == "--bf16");
+    let (dtype, precision) = if bf16 {
+        (DType::BF16, r#", "bf16": {"enabled": true}"#)
+    } else {
+        (DType::F32, "")
+    };
     let steps: usize = std::env::var("DS_BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -36,14 +57,14 @@ fn main() {
         &format!(
             r#"{{"train_batch_size": {batch},
                 "optimizer": {{"type": "AdamW", "params": {{"lr": 0.003, "weight_decay": 0.1}}}},
-                "gradient_clipping": 1.0}}"#
+                "gradient_clipping": 1.0{precision}}}"#
         ),
         1,
     )
     .expect("config");
     let device = Device::new(CpuBackend::new().expect("cpu backend"));
     let threads = device.info().compute_units;
-    let gpt = Gpt::new(shape, DType::F32).expect("gpt");
+    let gpt = Gpt::new(shape, dtype).expect("gpt");
     let data = TokenWindows::new(tokens, shape.context).expect("data");
     let Initialized {
         mut engine,
@@ -80,9 +101,15 @@ fn main() {
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     let other = total.saturating_sub(kernels.total() + optimizer);
     println!(
-        "\nGPT training step on the CPU backend ({threads} threads): {} parameters (4 layers, 4 \
-         heads, width 128, context 64, vocab 256), fp32, batch {batch} x 64 tokens",
-        shape.numel()
+        "\nGPT training step on the CPU backend ({threads} threads): {} parameters ({} layers, {} \
+         heads, width {}, context {}, vocab 256), {}, batch {batch} x {} tokens",
+        shape.numel(),
+        shape.layers,
+        shape.heads,
+        shape.dim,
+        shape.context,
+        if bf16 { "bf16" } else { "fp32" },
+        shape.context
     );
     println!(
         "{steps} steps: {:.1} ms per step, {:.0} tokens/s",

@@ -112,6 +112,18 @@ fn bad_input_gets_one_line_saying_what_to_do() {
     assert_one_line_error(&odd, &["not divisible by 4 heads", "--dim"]);
     // Resuming where nothing was saved.
     assert_one_line_error(&with(&["--resume"]), &["no checkpoint", "--resume"]);
+    // An instruction set that does not exist.
+    let mut v: Vec<&str> = base.to_vec();
+    v.extend_from_slice(&SMALL);
+    let bad_isa = Command::new(DS)
+        .args(&v)
+        .env("DS_CPU_ISA", "avx9")
+        .output()
+        .expect("ds starts");
+    assert_one_line_error(
+        &bad_isa,
+        &["DS_CPU_ISA", "`avx9` is none of baseline, avx2, avx512"],
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

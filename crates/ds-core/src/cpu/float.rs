@@ -5,6 +5,7 @@
 //! f16 conversions use the F16C instructions when the processor has them (checked once at
 //! run time); bf16 conversions are bit operations written so the compiler vectorizes them.
 //! Both round to nearest even; NaN stays NaN.
+use crate::cpu::isa::vectorized;
 
 use crate::dtype::Element;
 use half::{bf16, f16};
@@ -105,17 +106,19 @@ impl Float for bf16 {
     }
 }
 
-#[multiversion::multiversion(targets("x86_64+avx2"))]
-fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits(u32::from(*s) << 16);
+vectorized! {
+    fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(*s) << 16);
+        }
     }
 }
 
-#[multiversion::multiversion(targets("x86_64+avx2"))]
-fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = bf16_bits(*s);
+vectorized! {
+    fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = bf16_bits(*s);
+        }
     }
 }
 

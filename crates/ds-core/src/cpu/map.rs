@@ -2,38 +2,43 @@
 //!
 //! Each map splits its arrays into [`CHUNK`]-sized tasks; inside a task, f32 storage goes to
 //! the arithmetic closure directly and 16-bit storage is converted a [`BLOCK`] at a time into
-//! stack buffers. The closures run inside functions compiled for AVX2+FMA when the processor
-//! has them (chosen at run time), so their simple loops become vector code. Arithmetic never
-//! uses fused multiply-add, so results are the same bits on every processor.
+//! stack buffers. The closures run inside functions compiled for each instruction set
+//! ([`crate::cpu::isa`], chosen at run time), so their simple loops become vector code.
+//! Arithmetic never uses fused multiply-add, so results are the same bits on every processor.
 
 use super::float::{BLOCK, Float};
+use super::isa::vectorized;
 use super::par::CHUNK;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn run1<F: Fn(&mut [f32])>(f: &F, x: &mut [f32]) {
-    f(x)
+vectorized! {
+    fn run1<F: Fn(&mut [f32])>(f: &F, x: &mut [f32]) {
+        f(x)
+    }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn run2<F: Fn(&[f32], &mut [f32])>(f: &F, x: &[f32], y: &mut [f32]) {
-    f(x, y)
+vectorized! {
+    fn run2<F: Fn(&[f32], &mut [f32])>(f: &F, x: &[f32], y: &mut [f32]) {
+        f(x, y)
+    }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn run3<F: Fn(&[f32], &[f32], &mut [f32])>(f: &F, a: &[f32], b: &[f32], y: &mut [f32]) {
-    f(a, b, y)
+vectorized! {
+    fn run3<F: Fn(&[f32], &[f32], &mut [f32])>(f: &F, a: &[f32], b: &[f32], y: &mut [f32]) {
+        f(a, b, y)
+    }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn run_fold<A, F: Fn(A, &[f32]) -> A>(f: &F, acc: A, x: &[f32]) -> A {
-    f(acc, x)
+vectorized! {
+    fn run_fold<A, F: Fn(A, &[f32]) -> A>(f: &F, acc: A, x: &[f32]) -> A {
+        f(acc, x)
+    }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn run_fold_mut<A, F: Fn(A, &mut [f32]) -> A>(f: &F, acc: A, x: &mut [f32]) -> A {
-    f(acc, x)
+vectorized! {
+    fn run_fold_mut<A, F: Fn(A, &mut [f32]) -> A>(f: &F, acc: A, x: &mut [f32]) -> A {
+        f(acc, x)
+    }
 }
 
 /// `f` over `x` in place.

@@ -1,16 +1,18 @@
 //! The CPU backend: the default, always compiled, and where ZeRO-Offload runs the optimizer.
 //!
 //! Kernels run on the backend's own rayon pool over large contiguous chunks, with inner loops
-//! written so the compiler vectorizes them; the hot ones are compiled a second time for
-//! AVX2+FMA and picked at run time, so one binary is fast on new processors and still runs on
-//! old ones. 16-bit storage is converted a block at a time and all arithmetic is f32. GEMM is
-//! the `gemm` crate's f32 kernels (BLIS-style packing with runtime-selected microkernels).
+//! written so the compiler vectorizes them; the hot ones are compiled for baseline, AVX2+FMA
+//! and AVX-512 and picked at run time ([`isa`]; `DS_CPU_ISA` caps it), so one binary is fast
+//! on new processors and still runs on old ones. 16-bit storage is converted a block at a time
+//! and all arithmetic is f32. GEMM is the `matrixmultiply` crate's f32 kernels (BLIS-style
+//! packing with microkernels it selects at run time).
 
 mod buffer;
 mod elementwise;
 pub(crate) mod float;
 mod gemm;
 mod host;
+pub mod isa;
 mod map;
 mod math;
 mod nn;
@@ -75,8 +77,8 @@ impl CpuBackend {
     /// A backend using exactly `threads` threads.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for zero threads; [`Error::Device`] when the pool cannot be
-    /// created.
+    /// [`Error::InvalidArgument`] for zero threads or a `DS_CPU_ISA` this processor cannot run;
+    /// [`Error::Device`] when the pool cannot be created.
     pub fn with_threads(threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::invalid(
@@ -85,6 +87,7 @@ impl CpuBackend {
                 "must be at least 1",
             ));
         }
+        isa::init_from_env()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("ds-cpu-{i}"))

@@ -5,21 +5,22 @@
 //! arithmetic, chunked and scheduled exactly like the optimizer kernels. Benchmarks run it
 //! beside the fused steps so an optimizer's speed reads as a fraction of the bandwidth the
 //! machine delivers for that access pattern in the same run.
+use crate::cpu::isa::vectorized;
 
 use super::host::{typed, typed_mut};
 use super::par::CHUNK;
 use super::{CpuBackend, CpuBuffer};
 use crate::error::{Error, Result};
 use crate::slice::{Slice, SliceMut};
-use multiversion::multiversion;
 use rayon::prelude::*;
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m += g;
-        *v += g;
-        *p += g;
+vectorized! {
+    fn kernel(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m += g;
+            *v += g;
+            *p += g;
+        }
     }
 }
 

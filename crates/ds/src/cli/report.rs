@@ -32,6 +32,17 @@ pub fn describe(info: &ds_core::DeviceInfo) -> String {
     );
     if info.backend == "cpu" {
         let _ = writeln!(s, "    simd: {}", ds_core::cpu::simd_features().join(" "));
+        let _ = writeln!(
+            s,
+            "    kernels: {} (of {}; {} caps it)",
+            ds_core::cpu::isa::active().name(),
+            ds_core::cpu::isa::Isa::available_all()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ds_core::cpu::isa::ISA_ENV
+        );
     }
     if let Some(max) = info.max_buffer_elements {
         let _ = writeln!(s, "    largest kernel argument: {max} elements");

@@ -1,6 +1,7 @@
 //! GELU (tanh form) and ReLU, forward and backward.
 
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::{CpuBackend, map, math};
 use crate::error::Result;
 use crate::kernels::{View, ViewMut};
@@ -26,20 +27,30 @@ fn gelu_grad_one(x: f32) -> f32 {
     0.5 * (1.0 + t) + if sech2 == 0.0 { 0.0 } else { slope }
 }
 
-/// GELU over a slice, compiled for AVX2+FMA when the processor has them. The map's own
-/// AVX2 clone only vectorizes closures LLVM inlines into it, and the gradient's (tanh and exp
-/// inlined) is too large to be: without its own clone it ran scalar, 6% of a GPT step.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn gelu_slice(x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y = gelu_one(*x));
+vectorized! {
+    /// GELU over a slice, compiled for each instruction set. The map's own clones only
+    /// vectorize closures LLVM inlines into them, and the gradient's (tanh and exp inlined) is
+    /// too large to be: without its own clones it ran scalar, 6% of a GPT step. Index loops, not
+    /// iterator chains: LLVM declined to inline the gradient's `Zip::fold` into the clones, which
+    /// left the loop compiled for the baseline.
+    fn gelu_slice(x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        let (x, y) = (&x[..n], &mut y[..n]);
+        for i in 0..n {
+            y[i] = gelu_one(x[i]);
+        }
+    }
 }
 
-/// `dx = dy * GELU'(x)` over slices; see [`gelu_slice`].
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn gelu_backward_slice(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    dx.iter_mut()
-        .zip(x.iter().zip(dy))
-        .for_each(|(dx, (x, dy))| *dx = dy * gelu_grad_one(*x));
+vectorized! {
+    /// `dx = dy * GELU'(x)` over slices; see [`gelu_slice`].
+    fn gelu_backward_slice(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let n = x.len().min(dy.len()).min(dx.len());
+        let (x, dy, dx) = (&x[..n], &dy[..n], &mut dx[..n]);
+        for i in 0..n {
+            dx[i] = dy[i] * gelu_grad_one(x[i]);
+        }
+    }
 }
 
 pub(super) fn gelu(

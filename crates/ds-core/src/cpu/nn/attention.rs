@@ -8,6 +8,7 @@
 //! Tensors are token-major, `[batch, seq, heads, head_dim]` (a row of a `[tokens, dim]`
 //! activation holds every head of one token), which is what the projections produce and read
 //! with one GEMM each.
+use crate::cpu::isa::vectorized;
 
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
@@ -123,29 +124,31 @@ fn row_max(x: &[f32], start: f32) -> f32 {
         .fold(start, |m, &v| if v > m || v.is_nan() { v } else { m })
 }
 
-/// `p[j] = exp(p[j] - m)` for the first `valid` entries, 0 after; returns the sum.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
-fn exp_row(p: &mut [f32], valid: usize, m: f32) -> f32 {
-    let (live, masked) = p.split_at_mut(valid.min(p.len()));
-    let mut sum = 0f32;
-    for x in live.iter_mut() {
-        *x = math::exp(*x - m);
-        sum += *x;
+vectorized! {
+    /// `p[j] = exp(p[j] - m)` for the first `valid` entries, 0 after; returns the sum.
+    fn exp_row(p: &mut [f32], valid: usize, m: f32) -> f32 {
+        let (live, masked) = p.split_at_mut(valid.min(p.len()));
+        let mut sum = 0f32;
+        for x in live.iter_mut() {
+            *x = math::exp(*x - m);
+            sum += *x;
+        }
+        masked.fill(0.0);
+        sum
     }
-    masked.fill(0.0);
-    sum
 }
 
-/// `p[j] = exp(s[j] - lse)` masked after `valid`, then `ds[j] = p[j] (dp[j] - delta) scale`.
-#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+fma", "x86_64+avx2+fma"))]
-fn grad_row(p: &mut [f32], dp: &mut [f32], valid: usize, lse: f32, delta: f32, scale: f32) {
-    let valid = valid.min(p.len());
-    for (p, dp) in p[..valid].iter_mut().zip(&mut dp[..valid]) {
-        *p = math::exp(*p - lse);
-        *dp = *p * (*dp - delta) * scale;
+vectorized! {
+    /// `p[j] = exp(s[j] - lse)` masked after `valid`, then `ds[j] = p[j] (dp[j] - delta) scale`.
+    fn grad_row(p: &mut [f32], dp: &mut [f32], valid: usize, lse: f32, delta: f32, scale: f32) {
+        let valid = valid.min(p.len());
+        for (p, dp) in p[..valid].iter_mut().zip(&mut dp[..valid]) {
+            *p = math::exp(*p - lse);
+            *dp = *p * (*dp - delta) * scale;
+        }
+        p[valid..].fill(0.0);
+        dp[valid..].fill(0.0);
     }
-    p[valid..].fill(0.0);
-    dp[valid..].fill(0.0);
 }
 
 /// Per-task scratch of the forward.

@@ -4,11 +4,11 @@ use super::ROW_BLOCK;
 use super::bias::{store_sums, widen};
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::{LayerNormArgs, LayerNormBackwardArgs};
 use crate::params::Shape2;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Sum of `f(x)` over eight f32 lanes (vectorizes), widened at the end.
@@ -26,14 +26,15 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
 }
 
-/// Mean and `1/sqrt(var + eps)` of one row (biased variance) in two passes, mean then squared
-/// deviations, so a large mean does not cost the variance its precision.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f64;
-    let mean = (lane_sum(x, |v| v) / n) as f32;
-    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
-    (mean, (1.0 / (var + f64::from(eps)).sqrt()) as f32)
+vectorized! {
+    /// Mean and `1/sqrt(var + eps)` of one row (biased variance) in two passes, mean then squared
+    /// deviations, so a large mean does not cost the variance its precision.
+    fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+        let n = x.len() as f64;
+        let mean = (lane_sum(x, |v| v) / n) as f32;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+        (mean, (1.0 / (var + f64::from(eps)).sqrt()) as f32)
+    }
 }
 
 pub(super) fn forward(

@@ -2,11 +2,11 @@
 
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::{CpuBackend, math};
 use crate::error::Result;
 use crate::kernels::{View, ViewMut};
 use crate::params::Shape2;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// The maximum of a row over eight lanes (vectorizes); NaN is skipped here and propagates
@@ -44,25 +44,27 @@ fn exp_shifted_sum(x: &mut [f32], m: f32) -> f32 {
     lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
-/// `logsumexp(row) - row[class]`; `row` is scratch and is overwritten.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn row_loss(row: &mut [f32], class: usize) -> f32 {
-    let target = row[class];
-    let m = row_max(row);
-    let s = exp_shifted_sum(row, m);
-    m + s.ln() - target
+vectorized! {
+    /// `logsumexp(row) - row[class]`; `row` is scratch and is overwritten.
+    fn row_loss(row: &mut [f32], class: usize) -> f32 {
+        let target = row[class];
+        let m = row_max(row);
+        let s = exp_shifted_sum(row, m);
+        m + s.ln() - target
+    }
 }
 
-/// `scale * (softmax(row) - onehot(class))` in place.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn row_grad(row: &mut [f32], class: usize, scale: f32) {
-    let m = row_max(row);
-    let s = exp_shifted_sum(row, m);
-    let k = scale / s;
-    for v in row.iter_mut() {
-        *v *= k;
+vectorized! {
+    /// `scale * (softmax(row) - onehot(class))` in place.
+    fn row_grad(row: &mut [f32], class: usize, scale: f32) {
+        let m = row_max(row);
+        let s = exp_shifted_sum(row, m);
+        let k = scale / s;
+        for v in row.iter_mut() {
+            *v *= k;
+        }
+        row[class] -= scale;
     }
-    row[class] -= scale;
 }
 
 /// Whether a label selects a class, is ignored, or is invalid.

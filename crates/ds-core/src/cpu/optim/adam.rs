@@ -3,12 +3,12 @@
 use super::driver::for_each_block;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::AdamArgs;
 use crate::params::{AdamParams, AdamScalars};
 use crate::slice::SliceMut;
-use multiversion::multiversion;
 
 /// The per-step constants of the update, in the form the loop uses.
 #[derive(Clone, Copy)]
@@ -22,19 +22,20 @@ struct Consts {
     s: AdamScalars,
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn adam_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
-    let n = p.len().min(g.len()).min(m.len()).min(v.len());
-    let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
-    for i in 0..n {
-        let pi = p[i];
-        let gi = g[i] * k.grad_scale + k.s.l2 * pi;
-        let mi = k.b1 * m[i] + k.one_minus_b1 * gi;
-        let vi = k.b2 * v[i] + k.one_minus_b2 * (gi * gi);
-        let denom = vi.sqrt() * k.s.inv_sqrt_bc2 + k.eps;
-        p[i] = pi * k.s.decay_factor - k.s.step_size * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
+vectorized! {
+    fn adam_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
+        let n = p.len().min(g.len()).min(m.len()).min(v.len());
+        let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let pi = p[i];
+            let gi = g[i] * k.grad_scale + k.s.l2 * pi;
+            let mi = k.b1 * m[i] + k.one_minus_b1 * gi;
+            let vi = k.b2 * v[i] + k.one_minus_b2 * (gi * gi);
+            let denom = vi.sqrt() * k.s.inv_sqrt_bc2 + k.eps;
+            p[i] = pi * k.s.decay_factor - k.s.step_size * (mi / denom);
+            m[i] = mi;
+            v[i] = vi;
+        }
     }
 }
 

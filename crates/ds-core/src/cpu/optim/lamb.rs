@@ -3,13 +3,13 @@
 
 use crate::cpu::float::{BLOCK, Float};
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::par::{CHUNK, ordered_sum};
 use crate::cpu::stream::{STREAM_MIN_BYTES, fence};
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::{LambApplyArgs, LambMomentArgs};
 use crate::params::LambParams;
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Updates the moments of one element and returns its `(p^2, u^2)`.
@@ -24,46 +24,48 @@ fn moment(p: f32, g: f32, m: &mut f32, v: &mut f32, hp: &LambParams) -> (f32, f3
     (p * p, u * u)
 }
 
-/// Updates the moments of one block and returns its `(sum p^2, sum u^2)`, with eight f32
-/// lanes per sum so the loop vectorizes.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn moments_block(
-    p: &[f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    hp: &LambParams,
-) -> (f64, f64) {
-    let (mut p_sq, mut u_sq) = ([0f32; 8], [0f32; 8]);
-    let n = p.len().min(g.len()).min(m.len()).min(v.len());
-    let whole = n - n % 8;
-    for (((p, g), m), v) in p[..whole]
-        .chunks_exact(8)
-        .zip(g[..whole].chunks_exact(8))
-        .zip(m[..whole].chunks_exact_mut(8))
-        .zip(v[..whole].chunks_exact_mut(8))
-    {
-        for l in 0..8 {
-            let (a, b) = moment(p[l], g[l], &mut m[l], &mut v[l], hp);
-            p_sq[l] += a;
-            u_sq[l] += b;
+vectorized! {
+    /// Updates the moments of one block and returns its `(sum p^2, sum u^2)`, with eight f32
+    /// lanes per sum so the loop vectorizes.
+    fn moments_block(
+        p: &[f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        hp: &LambParams,
+    ) -> (f64, f64) {
+        let (mut p_sq, mut u_sq) = ([0f32; 8], [0f32; 8]);
+        let n = p.len().min(g.len()).min(m.len()).min(v.len());
+        let whole = n - n % 8;
+        for (((p, g), m), v) in p[..whole]
+            .chunks_exact(8)
+            .zip(g[..whole].chunks_exact(8))
+            .zip(m[..whole].chunks_exact_mut(8))
+            .zip(v[..whole].chunks_exact_mut(8))
+        {
+            for l in 0..8 {
+                let (a, b) = moment(p[l], g[l], &mut m[l], &mut v[l], hp);
+                p_sq[l] += a;
+                u_sq[l] += b;
+            }
         }
+        let widen = |a: [f32; 8]| a.iter().map(|&x| f64::from(x)).sum::<f64>();
+        let (mut ps, mut us) = (widen(p_sq), widen(u_sq));
+        for i in whole..n {
+            let (a, b) = moment(p[i], g[i], &mut m[i], &mut v[i], hp);
+            ps += f64::from(a);
+            us += f64::from(b);
+        }
+        (ps, us)
     }
-    let widen = |a: [f32; 8]| a.iter().map(|&x| f64::from(x)).sum::<f64>();
-    let (mut ps, mut us) = (widen(p_sq), widen(u_sq));
-    for i in whole..n {
-        let (a, b) = moment(p[i], g[i], &mut m[i], &mut v[i], hp);
-        ps += f64::from(a);
-        us += f64::from(b);
-    }
-    (ps, us)
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn apply_block(p: &mut [f32], m: &[f32], v: &[f32], hp: &LambParams, scale: f32) {
-    for ((p, m), v) in p.iter_mut().zip(m).zip(v) {
-        let u = m / (v.sqrt() + hp.eps) + hp.weight_decay * *p;
-        *p -= scale * u;
+vectorized! {
+    fn apply_block(p: &mut [f32], m: &[f32], v: &[f32], hp: &LambParams, scale: f32) {
+        for ((p, m), v) in p.iter_mut().zip(m).zip(v) {
+            let u = m / (v.sqrt() + hp.eps) + hp.weight_decay * *p;
+            *p -= scale * u;
+        }
     }
 }
 

@@ -3,31 +3,33 @@
 use super::driver::for_each_block;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::SgdArgs;
 use crate::params::SgdParams;
 use crate::slice::SliceMut;
-use multiversion::multiversion;
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn plain_block(p: &mut [f32], g: &[f32], lr: f32, wd: f32, gs: f32) {
-    for (p, g) in p.iter_mut().zip(g) {
-        *p -= lr * (g * gs + wd * *p);
+vectorized! {
+    fn plain_block(p: &mut [f32], g: &[f32], lr: f32, wd: f32, gs: f32) {
+        for (p, g) in p.iter_mut().zip(g) {
+            *p -= lr * (g * gs + wd * *p);
+        }
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn momentum_block(p: &mut [f32], g: &[f32], buf: &mut [f32], hp: &SgdParams) {
-    let (lr, wd, mu) = (hp.lr, hp.weight_decay, hp.momentum);
-    let keep = 1.0 - hp.dampening;
-    let first = hp.step == 1;
-    for ((p, g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
-        let d = g * hp.grad_scale + wd * *p;
-        let nb = if first { d } else { mu * *b + keep * d };
-        *b = nb;
-        let step = if hp.nesterov { d + mu * nb } else { nb };
-        *p -= lr * step;
+vectorized! {
+    fn momentum_block(p: &mut [f32], g: &[f32], buf: &mut [f32], hp: &SgdParams) {
+        let (lr, wd, mu) = (hp.lr, hp.weight_decay, hp.momentum);
+        let keep = 1.0 - hp.dampening;
+        let first = hp.step == 1;
+        for ((p, g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+            let d = g * hp.grad_scale + wd * *p;
+            let nb = if first { d } else { mu * *b + keep * d };
+            *b = nb;
+            let step = if hp.nesterov { d + mu * nb } else { nb };
+            *p -= lr * step;
+        }
     }
 }
 
