@@ -120,7 +120,7 @@ cargo run -q -p ds -- conformance --backend cpu
 # each narrower one (DS_CPU_ISA forces it; every set below the widest is available), so every
 # path is tested on this machine.
 best=$(cargo run -q -p ds -- report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
-for isa in baseline avx2 avx512; do
+for isa in baseline avx2 avx512 avx512bf16; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
   DS_CPU_ISA=$isa cargo run -q -p ds -- conformance --backend cpu

@@ -146,12 +146,19 @@ fn main() -> Result<()> {
     let spec = GemmSpec::new(s, s, s);
     let d4 = dev.clone();
     let mut gemm = || d4.gemm(&spec, a.all(), b.all(), c.all_mut());
+    let (a16, b16) = (
+        varied(&dev, DType::BF16, s * s)?,
+        varied(&dev, DType::BF16, s * s)?,
+    );
+    let mut c16 = dev.alloc(DType::BF16, s * s)?;
+    let d5 = dev.clone();
+    let mut gemm_bf16 = || d5.gemm(&spec, a16.all(), b16.all(), c16.all_mut());
     let mut peak_flops = Vec::new();
     let mut peak = || -> Result<()> {
         peak_flops.push(fma_peak(t, 1));
         Ok(())
     };
-    let samples = interleaved(rounds, &mut [&mut peak, &mut gemm])?;
+    let samples = interleaved(rounds, &mut [&mut peak, &mut gemm, &mut gemm_bf16])?;
     let flop = 2.0 * (s * s * s) as f64;
     let gemm_flops = flop / median(&samples[1]);
     // peak_flops[0] is the warm-up call; the rest pair with the GEMM rounds.
@@ -162,17 +169,24 @@ fn main() -> Result<()> {
         .map(|(p, t)| flop / t / p)
         .collect();
     let gemm_share = median(&per_round);
-    println!("\nf32 GEMM {s}^3 against the measured FMA peak ({t} threads x 8-wide FMA chains)");
     println!(
-        "  FMA peak          {:>8.1} GFLOP/s ({:.1} FLOP/cycle/thread at 2.45 GHz nominal)",
-        peak_median / 1e9,
-        peak_median / t as f64 / 2.45e9
+        "\nf32 GEMM {s}^3 against the measured FMA peak ({t} threads x {}-wide FMA chains)",
+        benches::peak::peak_lanes()
     );
+    println!("  FMA peak          {:>8.1} GFLOP/s", peak_median / 1e9);
     println!(
         "  gemm f32 1024^3   {:>8.1} GFLOP/s  {:>6.2} ms",
         gemm_flops / 1e9,
         median(&samples[1]) * 1e3
     );
     println!("  ratio: {:.1}% of peak", 100.0 * gemm_share);
+    let bf16_flops = flop / median(&samples[2]);
+    println!(
+        "  gemm bf16 1024^3  {:>8.1} GFLOP/s  {:>6.2} ms  ({:.2}x f32; kernels: {})",
+        bf16_flops / 1e9,
+        median(&samples[2]) * 1e3,
+        paired_speed(&samples[1], &samples[2]),
+        ds_core::cpu::isa::active().name()
+    );
     Ok(())
 }

@@ -122,7 +122,10 @@ fn bad_input_gets_one_line_saying_what_to_do() {
         .expect("ds starts");
     assert_one_line_error(
         &bad_isa,
-        &["DS_CPU_ISA", "`avx9` is none of baseline, avx2, avx512"],
+        &[
+            "DS_CPU_ISA",
+            "`avx9` is none of baseline, avx2, avx512, avx512bf16",
+        ],
     );
     std::fs::remove_dir_all(&dir).ok();
 }

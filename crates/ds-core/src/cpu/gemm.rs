@@ -1,8 +1,9 @@
 //! GEMM on the CPU through the `matrixmultiply` crate's f32 kernels (BLIS-style packing,
 //! microkernels chosen at run time for AVX2/FMA, AVX-512 or NEON), called single-threaded on
-//! blocks of C that the backend's own thread pool spreads over its threads. 16-bit storage is
-//! widened to f32 before the product and rounded once after it, so every dtype accumulates in
-//! f32.
+//! blocks of C that the backend's own thread pool spreads over its threads. bf16 runs on
+//! AVX512-BF16's dot products where the processor has them ([`super::gemm_bf16`]); other
+//! 16-bit storage is widened to f32 before the product and rounded once after it, so every
+//! dtype accumulates in f32.
 //!
 //! Why not the crate's own threading: it sizes its pool from an environment variable read
 //! once per process, so it cannot follow the backend's thread count; splitting C into row or
@@ -10,11 +11,14 @@
 //! cores) and keeps one pool per backend.
 
 use super::float::Float;
+use super::gemm_bf16;
 use super::host::{typed, typed_mut, with_float};
 use super::{CpuBackend, par::CHUNK};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::{LinalgKernels, Validated, View, ViewMut};
 use crate::params::GemmSpec;
+use half::bf16;
 use rayon::prelude::*;
 
 /// Products smaller than this many multiply-adds run on one thread.
@@ -164,6 +168,51 @@ fn gemm_f32(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
     }
 }
 
+/// Every batch entry of a bf16 product on the dot-product kernel, C's rows split over the
+/// threads when the product is large enough.
+fn gemm_bf16(
+    spec: &GemmSpec,
+    a: &[bf16],
+    b: &[bf16],
+    c: &mut [bf16],
+    threads: usize,
+) -> Result<()> {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (a, b): (&[u16], &[u16]) = (bytemuck::cast_slice(a), bytemuck::cast_slice(b));
+    for i in 0..spec.batch {
+        let entry_a = a.get(i * spec.stride_a..).unwrap_or(&[]);
+        let entry_b = b.get(i * spec.stride_b..).unwrap_or(&[]);
+        let start = i * spec.stride_c;
+        let entry_c = c
+            .get_mut(start..start + m * n)
+            .ok_or_else(|| Error::invalid("gemm", "c", "shorter than m*n"))?;
+        if entry_a.len() < m * k || entry_b.len() < k * n {
+            return Err(Error::invalid(
+                "gemm",
+                "a/b",
+                "shorter than the product needs",
+            ));
+        }
+        let parts = if m * n * k < PARALLEL_WORK || threads == 1 {
+            1
+        } else {
+            (2 * threads).min(m.div_ceil(TILE))
+        };
+        let size = m.div_ceil(parts).div_ceil(TILE) * TILE;
+        entry_c.par_chunks_mut(size * n).enumerate().for_each_init(
+            gemm_bf16::Scratch::default,
+            |s, (p, c)| {
+                let rows = p * size..(p * size + c.len() / n).min(m);
+                gemm_bf16::rows_block(spec, entry_a, entry_b, c, rows, s);
+            },
+        );
+    }
+    Ok(())
+}
+
 impl LinalgKernels for CpuBackend {
     fn gemm(
         &self,
@@ -174,6 +223,10 @@ impl LinalgKernels for CpuBackend {
         _: Validated,
     ) -> Result<()> {
         let threads = self.threads();
+        if a.dtype() == DType::BF16 && spec.k > 0 && gemm_bf16::available() {
+            let (a, b, c) = (typed::<bf16>(a)?, typed::<bf16>(b)?, typed_mut::<bf16>(c)?);
+            return self.run(|| gemm_bf16(spec, a, b, c, threads));
+        }
         with_float!(a.dtype(), T => {
             let (a, b, c) = (typed::<T>(a)?, typed::<T>(b)?, typed_mut::<T>(c)?);
             self.run(|| {

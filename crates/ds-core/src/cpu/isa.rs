@@ -10,7 +10,8 @@
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The environment variable that caps the instruction set (`baseline`, `avx2`, `avx512`).
+/// The environment variable that caps the instruction set (`baseline`, `avx2`, `avx512`,
+/// `avx512bf16`).
 pub const ISA_ENV: &str = "DS_CPU_ISA";
 
 /// A vector instruction set the CPU kernels are compiled for, narrowest first.
@@ -22,11 +23,14 @@ pub enum Isa {
     Avx2,
     /// AVX-512 F/BW/VL with FMA (x86-64, e.g. AMD Zen 4/5, Intel Skylake-SP and later).
     Avx512,
+    /// AVX-512 plus AVX512-BF16's dot products (AMD Zen 4/5, Intel Cooper Lake, Sapphire
+    /// Rapids and later): the bf16 GEMM multiplies bf16 directly instead of widening to f32.
+    Avx512Bf16,
 }
 
 impl Isa {
     /// Every instruction set, narrowest first.
-    pub const ALL: [Isa; 3] = [Isa::Baseline, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Baseline, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
 
     /// The name `DS_CPU_ISA` takes.
     pub fn name(self) -> &'static str {
@@ -34,6 +38,7 @@ impl Isa {
             Isa::Baseline => "baseline",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
         }
     }
 
@@ -52,6 +57,10 @@ impl Isa {
                     && std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => {
+                Isa::Avx512.available() && std::arch::is_x86_feature_detected!("avx512bf16")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -91,7 +100,7 @@ impl Isa {
                 Error::invalid(
                     "cpu instruction set",
                     ISA_ENV,
-                    format!("`{value}` is none of baseline, avx2, avx512"),
+                    format!("`{value}` is none of baseline, avx2, avx512, avx512bf16"),
                 )
             })?;
         if !isa.available() {
@@ -181,7 +190,9 @@ macro_rules! vectorized {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `active` only returns an instruction set the processor runs
                 // (`Isa::available`), which is what these target features require.
-                $crate::cpu::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::cpu::isa::Isa::Avx512 | $crate::cpu::isa::Isa::Avx512Bf16 => unsafe {
+                    avx512($($arg),*)
+                },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above.
                 $crate::cpu::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },

@@ -11,6 +11,7 @@ mod buffer;
 mod elementwise;
 pub(crate) mod float;
 mod gemm;
+mod gemm_bf16;
 mod host;
 pub mod isa;
 mod map;
