@@ -9,48 +9,73 @@ use crate::kernels::{View, ViewMut};
 use crate::params::Shape2;
 use rayon::prelude::*;
 
-/// The maximum of a row over eight lanes (vectorizes); NaN is skipped here and propagates
-/// through the exponentials instead.
+/// Independent accumulator lanes of the row reductions: four AVX-512 (eight AVX2) registers,
+/// so the reductions run at the vector units' throughput instead of one add's latency.
+const LANES: usize = 64;
+
+/// The maximum of a row (vectorizes); NaN is skipped here and propagates through the
+/// exponentials instead.
 #[inline(always)]
 fn row_max(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
+    // `if v > m { v } else { m }` is one vmaxps (NaN fails the comparison and is skipped);
+    // `f32::max` costs a compare and a blend more per vector.
     for c in chunks {
-        for l in 0..8 {
-            lanes[l] = lanes[l].max(c[l]);
+        for l in 0..LANES {
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
         }
     }
     lanes
         .iter()
         .chain(rest)
-        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
-/// Replaces `x` by `exp(x - m)` and returns the sum (eight lanes, so both loops vectorize).
+/// `sum(exp(x - m))`, reading `x` only.
 #[inline(always)]
-fn exp_shifted_sum(x: &mut [f32], m: f32) -> f32 {
-    for v in x.iter_mut() {
-        *v = math::exp(*v - m);
-    }
-    let mut lanes = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
+fn exp_sum(x: &[f32], m: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| math::exp_nonpositive(v - m))
+        .sum();
     for c in chunks {
-        for l in 0..8 {
-            lanes[l] += c[l];
+        for l in 0..LANES {
+            lanes[l] += math::exp_nonpositive(c[l] - m);
         }
     }
-    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Replaces `x` by `exp(x - m)` and returns the sum, in one pass.
+#[inline(always)]
+fn exp_shifted_sum(x: &mut [f32], m: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let e = math::exp_nonpositive(c[l] - m);
+            c[l] = e;
+            lanes[l] += e;
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = math::exp_nonpositive(*v - m);
+        tail += *v;
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 vectorized! {
-    /// `logsumexp(row) - row[class]`; `row` is scratch and is overwritten.
-    fn row_loss(row: &mut [f32], class: usize) -> f32 {
-        let target = row[class];
+    /// `logsumexp(row) - row[class]`, reading the row twice (max, then the exponentials).
+    fn row_loss(row: &[f32], class: usize) -> f32 {
         let m = row_max(row);
-        let s = exp_shifted_sum(row, m);
-        m + s.ln() - target
+        m + exp_sum(row, m).ln() - row[class]
     }
 }
 
@@ -107,10 +132,13 @@ pub(super) fn forward(
                     *loss = match classify(label, ignore_index, shape.cols) {
                         Label::Ignored => 0.0,
                         Label::Invalid => f32::NAN,
-                        Label::Class(c) => {
-                            T::load(row, row32);
-                            row_loss(row32, c)
-                        }
+                        Label::Class(c) => match T::as_f32(row) {
+                            Some(row) => row_loss(row, c),
+                            None => {
+                                T::load(row, row32);
+                                row_loss(row32, c)
+                            }
+                        },
                     };
                 },
             )
@@ -135,16 +163,22 @@ fn backward_typed<T: Float>(
             .zip(labels.par_iter())
             .for_each_init(
                 || vec![0f32; shape.cols],
-                |row32, ((drow, row), &label)| {
-                    match classify(label, ignore_index, shape.cols) {
-                        Label::Ignored => row32.fill(0.0),
-                        Label::Invalid => row32.fill(f32::NAN),
+                |out32, ((drow, row), &label)| {
+                    let fill = match classify(label, ignore_index, shape.cols) {
+                        Label::Ignored => 0.0,
+                        Label::Invalid => f32::NAN,
                         Label::Class(c) => {
-                            T::load(row, row32);
-                            row_grad(row32, c, scale);
+                            // In place in a row in cache, then copied out: writing the
+                            // exponentials straight to memory and scaling them there ran 2.4x
+                            // slower (measured at 2048 x 8192).
+                            T::load(row, out32);
+                            row_grad(out32, c, scale);
+                            T::store(out32, drow);
+                            return;
                         }
-                    }
-                    T::store(row32, drow);
+                    };
+                    out32.fill(fill);
+                    T::store(out32, drow);
                 },
             )
     });
