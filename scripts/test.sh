@@ -124,6 +124,7 @@ for isa in baseline avx2 avx512 avx512bf16; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
   DS_CPU_ISA=$isa cargo run -q -p ds -- conformance --backend cpu
+  DS_CPU_ISA=$isa cargo test -q -p ds-core --test cpu_backend large_gemms
 done
 echo "CPU kernels tested on: every instruction set up to $best (wider ones: not on this processor)"
 

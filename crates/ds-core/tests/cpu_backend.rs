@@ -166,3 +166,80 @@ fn a_capacity_makes_the_cpu_backend_a_device_of_that_size() {
     dev.alloc(DType::F32, 250)
         .expect("freed memory is available again");
 }
+
+/// `alpha op(A) op(B) + beta C` in f64, for one batch entry.
+#[allow(clippy::too_many_arguments)]
+fn gemm_reference(
+    (m, n, k): (usize, usize, usize),
+    (ta, tb): (bool, bool),
+    (alpha, beta): (f64, f64),
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+) -> Vec<f64> {
+    (0..m * n)
+        .map(|at| {
+            let (i, j) = (at / n, at % n);
+            let dot: f64 = (0..k)
+                .map(|p| {
+                    let x = if ta { a[p * m + i] } else { a[i * k + p] };
+                    let y = if tb { b[j * k + p] } else { b[p * n + j] };
+                    x * y
+                })
+                .sum();
+            alpha * dot + beta * c[at]
+        })
+        .collect()
+}
+
+#[test]
+fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
+    // m past two row blocks and not a multiple of the 8-row tile, n past one 32-column panel
+    // and not a multiple of it, k past two 256-deep blocks and odd (the bf16 kernel pairs k):
+    // whatever instruction set is active (DS_CPU_ISA), the product matches f64.
+    let dev = dev();
+    let (m, n, k) = (203, 70, 531);
+    let value = |i: usize, s: f64| ((i as f64 * s).sin() * 0.5).clamp(-1.0, 1.0);
+    for dtype in [DType::F32, DType::BF16] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.25)] {
+                let round = |v: f64| -> f64 {
+                    if dtype == DType::BF16 {
+                        f64::from(bf16::from_f64(v).to_f32())
+                    } else {
+                        f64::from(v as f32)
+                    }
+                };
+                let a: Vec<f64> = (0..m * k).map(|i| round(value(i, 0.37))).collect();
+                let b: Vec<f64> = (0..k * n).map(|i| round(value(i, 0.71))).collect();
+                let c0: Vec<f64> = (0..m * n).map(|i| round(value(i, 1.3))).collect();
+                let up = |x: &[f64]| {
+                    let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                    let src = dev.alloc_from(&f).expect("upload");
+                    let mut out = dev.alloc(dtype, f.len()).expect("alloc");
+                    dev.cast(src.all(), out.all_mut()).expect("cast");
+                    out
+                };
+                let (ab, bb, mut cb) = (up(&a), up(&b), up(&c0));
+                let spec = ds_core::params::GemmSpec::new(m, n, k)
+                    .transpose(ta, tb)
+                    .scaled(alpha as f32, beta as f32);
+                dev.gemm(&spec, ab.all(), bb.all(), cb.all_mut()).expect("gemm");
+                let mut c32 = dev.alloc(DType::F32, m * n).expect("alloc");
+                dev.cast(cb.all(), c32.all_mut()).expect("cast");
+                let got: Vec<f32> = dev.to_vec(c32.all()).expect("download");
+                let want = gemm_reference((m, n, k), (ta, tb), (alpha, beta), &a, &b, &c0);
+                // f32 accumulation over 531 terms of magnitude <= 0.25, then the output's
+                // rounding (bf16: 2^-8 relative).
+                let out_eps = if dtype == DType::BF16 { 1.0 / 256.0 } else { 1e-6 };
+                for (at, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-4 + out_eps * w.abs();
+                    assert!(
+                        (f64::from(*g) - w).abs() <= tol,
+                        "{dtype} ta={ta} tb={tb} alpha={alpha} beta={beta}: C[{at}] = {g}, want {w}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,8 @@
-//! GEMM on the CPU through the `matrixmultiply` crate's f32 kernels (BLIS-style packing,
-//! microkernels chosen at run time for AVX2/FMA, AVX-512 or NEON), called single-threaded on
-//! blocks of C that the backend's own thread pool spreads over its threads. bf16 runs on
+//! GEMM on the CPU: f32 on AVX-512 processors through this crate's own kernel
+//! ([`super::gemm_avx512`], which measured faster than the crates'), elsewhere through the
+//! `matrixmultiply` crate's f32 kernels (BLIS-style packing, microkernels chosen at run time
+//! for AVX2/FMA or NEON), called single-threaded on blocks of C that the backend's own thread
+//! pool spreads over its threads. bf16 runs on
 //! AVX512-BF16's dot products where the processor has them ([`super::gemm_bf16`]); other
 //! 16-bit storage is widened to f32 before the product and rounded once after it, so every
 //! dtype accumulates in f32.
@@ -11,9 +13,10 @@
 //! cores) and keeps one pool per backend.
 
 use super::float::Float;
-use super::gemm_bf16;
 use super::host::{typed, typed_mut, with_float};
+use super::isa::{self, Isa};
 use super::{CpuBackend, par::CHUNK};
+use super::{gemm_avx512, gemm_bf16};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::{LinalgKernels, Validated, View, ViewMut};
@@ -117,13 +120,18 @@ fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
             "shorter than the product needs",
         ));
     }
+    let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
+    if isa::active() >= Isa::Avx512 {
+        gemm_avx512::gemm_entry(spec, a, b, c, parallel);
+        return Ok(());
+    }
     let out = SharedOut(c.as_mut_ptr());
     let split_rows = m >= n;
     let edge = if split_rows { m } else { n };
-    let parts = if m * n * k < PARALLEL_WORK || threads == 1 {
-        1
-    } else {
+    let parts = if parallel {
         (2 * threads).min(edge.div_ceil(TILE))
+    } else {
+        1
     };
     let size = edge.div_ceil(parts).div_ceil(TILE) * TILE;
     (0..parts).into_par_iter().for_each(|p| {
@@ -196,19 +204,8 @@ fn gemm_bf16(
                 "shorter than the product needs",
             ));
         }
-        let parts = if m * n * k < PARALLEL_WORK || threads == 1 {
-            1
-        } else {
-            (2 * threads).min(m.div_ceil(TILE))
-        };
-        let size = m.div_ceil(parts).div_ceil(TILE) * TILE;
-        entry_c.par_chunks_mut(size * n).enumerate().for_each_init(
-            gemm_bf16::Scratch::default,
-            |s, (p, c)| {
-                let rows = p * size..(p * size + c.len() / n).min(m);
-                gemm_bf16::rows_block(spec, entry_a, entry_b, c, rows, s);
-            },
-        );
+        let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
+        gemm_bf16::gemm_entry(spec, entry_a, entry_b, entry_c, parallel);
     }
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! bytes. No crate offers it (`matrixmultiply` and `gemm` multiply f32/f16 only; Debian's
 //! OpenBLAS 0.3.21 is built without `sbgemm`), so this file is a small BLIS-style kernel.
 //!
-//! Per task (a block of C's rows): op(B) is packed once as panels of [`NR`] columns with each
-//! pair of k rows interleaved (the instruction's operand layout, odd k padded with zero), then
-//! each strip of [`MR`] rows of op(A) is packed as k-pairs and multiplied against every panel
-//! by the `MR x NR` register-tile kernel (16 zmm accumulators). The strip's f32 results take
-//! `alpha` and `beta` and are rounded to bf16 once.
+//! op(B) is packed once (in parallel, shared by every thread) as panels of [`NR`] columns with
+//! each pair of k rows interleaved (the instruction's operand layout, odd k padded with zero);
+//! C's rows are split over the threads, and each strip of [`MR`] rows of op(A) is packed as
+//! k-pairs and multiplied against every panel by the `MR x NR` register-tile kernel (16 zmm
+//! accumulators) over the whole k. The strip's f32 results take `alpha` and `beta` and are
+//! rounded to bf16 once.
 //!
 //! The instruction treats subnormal inputs and results as zero (DAZ/FTZ); the products of two
 //! bf16 are exact in f32, so otherwise each pair adds as two f32 additions.
@@ -16,6 +17,7 @@ use super::float::Float;
 use super::isa::{self, Isa};
 use crate::params::GemmSpec;
 use half::bf16;
+use rayon::prelude::*;
 
 /// Rows of the register tile.
 const MR: usize = 8;
@@ -27,63 +29,68 @@ pub(super) fn available() -> bool {
     isa::active() >= Isa::Avx512Bf16
 }
 
-/// op(A)(i, kk) of one batch entry.
-#[inline(always)]
-fn at_a(spec: &GemmSpec, a: &[u16], i: usize, kk: usize) -> u16 {
-    if spec.trans_a {
-        a[kk * spec.m + i]
-    } else {
-        a[i * spec.k + kk]
-    }
-}
-
-/// op(B)(kk, j) of one batch entry.
-#[inline(always)]
-fn at_b(spec: &GemmSpec, b: &[u16], kk: usize, j: usize) -> u16 {
-    if spec.trans_b {
-        b[j * spec.k + kk]
-    } else {
-        b[kk * spec.n + j]
-    }
-}
-
-/// Packs op(B) as `ceil(n / NR)` panels of `pairs x NR x 2` bf16 (zero beyond k and n).
-fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut Vec<u16>) {
+/// Packs op(B) as `ceil(n / NR)` panels of `pairs x NR x 2` bf16 (zero beyond k and n), each
+/// copy along B's contiguous dimension; in parallel when `parallel`.
+fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: bool) {
     let (n, k) = (spec.n, spec.k);
-    let panels = n.div_ceil(NR);
-    out.clear();
-    out.resize(panels * pairs * NR * 2, 0);
-    for (panel, dst) in out.chunks_exact_mut(pairs * NR * 2).enumerate() {
+    let pack = |(panel, dst): (usize, &mut [u16])| {
         let j0 = panel * NR;
         let cols = NR.min(n - j0);
-        for p in 0..pairs {
-            let row = &mut dst[p * NR * 2..(p + 1) * NR * 2];
+        if cols < NR || k % 2 == 1 {
+            dst.fill(0);
+        }
+        if spec.trans_b {
             for c in 0..cols {
-                let kk = 2 * p;
-                row[2 * c] = at_b(spec, b, kk, j0 + c);
-                if kk + 1 < k {
-                    row[2 * c + 1] = at_b(spec, b, kk + 1, j0 + c);
+                let src = &b[(j0 + c) * k..][..k];
+                for (kk, &v) in src.iter().enumerate() {
+                    dst[((kk / 2) * NR + c) * 2 + kk % 2] = v;
+                }
+            }
+        } else {
+            for kk in 0..k {
+                let src = &b[kk * n + j0..][..cols];
+                let (p, h) = (kk / 2, kk % 2);
+                for (c, &v) in src.iter().enumerate() {
+                    dst[(p * NR + c) * 2 + h] = v;
                 }
             }
         }
+    };
+    let chunk = pairs * NR * 2;
+    if parallel {
+        out.par_chunks_mut(chunk).enumerate().for_each(pack);
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(pack);
     }
 }
 
-/// Packs rows `i0 .. i0 + MR` of op(A) as `pairs x MR` k-pairs (low half the even k; zero
-/// beyond k and m).
-fn pack_a(spec: &GemmSpec, a: &[u16], i0: usize, pairs: usize, out: &mut [u32]) {
-    let rows = MR.min(spec.m - i0);
+/// Packs rows `i0 .. i0 + live` of op(A) as `pairs x MR` k-pairs (low half the even k; zero
+/// beyond k and the live rows), reading along A's contiguous dimension.
+fn pack_a(spec: &GemmSpec, a: &[u16], i0: usize, live: usize, out: &mut [u32]) {
+    let (m, k) = (spec.m, spec.k);
     out.fill(0);
-    for p in 0..pairs {
-        let kk = 2 * p;
-        for r in 0..rows {
-            let lo = u32::from(at_a(spec, a, i0 + r, kk));
-            let hi = if kk + 1 < spec.k {
-                u32::from(at_a(spec, a, i0 + r, kk + 1))
-            } else {
-                0
-            };
-            out[p * MR + r] = lo | hi << 16;
+    if spec.trans_a {
+        for kk in 0..k {
+            let src = &a[kk * m + i0..][..live];
+            let (p, shift) = (kk / 2, 16 * (kk % 2));
+            for (r, &v) in src.iter().enumerate() {
+                out[p * MR + r] |= u32::from(v) << shift;
+            }
+        }
+    } else {
+        // k-pairs outermost, so the writes run contiguously through `out` (a transpose of the
+        // strip's rows, read as pairs).
+        let rows: Vec<&[u16]> = (0..live).map(|r| &a[(i0 + r) * k..][..k]).collect();
+        let whole = k / 2;
+        for (p, col) in out.chunks_exact_mut(MR).take(whole).enumerate() {
+            for (o, row) in col.iter_mut().zip(&rows) {
+                *o = u32::from(row[2 * p]) | u32::from(row[2 * p + 1]) << 16;
+            }
+        }
+        if k % 2 == 1 {
+            for (o, row) in out[whole * MR..].iter_mut().zip(&rows) {
+                *o = u32::from(row[k - 1]);
+            }
         }
     }
 }
@@ -98,25 +105,24 @@ fn kernel(pairs: usize, a: &[u32], b: &[u16], tile: &mut [f32; MR * NR]) {
         "bf16 GEMM panel shorter than its k (a bug in this file)"
     );
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for p in 0..pairs {
-        // SAFETY: the assertion above gives b at least (p + 1) * NR * 2 u16 = p * 64 + 64, the
-        // two 64-byte loads read b[p * 64 .. p * 64 + 64]; unaligned loads have no alignment
-        // requirement.
-        let (b0, b1): (__m512bh, __m512bh) = unsafe {
-            let at = b.as_ptr().add(p * NR * 2);
-            (
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(at.cast())),
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(at.add(32).cast())),
-            )
-        };
-        let pair = &a[p * MR..(p + 1) * MR];
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: a bit-for-bit reinterpretation of 16 lanes of 32 bits (two bf16 each).
-            let av = unsafe {
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair[r] as i32))
-            };
-            row[0] = _mm512_dpbf16_ps(row[0], av, b0);
-            row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+        // SAFETY: the assertion above gives b at least pairs * NR * 2 u16 and a at least
+        // pairs * MR u32, so the two 64-byte loads at b[p * 64 ..] and the MR reads at
+        // a[p * MR ..] stay inside them; unaligned loads have no alignment requirement. The
+        // transmutes reinterpret 16 lanes of 32 bits (two bf16 each) bit for bit.
+        unsafe {
+            let at = bp.add(p * NR * 2);
+            let b0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(at.cast()));
+            let b1 =
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(at.add(32).cast()));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                    *ap.add(p * MR + r) as i32,
+                ));
+                row[0] = _mm512_dpbf16_ps(row[0], av, b0);
+                row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+            }
         }
     }
     for (r, row) in acc.iter().enumerate() {
@@ -129,61 +135,68 @@ fn kernel(pairs: usize, a: &[u32], b: &[u16], tile: &mut [f32; MR * NR]) {
     }
 }
 
-/// Scratch one task reuses across the strips it computes.
-#[derive(Default)]
-pub(super) struct Scratch {
-    b: Vec<u16>,
-    a: Vec<u32>,
-    strip: Vec<f32>,
-    old: Vec<f32>,
-}
-
-/// `C = alpha op(A) op(B) + beta C` for C's rows `rows` of one batch entry (`c` holds exactly
-/// those rows), single-threaded. `a`, `b` start at the entry's matrices and hold them whole.
-pub(super) fn rows_block(
-    spec: &GemmSpec,
-    a: &[u16],
-    b: &[u16],
-    c: &mut [bf16],
-    rows: std::ops::Range<usize>,
-    s: &mut Scratch,
-) {
-    let n = spec.n;
+/// `C = alpha op(A) op(B) + beta C` for one batch entry (`a`, `b`, `c` start at its matrices
+/// and hold them whole; `m, n, k > 0`): op(B) packed once, C's rows split over the current
+/// thread pool when `parallel`.
+///
+/// Only call when [`available`] says the processor runs the instruction.
+pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], parallel: bool) {
+    let (m, n) = (spec.m, spec.n);
     let pairs = spec.k.div_ceil(2);
-    pack_b(spec, b, pairs, &mut s.b);
-    s.a.resize(pairs * MR, 0);
-    s.strip.resize(MR * n, 0.0);
-    s.old.resize(n, 0.0);
-    let mut tile = [0f32; MR * NR];
-    for i0 in rows.clone().step_by(MR) {
-        let strip_rows = MR.min(rows.end - i0);
-        pack_a(spec, a, i0, pairs, &mut s.a);
-        for (panel, b_panel) in s.b.chunks_exact(pairs * NR * 2).enumerate() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: callers reach this only when `available()` said the processor runs
-            // AVX512-BF16 (and AVX-512F/BW/VL, AVX2, FMA, which Isa::Avx512Bf16 includes).
-            unsafe {
-                kernel(pairs, &s.a, b_panel, &mut tile)
-            };
-            let j0 = panel * NR;
-            let cols = NR.min(n - j0);
-            for r in 0..strip_rows {
-                s.strip[r * n + j0..r * n + j0 + cols]
-                    .copy_from_slice(&tile[r * NR..r * NR + cols]);
+    let mut packed_b = vec![0u16; n.div_ceil(NR) * pairs * NR * 2];
+    pack_b(spec, b, pairs, &mut packed_b, parallel);
+    let packed_b = &packed_b;
+    let tasks = if parallel {
+        4 * rayon::current_num_threads()
+    } else {
+        1
+    };
+    let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
+    let run = |(blk, c_rows): (usize, &mut [bf16])| {
+        let i_start = blk * rows_per_task;
+        let rows = c_rows.len() / n;
+        let strips = rows.div_ceil(MR);
+        // The task's rows of op(A), packed once; every panel of B then meets every strip while
+        // it is in cache.
+        let mut packed_a = vec![0u32; strips * pairs * MR];
+        for (s, strip) in packed_a.chunks_exact_mut(pairs * MR).enumerate() {
+            let live = MR.min(rows - s * MR);
+            pack_a(spec, a, i_start + s * MR, live, strip);
+        }
+        let mut old = [0f32; NR];
+        let mut tile = [0f32; MR * NR];
+        for (panel, b_panel) in packed_b.chunks_exact(pairs * NR * 2).enumerate() {
+            let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
+            for (s, a_strip) in packed_a.chunks_exact(pairs * MR).enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: callers reach this only when `available()` said the processor runs
+                // AVX512-BF16 (and AVX-512F/BW/VL, AVX2, FMA, which Isa::Avx512Bf16 includes).
+                unsafe {
+                    kernel(pairs, a_strip, b_panel, &mut tile)
+                };
+                for r in 0..MR.min(rows - s * MR) {
+                    let at = (s * MR + r) * n + j0;
+                    let out = &mut c_rows[at..at + cols];
+                    let acc = &mut tile[r * NR..r * NR + cols];
+                    if spec.beta != 0.0 {
+                        bf16::load(out, &mut old[..cols]);
+                        acc.iter_mut()
+                            .zip(&old)
+                            .for_each(|(v, o)| *v = spec.alpha * *v + spec.beta * o);
+                    } else if spec.alpha != 1.0 {
+                        acc.iter_mut().for_each(|v| *v *= spec.alpha);
+                    }
+                    bf16::store(acc, out);
+                }
             }
         }
-        for r in 0..strip_rows {
-            let out = &mut c[(i0 - rows.start + r) * n..(i0 - rows.start + r + 1) * n];
-            let acc = &mut s.strip[r * n..(r + 1) * n];
-            if spec.beta != 0.0 {
-                bf16::load(out, &mut s.old);
-                acc.iter_mut()
-                    .zip(&s.old)
-                    .for_each(|(v, o)| *v = spec.alpha * *v + spec.beta * o);
-            } else if spec.alpha != 1.0 {
-                acc.iter_mut().for_each(|v| *v *= spec.alpha);
-            }
-            bf16::store(acc, out);
-        }
+    };
+    let c = &mut c[..m * n];
+    if parallel {
+        c.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(run);
+    } else {
+        c.chunks_mut(rows_per_task * n).enumerate().for_each(run);
     }
 }

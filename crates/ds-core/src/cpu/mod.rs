@@ -4,13 +4,14 @@
 //! written so the compiler vectorizes them; the hot ones are compiled for baseline, AVX2+FMA
 //! and AVX-512 and picked at run time ([`isa`]; `DS_CPU_ISA` caps it), so one binary is fast
 //! on new processors and still runs on old ones. 16-bit storage is converted a block at a time
-//! and all arithmetic is f32. GEMM is the `matrixmultiply` crate's f32 kernels (BLIS-style
-//! packing with microkernels it selects at run time).
+//! and all arithmetic is f32. GEMM is an own AVX-512 f32 kernel and AVX512-BF16 bf16 kernel
+//! where the processor has them, the `matrixmultiply` crate's f32 kernels otherwise.
 
 mod buffer;
 mod elementwise;
 pub(crate) mod float;
 mod gemm;
+mod gemm_avx512;
 mod gemm_bf16;
 mod host;
 pub mod isa;
