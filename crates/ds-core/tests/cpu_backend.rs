@@ -224,14 +224,19 @@ fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
                 let spec = ds_core::params::GemmSpec::new(m, n, k)
                     .transpose(ta, tb)
                     .scaled(alpha as f32, beta as f32);
-                dev.gemm(&spec, ab.all(), bb.all(), cb.all_mut()).expect("gemm");
+                dev.gemm(&spec, ab.all(), bb.all(), cb.all_mut())
+                    .expect("gemm");
                 let mut c32 = dev.alloc(DType::F32, m * n).expect("alloc");
                 dev.cast(cb.all(), c32.all_mut()).expect("cast");
                 let got: Vec<f32> = dev.to_vec(c32.all()).expect("download");
                 let want = gemm_reference((m, n, k), (ta, tb), (alpha, beta), &a, &b, &c0);
                 // f32 accumulation over 531 terms of magnitude <= 0.25, then the output's
                 // rounding (bf16: 2^-8 relative).
-                let out_eps = if dtype == DType::BF16 { 1.0 / 256.0 } else { 1e-6 };
+                let out_eps = if dtype == DType::BF16 {
+                    1.0 / 256.0
+                } else {
+                    1e-6
+                };
                 for (at, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-4 + out_eps * w.abs();
                     assert!(

@@ -95,6 +95,24 @@ unsafe fn block(
     }
 }
 
+/// The first `m * n` elements of `c` (one entry's C), or an error naming `c`.
+fn entry_c<'a, T>(spec: &GemmSpec, c: &'a mut [T]) -> Result<&'a mut [T]> {
+    c.get_mut(..spec.m * spec.n)
+        .ok_or_else(|| Error::invalid("gemm", "c", "shorter than m*n"))
+}
+
+/// Checks that one entry's `a` and `b` (slices starting at its matrices) hold them whole.
+fn check_operands<T>(spec: &GemmSpec, a: &[T], b: &[T]) -> Result<()> {
+    if a.len() < spec.m * spec.k || b.len() < spec.k * spec.n {
+        return Err(Error::invalid(
+            "gemm",
+            "a/b",
+            "shorter than the product needs",
+        ));
+    }
+    Ok(())
+}
+
 /// One `C = alpha op(A) op(B) + beta C` on slices that start at the matrices, split into
 /// blocks over `threads` when it is large enough.
 fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) -> Result<()> {
@@ -102,9 +120,7 @@ fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let c = c
-        .get_mut(..m * n)
-        .ok_or_else(|| Error::invalid("gemm", "c", "shorter than m*n"))?;
+    let c = entry_c(spec, c)?;
     if k == 0 {
         if spec.beta == 0.0 {
             c.fill(0.0);
@@ -113,13 +129,7 @@ fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
         }
         return Ok(());
     }
-    if a.len() < m * k || b.len() < k * n {
-        return Err(Error::invalid(
-            "gemm",
-            "a/b",
-            "shorter than the product needs",
-        ));
-    }
+    check_operands(spec, a, b)?;
     let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
     if isa::active() >= Isa::Avx512 {
         gemm_avx512::gemm_entry(spec, a, b, c, parallel);
@@ -193,17 +203,8 @@ fn gemm_bf16(
     for i in 0..spec.batch {
         let entry_a = a.get(i * spec.stride_a..).unwrap_or(&[]);
         let entry_b = b.get(i * spec.stride_b..).unwrap_or(&[]);
-        let start = i * spec.stride_c;
-        let entry_c = c
-            .get_mut(start..start + m * n)
-            .ok_or_else(|| Error::invalid("gemm", "c", "shorter than m*n"))?;
-        if entry_a.len() < m * k || entry_b.len() < k * n {
-            return Err(Error::invalid(
-                "gemm",
-                "a/b",
-                "shorter than the product needs",
-            ));
-        }
+        let entry_c = entry_c(spec, c.get_mut(i * spec.stride_c..).unwrap_or(&mut []))?;
+        check_operands(spec, entry_a, entry_b)?;
         let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
         gemm_bf16::gemm_entry(spec, entry_a, entry_b, entry_c, parallel);
     }
