@@ -14,7 +14,6 @@
 
 use super::float::Float;
 use super::host::{typed, typed_mut, with_float};
-use super::isa::{self, Isa};
 use super::{CpuBackend, par::CHUNK};
 use super::{gemm_avx512, gemm_bf16};
 use crate::dtype::DType;
@@ -130,8 +129,8 @@ fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
         return Ok(());
     }
     check_operands(spec, a, b)?;
-    let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
-    if isa::active() >= Isa::Avx512 {
+    let parallel = split(spec, threads);
+    if gemm_avx512::available() {
         gemm_avx512::gemm_entry(spec, a, b, c, parallel);
         return Ok(());
     }
@@ -162,13 +161,21 @@ fn gemm_one(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
     Ok(())
 }
 
-/// Every batch entry: in parallel across entries when there are at least as many as threads,
-/// else one after another with each product split over the threads.
-fn gemm_f32(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) -> Result<()> {
-    let entry = |i: usize, c: &mut [f32], threads: usize| -> Result<()> {
+/// Runs `one(a, b, c, threads)` on every batch entry, the slices starting at the entry's
+/// matrices: in parallel across entries (each on one thread) when there are at least as many
+/// as threads, else one after another with all the threads for each.
+fn each_entry<A: Sync, C: Send>(
+    spec: &GemmSpec,
+    a: &[A],
+    b: &[A],
+    c: &mut [C],
+    threads: usize,
+    one: impl Fn(&[A], &[A], &mut [C], usize) -> Result<()> + Sync,
+) -> Result<()> {
+    let entry = |i: usize, c: &mut [C], threads: usize| -> Result<()> {
         let a = a.get(i * spec.stride_a..).unwrap_or(&[]);
         let b = b.get(i * spec.stride_b..).unwrap_or(&[]);
-        gemm_one(spec, a, b, c, threads)
+        one(a, b, c, threads)
     };
     match spec.batch {
         0 => Ok(()),
@@ -186,8 +193,14 @@ fn gemm_f32(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
     }
 }
 
-/// Every batch entry of a bf16 product on the dot-product kernel, C's rows split over the
-/// threads when the product is large enough.
+/// Every batch entry of an f32 product.
+fn gemm_f32(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) -> Result<()> {
+    each_entry(spec, a, b, c, threads, |a, b, c, threads| {
+        gemm_one(spec, a, b, c, threads)
+    })
+}
+
+/// Every batch entry of a bf16 product (`k > 0`) on the dot-product kernel.
 fn gemm_bf16(
     spec: &GemmSpec,
     a: &[bf16],
@@ -195,20 +208,21 @@ fn gemm_bf16(
     c: &mut [bf16],
     threads: usize,
 ) -> Result<()> {
-    let (m, n, k) = (spec.m, spec.n, spec.k);
-    if m == 0 || n == 0 {
+    if spec.m == 0 || spec.n == 0 {
         return Ok(());
     }
     let (a, b): (&[u16], &[u16]) = (bytemuck::cast_slice(a), bytemuck::cast_slice(b));
-    for i in 0..spec.batch {
-        let entry_a = a.get(i * spec.stride_a..).unwrap_or(&[]);
-        let entry_b = b.get(i * spec.stride_b..).unwrap_or(&[]);
-        let entry_c = entry_c(spec, c.get_mut(i * spec.stride_c..).unwrap_or(&mut []))?;
-        check_operands(spec, entry_a, entry_b)?;
-        let parallel = m * n * k >= PARALLEL_WORK && threads > 1;
-        gemm_bf16::gemm_entry(spec, entry_a, entry_b, entry_c, parallel);
-    }
-    Ok(())
+    each_entry(spec, a, b, c, threads, |a, b, c, threads| {
+        let c = entry_c(spec, c)?;
+        check_operands(spec, a, b)?;
+        gemm_bf16::gemm_entry(spec, a, b, c, split(spec, threads));
+        Ok(())
+    })
+}
+
+/// Whether one product is large enough to split over `threads`.
+fn split(spec: &GemmSpec, threads: usize) -> bool {
+    spec.m * spec.n * spec.k >= PARALLEL_WORK && threads > 1
 }
 
 impl LinalgKernels for CpuBackend {

@@ -12,8 +12,9 @@
 //! land in a small buffer first and are added into C with `alpha` (and `beta` on the first
 //! block), so edges need no special kernel.
 
+use super::isa::{self, Isa};
+use super::par::for_chunks;
 use crate::params::GemmSpec;
-use rayon::prelude::*;
 
 /// Rows of the register tile.
 const MR: usize = 8;
@@ -24,6 +25,11 @@ const NR: usize = 32;
 const KC: usize = 256;
 /// Most rows of C one task takes per block (its packed A, 96 x 256 f32, fits in L2).
 const MC: usize = 96;
+
+/// Whether this kernel runs (the processor has AVX-512 and `DS_CPU_ISA` allows it).
+pub(super) fn available() -> bool {
+    isa::active() >= Isa::Avx512
+}
 
 /// How a tile's product `t` goes into its block of C.
 #[derive(Clone, Copy)]
@@ -89,7 +95,7 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], alpha: f32, update: Update, c: &mut [
 /// copy runs along B's contiguous dimension (rows of B, or of B^T when transposed).
 fn pack_b(spec: &GemmSpec, b: &[f32], pc: usize, kc: usize, out: &mut [f32], parallel: bool) {
     let (n, k) = (spec.n, spec.k);
-    let pack = |(panel, dst): (usize, &mut [f32])| {
+    let pack = |_: &mut (), panel: usize, dst: &mut [f32]| {
         let j0 = panel * NR;
         let cols = NR.min(n - j0);
         if cols < NR {
@@ -108,11 +114,7 @@ fn pack_b(spec: &GemmSpec, b: &[f32], pc: usize, kc: usize, out: &mut [f32], par
             }
         }
     };
-    if parallel {
-        out.par_chunks_mut(kc * NR).enumerate().for_each(pack);
-    } else {
-        out.chunks_mut(kc * NR).enumerate().for_each(pack);
-    }
+    for_chunks(out, kc * NR, parallel, || (), pack);
 }
 
 /// Packs op(A)[i0 .. i0 + rows, pc .. pc + kc] as strips of `kc x MR` (zero past the rows),
@@ -158,7 +160,7 @@ fn pack_a(
 /// `C = alpha op(A) op(B) + beta C` for one batch entry (`a`, `b`, `c` start at its matrices,
 /// which they hold whole; `m, n, k > 0`), over the current thread pool when `parallel`.
 ///
-/// Only call when the processor runs AVX-512F and FMA (`Isa::Avx512` or wider is active).
+/// Only call when [`available`] says the processor runs AVX-512.
 pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
     let panels = n.div_ceil(NR);
@@ -177,20 +179,19 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
         let packed_b = &mut packed_b[..panels * kc * NR];
         pack_b(spec, b, pc, kc, packed_b, parallel);
         let packed_b = &*packed_b;
-        let first = pc == 0;
-        let run = |(blk, c_rows): (usize, &mut [f32])| {
+        let update = if pc > 0 {
+            Update::Accumulate
+        } else if spec.beta == 0.0 {
+            Update::Assign
+        } else {
+            Update::Blend(spec.beta)
+        };
+        let run = |packed_a: &mut Vec<f32>, blk: usize, c_rows: &mut [f32]| {
             let (i0, rows) = (blk * mc, c_rows.len() / n);
-            let strips = rows.div_ceil(MR);
-            let mut packed_a = vec![0f32; strips * kc * MR];
-            pack_a(spec, a, i0, rows, pc, kc, &mut packed_a);
+            // Every element is written by pack_a, so a reused scratch needs no clearing.
+            packed_a.resize(rows.div_ceil(MR) * kc * MR, 0.0);
+            pack_a(spec, a, i0, rows, pc, kc, packed_a);
             let mut tile = [0f32; MR * NR];
-            let update = if !first {
-                Update::Accumulate
-            } else if spec.beta == 0.0 {
-                Update::Assign
-            } else {
-                Update::Blend(spec.beta)
-            };
             for (panel, b_panel) in packed_b.chunks_exact(kc * NR).enumerate() {
                 let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
                 for (s, a_strip) in packed_a.chunks_exact(kc * MR).enumerate() {
@@ -233,11 +234,6 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
                 }
             }
         };
-        let c = &mut c[..m * n];
-        if parallel {
-            c.par_chunks_mut(mc * n).enumerate().for_each(run);
-        } else {
-            c.chunks_mut(mc * n).enumerate().for_each(run);
-        }
+        for_chunks(&mut c[..m * n], mc * n, parallel, Vec::new, run);
     }
 }

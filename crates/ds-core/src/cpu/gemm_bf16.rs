@@ -15,9 +15,9 @@
 
 use super::float::Float;
 use super::isa::{self, Isa};
+use super::par::for_chunks;
 use crate::params::GemmSpec;
 use half::bf16;
-use rayon::prelude::*;
 
 /// Rows of the register tile.
 const MR: usize = 8;
@@ -33,7 +33,7 @@ pub(super) fn available() -> bool {
 /// copy along B's contiguous dimension; in parallel when `parallel`.
 fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: bool) {
     let (n, k) = (spec.n, spec.k);
-    let pack = |(panel, dst): (usize, &mut [u16])| {
+    let pack = |_: &mut (), panel: usize, dst: &mut [u16]| {
         let j0 = panel * NR;
         let cols = NR.min(n - j0);
         if cols < NR || k % 2 == 1 {
@@ -56,12 +56,7 @@ fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: b
             }
         }
     };
-    let chunk = pairs * NR * 2;
-    if parallel {
-        out.par_chunks_mut(chunk).enumerate().for_each(pack);
-    } else {
-        out.chunks_mut(chunk).enumerate().for_each(pack);
-    }
+    for_chunks(out, pairs * NR * 2, parallel, || (), pack);
 }
 
 /// Packs rows `i0 .. i0 + live` of op(A) as `pairs x MR` k-pairs (low half the even k; zero
@@ -152,13 +147,13 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
         1
     };
     let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
-    let run = |(blk, c_rows): (usize, &mut [bf16])| {
+    let run = |packed_a: &mut Vec<u32>, blk: usize, c_rows: &mut [bf16]| {
         let i_start = blk * rows_per_task;
         let rows = c_rows.len() / n;
         let strips = rows.div_ceil(MR);
         // The task's rows of op(A), packed once; every panel of B then meets every strip while
         // it is in cache.
-        let mut packed_a = vec![0u32; strips * pairs * MR];
+        packed_a.resize(strips * pairs * MR, 0);
         for (s, strip) in packed_a.chunks_exact_mut(pairs * MR).enumerate() {
             let live = MR.min(rows - s * MR);
             pack_a(spec, a, i_start + s * MR, live, strip);
@@ -191,12 +186,5 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
             }
         }
     };
-    let c = &mut c[..m * n];
-    if parallel {
-        c.par_chunks_mut(rows_per_task * n)
-            .enumerate()
-            .for_each(run);
-    } else {
-        c.chunks_mut(rows_per_task * n).enumerate().for_each(run);
-    }
+    for_chunks(&mut c[..m * n], rows_per_task * n, parallel, Vec::new, run);
 }

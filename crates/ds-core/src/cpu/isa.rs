@@ -124,6 +124,12 @@ fn encode(isa: Isa) -> u8 {
     isa as u8 + 1
 }
 
+/// Makes `isa` the active set unless one was chosen already; returns the one in force.
+fn choose_once(isa: Isa) -> Isa {
+    let _ = ACTIVE.compare_exchange(0, encode(isa), Ordering::Relaxed, Ordering::Relaxed);
+    Isa::ALL[usize::from(ACTIVE.load(Ordering::Relaxed) - 1)]
+}
+
 /// Chooses the instruction set from `DS_CPU_ISA` (the widest available when unset), once per
 /// process; [`crate::cpu::CpuBackend::new`] calls it so a bad value is an error there.
 ///
@@ -134,8 +140,7 @@ pub fn init_from_env() -> Result<Isa> {
         Ok(v) if !v.trim().is_empty() => Isa::parse(&v)?,
         _ => Isa::best(),
     };
-    let _ = ACTIVE.compare_exchange(0, encode(isa), Ordering::Relaxed, Ordering::Relaxed);
-    Ok(active())
+    Ok(choose_once(isa))
 }
 
 /// Makes every CPU kernel run `isa` from now on (process-wide; for tests and benchmarks).
@@ -157,18 +162,16 @@ pub fn force(isa: Isa) -> Result<()> {
 /// The instruction set the kernels run now.
 pub fn active() -> Isa {
     match ACTIVE.load(Ordering::Relaxed) {
-        0 => {
-            let best = Isa::best();
-            let _ = ACTIVE.compare_exchange(0, encode(best), Ordering::Relaxed, Ordering::Relaxed);
-            Isa::ALL[(ACTIVE.load(Ordering::Relaxed) - 1) as usize]
-        }
-        n => Isa::ALL[(n - 1) as usize],
+        0 => choose_once(Isa::best()),
+        n => Isa::ALL[usize::from(n - 1)],
     }
 }
 
 /// Defines a function whose body is compiled for each [`Isa`] and dispatched on
 /// [`active`] at every call. The body must be safe code over its arguments (plain loops the
-/// compiler vectorizes); the signature may not be generic.
+/// compiler vectorizes); type parameters take at most one bound each (`F: Fn(&[f32])`), and
+/// loops should index slices rather than chain iterator adaptors, which LLVM may leave
+/// un-inlined, i.e. compiled for the baseline.
 macro_rules! vectorized {
     ($(#[$meta:meta])* $vis:vis fn $name:ident $(<$($g:ident $(: $b:path)?),*>)?
         ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {

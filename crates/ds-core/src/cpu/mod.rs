@@ -176,22 +176,11 @@ impl Memory for CpuBackend {
             len,
             Arc::clone(&self.inner.tracker),
             |bytes, reused| {
-                // Below a few MiB, handing the work to the pool costs more than it saves.
                 if bytes.len() < par::PARALLEL_BYTES {
-                    if reused {
-                        bytes.fill(0);
-                    } else {
-                        par::touch_pages(bytes);
-                    }
-                    return;
+                    par::prepare_mapping(bytes, reused);
+                } else {
+                    self.run(|| par::prepare_mapping(bytes, reused));
                 }
-                self.run(|| {
-                    if reused {
-                        par::zero_bytes(bytes);
-                    } else {
-                        par::touch_pages(bytes);
-                    }
-                })
             },
         )
     }

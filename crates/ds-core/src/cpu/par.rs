@@ -14,21 +14,41 @@ pub(crate) const CHUNK: usize = 1 << 16;
 /// Byte count from which filling or copying memory is spread over the pool.
 pub(crate) const PARALLEL_BYTES: usize = 4 << 20;
 
-/// Pre-faults freshly mapped memory, one write per 4 KiB page, spread over the pool.
-pub(crate) fn touch_pages(bytes: &mut [u8]) {
-    const PAGE: usize = 4096;
-    bytes.par_chunks_mut(PAGE * 512).for_each(|chunk| {
-        for page in chunk.chunks_mut(PAGE) {
-            page[0] = 0;
+/// `f(scratch, index, chunk)` over `x` in chunks of `size`: on the current pool when
+/// `parallel` (one `init()` scratch per rayon task), else in order on this thread with one.
+pub(crate) fn for_chunks<T: Send, S>(
+    x: &mut [T],
+    size: usize,
+    parallel: bool,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    let size = size.max(1);
+    if parallel {
+        x.par_chunks_mut(size)
+            .enumerate()
+            .for_each_init(init, |s, (i, c)| f(s, i, c));
+    } else {
+        let mut s = init();
+        for (i, c) in x.chunks_mut(size).enumerate() {
+            f(&mut s, i, c);
         }
-    });
+    }
 }
 
-/// Zeroes `bytes` over the pool (a reused mapping's stale contents).
-pub(crate) fn zero_bytes(bytes: &mut [u8]) {
-    bytes
-        .par_chunks_mut(1 << 20)
-        .for_each(|chunk| chunk.fill(0));
+/// Readies a mapping for a new buffer: a reused one is zeroed (its contents are stale), a fresh
+/// one (already zero) is pre-faulted with one write per 4 KiB page. From [`PARALLEL_BYTES`] up
+/// the work is spread over the current pool (call it inside the backend's); below, handing it
+/// to a pool costs more than it saves and it runs on the calling thread.
+pub(crate) fn prepare_mapping(bytes: &mut [u8], reused: bool) {
+    const PAGE: usize = 4096;
+    let touch = |chunk: &mut [u8]| chunk.chunks_mut(PAGE).for_each(|page| page[0] = 0);
+    match (reused, bytes.len() >= PARALLEL_BYTES) {
+        (true, true) => bytes.par_chunks_mut(1 << 20).for_each(|c| c.fill(0)),
+        (true, false) => bytes.fill(0),
+        (false, true) => bytes.par_chunks_mut(PAGE * 512).for_each(touch),
+        (false, false) => touch(bytes),
+    }
 }
 
 /// `dst.copy_from_slice(src)` over the pool (sizes are equal after validation), with
