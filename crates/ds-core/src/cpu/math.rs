@@ -7,10 +7,19 @@
 //! libm. The conformance suite holds the kernels built on it (softmax, GELU through
 //! `sigmoid(2u) = 0.5 (1 + tanh u)`, attention) to the f64 oracle like every kernel.
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two so `n * LN2_HI` is exact for every reachable n.
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// The polynomial for `(e^r - 1 - r) / r^2` on |r| <= ln2 / 2, highest degree first (Cephes).
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
 /// Above this, e^x overflows f32.
 const EXP_MAX: f32 = 88.722_84;
 /// Below this, e^x rounds to zero even as a subnormal.
@@ -25,7 +34,7 @@ fn pow2i(n: i32) -> f32 {
 /// 1.5 * 2^23: adding it rounds an f32 of magnitude below 2^22 to an integer (to nearest)
 /// and leaves that integer in the low mantissa bits. Used instead of `round`/`floor`, which
 /// are library calls on baseline x86-64 and would stop the loop from vectorizing.
-const ROUNDER: f32 = 12_582_912.0;
+pub(crate) const ROUNDER: f32 = 12_582_912.0;
 
 /// e^x.
 #[inline(always)]
@@ -34,12 +43,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     let t = xc * LOG2E + ROUNDER;
     let n = t - ROUNDER;
     let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5e-1;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let er = p * r * r + r + 1.0;
     // Scale in two halves so n down to -150 (subnormal results) stays representable.
     let n = t.to_bits() as i32 - ROUNDER.to_bits() as i32;
@@ -56,7 +63,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 /// The smallest x whose e^x is a normal f32 (2^-126).
-const EXP_NORMAL_MIN: f32 = -87.336_54;
+pub(crate) const EXP_NORMAL_MIN: f32 = -87.336_54;
 
 /// e^x for the x <= 0 of a softmax (scores minus their maximum), cheaper than [`exp`]: fused
 /// multiply-adds (`mul_add` is correctly rounded everywhere, so the bits do not depend on the
@@ -74,12 +81,10 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let t = xc.mul_add(LOG2E, ROUNDER);
     let n = t - ROUNDER;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
-    let mut p = 1.987_569_1e-4_f32;
-    p = p.mul_add(r, 1.398_199_9e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5e-1);
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p.mul_add(r, c);
+    }
     let er = (p * r).mul_add(r, r) + 1.0;
     let y = er * pow2i(t.to_bits() as i32 - ROUNDER.to_bits() as i32);
     if x < EXP_NORMAL_MIN { 0.0 } else { y }

@@ -20,6 +20,7 @@ mod math;
 mod nn;
 mod optim;
 mod par;
+mod prefetch;
 mod reduce;
 pub mod roofline;
 mod stream;

@@ -8,6 +8,8 @@ mod bias;
 mod embedding;
 mod layernorm;
 mod xent;
+#[cfg(target_arch = "x86_64")]
+mod xent_avx512;
 
 use super::{CpuBackend, CpuBuffer};
 use crate::error::Result;
