@@ -127,6 +127,16 @@ fn bad_input_gets_one_line_saying_what_to_do() {
             "`avx9` is none of baseline, avx2, avx512, avx512bf16",
         ],
     );
+    // A thread-binding policy that does not exist.
+    let bad_bind = Command::new(DS)
+        .args(&v)
+        .env("DS_CPU_BIND", "cores")
+        .output()
+        .expect("ds starts");
+    assert_one_line_error(
+        &bad_bind,
+        &["DS_CPU_BIND", "`cores` is neither `auto` nor `none`"],
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

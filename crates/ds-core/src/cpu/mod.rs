@@ -7,6 +7,7 @@
 //! and all arithmetic is f32. GEMM is an own AVX-512 f32 kernel and AVX512-BF16 bf16 kernel
 //! where the processor has them, the `matrixmultiply` crate's f32 kernels otherwise.
 
+pub mod affinity;
 mod buffer;
 mod elementwise;
 pub(crate) mod float;
@@ -23,6 +24,7 @@ mod par;
 mod prefetch;
 mod reduce;
 pub mod roofline;
+mod scratch;
 mod stream;
 
 pub use buffer::{CpuBuffer, available_memory};
@@ -44,6 +46,8 @@ struct Inner {
     tracker: Arc<MemoryTracker>,
     /// A memory budget in bytes, when one was set ([`CpuBackend::with_capacity`]).
     capacity: Option<u64>,
+    /// The CPUs the pool's workers are pinned to, held while the backend lives.
+    _binding: Option<Arc<affinity::Reservation>>,
 }
 
 /// The CPU backend. Clones share one thread pool and one memory account.
@@ -80,7 +84,8 @@ impl CpuBackend {
     /// A backend using exactly `threads` threads.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for zero threads or a `DS_CPU_ISA` this processor cannot run;
+    /// [`Error::InvalidArgument`] for zero threads, a `DS_CPU_ISA` this processor cannot run or
+    /// a `DS_CPU_BIND` other than `auto` or `none`;
     /// [`Error::Device`] when the pool cannot be created.
     pub fn with_threads(threads: usize) -> Result<Self> {
         if threads == 0 {
@@ -91,9 +96,16 @@ impl CpuBackend {
             ));
         }
         isa::init_from_env()?;
+        let binding = affinity::reserve(threads)?.map(Arc::new);
+        let pin = binding.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("ds-cpu-{i}"))
+            .start_handler(move |i| {
+                if let Some(cpu) = pin.as_ref().and_then(|b| b.cpu(i)) {
+                    affinity::pin_current(cpu);
+                }
+            })
             .build()
             .map_err(|e| Error::Device {
                 device: "cpu".into(),
@@ -114,6 +126,7 @@ impl CpuBackend {
                 info,
                 tracker: Arc::new(MemoryTracker::default()),
                 capacity: None,
+                _binding: binding,
             }),
         })
     }

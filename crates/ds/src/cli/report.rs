@@ -43,6 +43,21 @@ pub fn describe(info: &ds_core::DeviceInfo) -> String {
                 .join(", "),
             ds_core::cpu::isa::ISA_ENV
         );
+        let pinned = ds_core::cpu::affinity::pinned_cpus();
+        let bind = ds_core::cpu::affinity::BIND_ENV;
+        let _ = if pinned.is_empty() {
+            writeln!(
+                s,
+                "    threads: not pinned ({bind}=none, or no cpu of their own left)"
+            )
+        } else {
+            let list: Vec<String> = pinned.iter().map(|c| c.to_string()).collect();
+            writeln!(
+                s,
+                "    threads: pinned to cpus {} ({bind}=none leaves them unpinned)",
+                list.join(",")
+            )
+        };
     }
     if let Some(max) = info.max_buffer_elements {
         let _ = writeln!(s, "    largest kernel argument: {max} elements");
