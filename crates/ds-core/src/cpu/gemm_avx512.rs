@@ -14,6 +14,8 @@
 
 use super::isa::{self, Isa};
 use super::par::for_chunks;
+use super::prefetch::prefetch;
+use super::scratch::Scratch;
 use crate::params::GemmSpec;
 
 /// Rows of the register tile.
@@ -23,6 +25,9 @@ const NR: usize = 32;
 /// k's per block: a strip of A (8 x 256 f32, 8 KiB) and a panel of B (256 x 32, 32 KiB) stay in
 /// L1 and L2 while the tile runs.
 const KC: usize = 256;
+/// f32 per cache line, and how far ahead (in f32) `pack_a` prefetches its rows.
+const LINE_F32: usize = 16;
+const AHEAD_F32: usize = 4 * LINE_F32;
 /// Most rows of C one task takes per block (its packed A, 96 x 256 f32, fits in L2).
 const MC: usize = 96;
 
@@ -52,6 +57,12 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], alpha: f32, update: Update, c: &mut [
         a.len() >= kc * MR && b.len() >= kc * NR && ldc >= NR && c.len() >= (MR - 1) * ldc + NR,
         "f32 GEMM tile out of bounds (a bug in this file)"
     );
+    // The tile of C is needed only after the k loop: fetch it (for ownership) meanwhile.
+    for r in 0..MR {
+        let row = c[r * ldc..].as_ptr().cast::<u8>();
+        prefetch(row, true);
+        prefetch(row.wrapping_add(64), true);
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for p in 0..kc {
@@ -149,6 +160,13 @@ fn pack_a(
                 }
             });
             for (kk, col) in strip.chunks_exact_mut(MR).enumerate() {
+                if kk % LINE_F32 == 0 {
+                    // Eight rows read a line at a time each are eight slow streams for the
+                    // hardware prefetcher (A comes from L3): ask for their lines ahead.
+                    for row in &rows[..live] {
+                        prefetch(row.as_ptr().wrapping_add(kk + AHEAD_F32).cast(), false);
+                    }
+                }
                 for (v, row) in col[..live].iter_mut().zip(&rows) {
                     *v = row[kk];
                 }
@@ -164,19 +182,19 @@ fn pack_a(
 pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], parallel: bool) {
     let (m, n, k) = (spec.m, spec.n, spec.k);
     let panels = n.div_ceil(NR);
-    // Row blocks of at most MC rows (a multiple of MR), as many as a multiple of the threads
-    // so none waits at the end of a k block.
-    let threads = if parallel {
-        rayon::current_num_threads().max(1)
+    // Each task takes an equal run of MR-row strips (two tasks per thread, so a thread that
+    // falls behind can hand one to the other) and walks it in blocks of at most MC rows.
+    let tasks = if parallel {
+        2 * rayon::current_num_threads().max(1)
     } else {
         1
     };
-    let blocks = m.div_ceil(MC).div_ceil(threads) * threads;
-    let mc = m.div_ceil(blocks).div_ceil(MR).max(1) * MR;
-    let mut packed_b = vec![0f32; panels * KC.min(k) * NR];
+    let task_rows = m.div_ceil(MR).div_ceil(tasks) * MR;
+    let mut b_scratch = Scratch::new();
+    let b_all = b_scratch.slice::<f32>(panels * KC.min(k) * NR);
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
-        let packed_b = &mut packed_b[..panels * kc * NR];
+        let packed_b = &mut b_all[..panels * kc * NR];
         pack_b(spec, b, pc, kc, packed_b, parallel);
         let packed_b = &*packed_b;
         let update = if pc > 0 {
@@ -186,54 +204,56 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
         } else {
             Update::Blend(spec.beta)
         };
-        let run = |packed_a: &mut Vec<f32>, blk: usize, c_rows: &mut [f32]| {
-            let (i0, rows) = (blk * mc, c_rows.len() / n);
-            // Every element is written by pack_a, so a reused scratch needs no clearing.
-            packed_a.resize(rows.div_ceil(MR) * kc * MR, 0.0);
-            pack_a(spec, a, i0, rows, pc, kc, packed_a);
-            let mut tile = [0f32; MR * NR];
-            for (panel, b_panel) in packed_b.chunks_exact(kc * NR).enumerate() {
-                let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
-                for (s, a_strip) in packed_a.chunks_exact(kc * MR).enumerate() {
-                    let live = MR.min(rows - s * MR);
-                    let at = s * MR * n + j0;
-                    if live == MR && cols == NR {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: callers only reach this when the processor runs AVX-512F,
-                        // AVX2 and FMA (the active instruction set is Avx512 or wider).
-                        unsafe {
-                            kernel(
-                                kc,
-                                a_strip,
-                                b_panel,
-                                spec.alpha,
-                                update,
-                                &mut c_rows[at..],
-                                n,
-                            )
-                        };
-                        continue;
-                    }
-                    // An edge block: the product into the tile, then the live part into C.
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above.
-                    unsafe {
-                        kernel(kc, a_strip, b_panel, 1.0, Update::Assign, &mut tile, NR)
-                    };
-                    for r in 0..live {
-                        let out = &mut c_rows[at + r * n..at + r * n + cols];
-                        let t = &tile[r * NR..r * NR + cols];
-                        for (o, &t) in out.iter_mut().zip(t) {
-                            *o = match update {
-                                Update::Assign => spec.alpha * t,
-                                Update::Blend(beta) => spec.alpha * t + beta * *o,
-                                Update::Accumulate => *o + spec.alpha * t,
+        let run = |a_scratch: &mut Scratch, task: usize, c_task: &mut [f32]| {
+            for (blk, c_rows) in c_task.chunks_mut(MC * n).enumerate() {
+                let (i0, rows) = (task * task_rows + blk * MC, c_rows.len() / n);
+                // Every element is written by pack_a, so a reused scratch needs no clearing.
+                let packed_a = a_scratch.slice::<f32>(rows.div_ceil(MR) * kc * MR);
+                pack_a(spec, a, i0, rows, pc, kc, packed_a);
+                let mut tile = [0f32; MR * NR];
+                for (panel, b_panel) in packed_b.chunks_exact(kc * NR).enumerate() {
+                    let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
+                    for (s, a_strip) in packed_a.chunks_exact(kc * MR).enumerate() {
+                        let live = MR.min(rows - s * MR);
+                        let at = s * MR * n + j0;
+                        if live == MR && cols == NR {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: callers only reach this when the processor runs AVX-512F,
+                            // AVX2 and FMA (the active instruction set is Avx512 or wider).
+                            unsafe {
+                                kernel(
+                                    kc,
+                                    a_strip,
+                                    b_panel,
+                                    spec.alpha,
+                                    update,
+                                    &mut c_rows[at..],
+                                    n,
+                                )
                             };
+                            continue;
+                        }
+                        // An edge block: the product into the tile, then the live part into C.
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as above.
+                        unsafe {
+                            kernel(kc, a_strip, b_panel, 1.0, Update::Assign, &mut tile, NR)
+                        };
+                        for r in 0..live {
+                            let out = &mut c_rows[at + r * n..at + r * n + cols];
+                            let t = &tile[r * NR..r * NR + cols];
+                            for (o, &t) in out.iter_mut().zip(t) {
+                                *o = match update {
+                                    Update::Assign => spec.alpha * t,
+                                    Update::Blend(beta) => spec.alpha * t + beta * *o,
+                                    Update::Accumulate => *o + spec.alpha * t,
+                                };
+                            }
                         }
                     }
                 }
             }
         };
-        for_chunks(&mut c[..m * n], mc * n, parallel, Vec::new, run);
+        for_chunks(&mut c[..m * n], task_rows * n, parallel, Scratch::new, run);
     }
 }

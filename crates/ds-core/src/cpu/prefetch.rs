@@ -53,9 +53,10 @@ impl Ahead {
     }
 }
 
+/// Prefetches the cache line holding `p` (for writing when `write`); any address is allowed.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch(p: *const u8, write: bool) {
+pub(crate) fn prefetch(p: *const u8, write: bool) {
     use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
     // SAFETY: a prefetch is a hint that never faults and reads nothing into the program, so
     // any address (past the buffer, unmapped) is allowed; SSE is part of x86-64's baseline.
@@ -69,6 +70,7 @@ fn prefetch(p: *const u8, write: bool) {
     }
 }
 
+/// Prefetches nothing off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-fn prefetch(_: *const u8, _: bool) {}
+pub(crate) fn prefetch(_: *const u8, _: bool) {}
