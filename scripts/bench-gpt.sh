@@ -7,8 +7,11 @@
 #   bf16 on the default model (ds: "bf16": {"enabled": true}; PyTorch: torch.autocast(cpu,
 #     bfloat16)), only on a CPU with AVX512-BF16 or AMX;
 #   causal attention forward + backward at both shapes (cargo bench --bench rows; the peer
-#     scripts/peers/bench_torch_sdpa.py).
-# Prints each run, then the median ratio of ds's tokens/s over PyTorch's per configuration.
+#     scripts/peers/bench_torch_sdpa.py);
+#   f32 and bf16 GEMM 1024^3 (cargo bench --bench ratios -- --gemm-only, which also prints the
+#     share of the FMA peak measured in its own rounds; the peer scripts/peers/bench_torch_matmul.py).
+# Prints each run, then the median ratio of ds's tokens/s (GEMMs: GFLOP/s) over PyTorch's per
+# configuration.
 # Usage: [PAIRS=n] scripts/bench-gpt.sh VENV [PEERS_DIR] [THREADS]
 #   VENV: a Python environment with PyTorch (shared/peers/setup.sh makes one).
 set -euo pipefail
@@ -22,6 +25,7 @@ py="$venv/bin/python"
 large=(--layers 6 --dim 384 --heads 6 --context 256 --batch 8)
 cargo bench -q -p ds-nn --bench gpt_step --no-run
 cargo bench -q -p benches --bench rows --no-run
+cargo bench -q -p benches --bench ratios --no-run
 bf16=no
 if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then bf16=yes; fi
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $threads threads, bf16 pairs: $bf16"
@@ -36,18 +40,26 @@ for r in $(seq "$pairs"); do
   fi
   cargo bench -q -p benches --bench rows | grep -E "heads .* context" | sed 's/^/ds    /'
   "$py" "$here/peers/bench_torch_sdpa.py" "$threads" | sed 's/^/torch /'
+  gemm=$(cargo bench -q -p benches --bench ratios -- --gemm-only)
+  torch_gemm=$("$py" "$here/peers/bench_torch_matmul.py" "$threads")
+  echo "$gemm" | grep -E "ratio:" | sed 's/^ */ds    f32 GEMM /'
+  for dt in f32 bf16; do
+    echo "gemm $dt 1024^3"
+    echo "$gemm" | grep -E "gemm $dt 1024" | sed 's/^ */ds    /'
+    echo "$torch_gemm" | grep -E "matmul $dt " | sed 's/^/torch /'
+  done | tee -a "$log"
 done
-echo "=== ds tokens/s over PyTorch eager's (median of $pairs alternating pairs)"
+echo "=== ds tokens/s (GEMMs: GFLOP/s) over PyTorch eager's (median of $pairs alternating pairs)"
 "$py" - "$log" <<'PY'
 import re, statistics, sys
 ratios, cfg, ds = {}, None, None
 for line in open(sys.argv[1]):
-    if re.match(r"^(fp32|bf16) ", line):
+    if re.match(r"^(fp32|bf16|gemm) ", line):
         cfg = line.strip()
     elif line.startswith("ds "):
-        ds = float(re.search(r"([0-9.]+) tokens/s", line).group(1))
+        ds = float(re.search(r"([0-9.]+) (tokens|GFLOP)/s", line).group(1))
     elif line.startswith("torch "):
-        torch = float(re.search(r"= ([0-9.]+) tokens/s", line).group(1))
+        torch = float(re.search(r"([0-9.]+) (tokens|GFLOP)/s", line).group(1))
         ratios.setdefault(cfg, []).append(ds / torch)
 for cfg, r in ratios.items():
     print(f"  {cfg:<13} {statistics.median(r):.2f}x  (pairs: {' '.join(f'{x:.2f}' for x in r)})")

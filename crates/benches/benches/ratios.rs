@@ -8,18 +8,20 @@
 //! - the same with a bf16 copy of the weights written in the pass;
 //! - the fused unscale-and-check and the f32 to f16 cast over 64M values, in milliseconds,
 //!   beside a copy of the same bytes;
-//! - f32 GEMM 1024^3 over the measured FMA peak.
+//! - f32 GEMM 1024^3 over the measured FMA peak, and bf16 GEMM over f32.
 //!
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
-//! number of rounds, default 21).
+//! number of rounds, default 21; `-- --gemm-only` for the GEMM part, which
+//! `scripts/bench-gpt.sh` alternates with PyTorch's matmul, `scripts/peers/bench_torch_matmul.py`).
 
 use benches::peak::fma_peak;
 use benches::setup::{cpu, filled, rounds, threads, varied};
 use benches::timing::{interleaved, median, paired_speed};
+use ds_core::cpu::CpuBackend;
 use ds_core::cpu::roofline;
 use ds_core::kernels::AdamArgs;
 use ds_core::params::{AdamParams, GemmSpec};
-use ds_core::{BufferExt, DType, Result};
+use ds_core::{BufferExt, DType, Device, Result};
 
 const M: usize = 1 << 20;
 
@@ -34,6 +36,14 @@ fn main() -> Result<()> {
         "ds ratios: {t} threads, {rounds} interleaved rounds; times are medians, ratios are medians of per-round ratios"
     );
 
+    if !std::env::args().any(|a| a == "--gemm-only") {
+        bandwidth(&dev, rounds)?;
+    }
+    gemm(&dev, rounds, t)
+}
+
+/// AdamW and the 64M-value passes against their bandwidth references.
+fn bandwidth(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
     let n = 64 * M;
     let (mut p, g, mut m, mut v) = (
         varied(&dev, DType::F32, n)?,
@@ -137,6 +147,11 @@ fn main() -> Result<()> {
         6.0 * n as f64 / times[2] / 1e9
     );
 
+    Ok(())
+}
+
+/// f32 and bf16 GEMM 1024^3 against the FMA peak of `t` threads, interleaved.
+fn gemm(dev: &Device<CpuBackend>, rounds: usize, t: usize) -> Result<()> {
     let s = 1024;
     let (a, b) = (
         varied(&dev, DType::F32, s * s)?,
