@@ -36,7 +36,7 @@ for r in $(seq "$pairs"); do
   { echo "fp32 default"; ds_step; "$py" "$peers/bench_torch_gpt.py" "$threads" --steps 10 | sed 's/^/torch /'; } | tee -a "$log"
   { echo "fp32 large"; ds_step "${large[@]}"; "$py" "$peers/bench_torch_gpt.py" "$threads" "${large[@]}" --steps 10 | sed 's/^/torch /'; } | tee -a "$log"
   if [ "$bf16" = yes ]; then
-    { echo "bf16 default"; ds_step --bf16; "$py" "$peers/bench_torch_gpt.py" "$threads" --steps 10 --bf16 | sed 's/^/torch /'; } | tee -a "$log"
+    { echo "bf16 default"; ds_step --bf16; "$py" "$here/peers/bench_torch_gpt_autocast.py" "$peers/bench_torch_gpt.py" "$threads" --steps 10 | sed 's/^/torch /'; } | tee -a "$log"
   fi
   cargo bench -q -p benches --bench rows | grep -E "heads .* context" | sed 's/^/ds    /'
   "$py" "$here/peers/bench_torch_sdpa.py" "$threads" | sed 's/^/torch /'

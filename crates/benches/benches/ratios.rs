@@ -46,16 +46,16 @@ fn main() -> Result<()> {
 fn bandwidth(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
     let n = 64 * M;
     let (mut p, g, mut m, mut v) = (
-        varied(&dev, DType::F32, n)?,
-        varied(&dev, DType::F32, n)?,
-        filled(&dev, DType::F32, n, 0.0)?,
-        filled(&dev, DType::F32, n, 0.0)?,
+        varied(dev, DType::F32, n)?,
+        varied(dev, DType::F32, n)?,
+        filled(dev, DType::F32, n, 0.0)?,
+        filled(dev, DType::F32, n, 0.0)?,
     );
     let (mut rp, rg, mut rm, mut rv) = (
-        varied(&dev, DType::F32, n)?,
-        filled(&dev, DType::F32, n, 0.0)?,
-        varied(&dev, DType::F32, n)?,
-        varied(&dev, DType::F32, n)?,
+        varied(dev, DType::F32, n)?,
+        filled(dev, DType::F32, n, 0.0)?,
+        varied(dev, DType::F32, n)?,
+        varied(dev, DType::F32, n)?,
     );
     let mut copy16 = dev.alloc(DType::BF16, n)?;
     let hp = AdamParams {
@@ -114,16 +114,16 @@ fn bandwidth(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
         100.0 * (30.0 / 28.0) * paired_speed(&s[0], &s[1])
     );
 
-    let mut x = varied(&dev, DType::F32, n)?;
-    let y = varied(&dev, DType::F32, n)?;
+    let mut x = varied(dev, DType::F32, n)?;
+    let y = varied(dev, DType::F32, n)?;
     let mut h = dev.alloc(DType::F16, n)?;
     let mut flag = dev.alloc(DType::F32, 1)?;
     let (d1, d2, d3) = (dev.clone(), dev.clone(), dev.clone());
     let mut unscale = || d1.unscale_and_check(x.all_mut(), 1.0, flag.all_mut());
     let mut cast = || d2.cast(y.all(), h.all_mut());
     let mut copy = {
-        let mut z = varied(&dev, DType::F32, n)?;
-        let w = varied(&dev, DType::F32, n)?;
+        let mut z = varied(dev, DType::F32, n)?;
+        let w = varied(dev, DType::F32, n)?;
         move || d3.copy(w.all(), z.all_mut())
     };
     let s = interleaved(rounds, &mut [&mut copy, &mut unscale, &mut cast])?;
@@ -154,16 +154,16 @@ fn bandwidth(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
 fn gemm(dev: &Device<CpuBackend>, rounds: usize, t: usize) -> Result<()> {
     let s = 1024;
     let (a, b) = (
-        varied(&dev, DType::F32, s * s)?,
-        varied(&dev, DType::F32, s * s)?,
+        varied(dev, DType::F32, s * s)?,
+        varied(dev, DType::F32, s * s)?,
     );
     let mut c = dev.alloc(DType::F32, s * s)?;
     let spec = GemmSpec::new(s, s, s);
     let d4 = dev.clone();
     let mut gemm = || d4.gemm(&spec, a.all(), b.all(), c.all_mut());
     let (a16, b16) = (
-        varied(&dev, DType::BF16, s * s)?,
-        varied(&dev, DType::BF16, s * s)?,
+        varied(dev, DType::BF16, s * s)?,
+        varied(dev, DType::BF16, s * s)?,
     );
     let mut c16 = dev.alloc(DType::BF16, s * s)?;
     let d5 = dev.clone();
