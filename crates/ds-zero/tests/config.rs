@@ -2,7 +2,7 @@
 //! schema's errors, and the defaults DeepSpeed 0.19 resolves.
 
 use ds_core::params::AdamMode;
-use ds_zero::config::{Config, ConfigError, OptimizerKind, Precision};
+use ds_zero::config::{AutoFill, Config, ConfigError, OptimizerKind, Precision};
 
 fn parse(text: &str, world: usize) -> Result<Config, ConfigError> {
     Config::parse(text, world)
@@ -193,8 +193,12 @@ fn unimplemented_deepspeed_features_are_refused_by_name() {
         "{err:?}"
     );
     assert!(err.to_string().contains("autotuner"), "{err}");
-    let err = parse(r#"{"train_batch_size": 8, "compression_training": {}}"#, 1)
-        .expect_err("compression");
+    let err = parse(
+        r#"{"train_batch_size": 8, "compression_training":
+            {"sparse_pruning": {"shared_parameters": {"enabled": true}}}}"#,
+        1,
+    )
+    .expect_err("compression");
     assert!(
         matches!(&err, ConfigError::Unsupported { key, .. } if key == "compression_training"),
         "{err:?}"
@@ -209,29 +213,112 @@ fn unimplemented_deepspeed_features_are_refused_by_name() {
 
 #[test]
 fn auto_values_name_the_key_that_needs_a_number() {
-    let err = parse(
+    // Plain `parse` fills nothing (a batch key the others determine is derived, as DeepSpeed
+    // derives a missing one).
+    let c = parse(
         r#"{"train_batch_size": 8, "train_micro_batch_size_per_gpu": "auto"}"#,
-        1,
+        2,
     )
-    .expect_err("auto");
-    assert_eq!(
-        err,
-        ConfigError::Auto {
-            key: "train_micro_batch_size_per_gpu".into()
-        }
+    .expect("derived");
+    assert_eq!(c.batch.micro_batch_per_gpu, 4);
+    for (text, key) in [
+        (
+            r#"{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}"#,
+            "train_batch_size",
+        ),
+        (
+            r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}"#,
+            "optimizer.params.lr",
+        ),
+    ] {
+        let err = parse(text, 1).expect_err("auto");
+        assert!(
+            matches!(&err, ConfigError::Auto { key: k, .. } if k == key),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("write the value"), "{err}");
+    }
+    // A key no integration fills stays an error whatever the caller offers.
+    let fill = AutoFill::none().with("optimizer.params.lr", 0.1, "test");
+    let err = Config::parse_with(r#"{"train_batch_size": 8, "seed": "auto"}"#, 1, &fill)
+        .expect_err("seed");
+    assert!(
+        matches!(&err, ConfigError::Auto { key, reason } if key == "seed" && reason.contains("no integration")),
+        "{err:?}"
     );
-    let err = parse(
-        r#"{"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}"#,
-        1,
+}
+
+#[test]
+fn auto_values_are_filled_from_the_callers_values_and_reported() {
+    let fill = AutoFill::none()
+        .with("train_batch_size", 32, "default global batch")
+        .with("gradient_accumulation_steps", 1, "default accumulation")
+        .with("optimizer.params.lr", 0.003, "--lr")
+        .with(
+            "optimizer.params.betas",
+            serde_json::json!([0.9, 0.95]),
+            "betas",
+        )
+        .with("gradient_clipping", 1.0, "clip")
+        .with("bf16.enabled", false, "fp32 by default")
+        .with("zero_optimization.reduce_bucket_size", 16384, "width^2");
+    let hf = r#"{
+        "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto"}},
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"}
+    }"#;
+    let (c, resolved) = Config::parse_with(hf, 4, &fill).expect("filled");
+    assert_eq!(
+        (
+            c.batch.train_batch_size,
+            c.batch.micro_batch_per_gpu,
+            c.batch.gradient_accumulation_steps
+        ),
+        (32, 8, 1)
+    );
+    let opt = c.optimizer.expect("optimizer");
+    match opt.kind {
+        OptimizerKind::Adam(p) => assert_eq!((p.lr, p.beta1, p.beta2), (0.003, 0.9, 0.95)),
+        other => panic!("expected AdamW, got {other:?}"),
+    }
+    assert_eq!(c.zero.reduce_bucket_size, 16384);
+    let keys: Vec<&str> = resolved.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "bf16.enabled",
+            "gradient_accumulation_steps",
+            "gradient_clipping",
+            "optimizer.params.betas",
+            "optimizer.params.lr",
+            "train_batch_size",
+            "train_micro_batch_size_per_gpu",
+            "zero_optimization.reduce_bucket_size",
+        ]
+    );
+    let micro = &resolved[6];
+    assert_eq!(micro.value, serde_json::json!(8));
+    assert!(micro.source.starts_with("derived"), "{}", micro.source);
+    assert_eq!(resolved[5].source, "default global batch");
+    // A batch key the others determine is derived, not defaulted: micro 4 x accumulation 2 x
+    // world 4 = 32 whatever the caller's default global batch.
+    let (c, _) = Config::parse_with(
+        r#"{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}"#,
+        4,
+        &AutoFill::none().with("train_batch_size", 1000, "unused"),
     )
-    .expect_err("auto lr");
-    assert_eq!(
-        err,
-        ConfigError::Auto {
-            key: "optimizer.params.lr".into()
-        }
-    );
-    assert!(err.to_string().contains("write the number"), "{err}");
+    .expect("derived");
+    assert_eq!(c.batch.train_batch_size, 32);
+    // Accumulation is derived from the other two when both are numbers.
+    let (c, _) = Config::parse_with(
+        r#"{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": "auto"}"#,
+        2,
+        &AutoFill::none(),
+    )
+    .expect("accumulation derived");
+    assert_eq!(c.batch.gradient_accumulation_steps, 8);
 }
 
 #[test]
@@ -419,4 +506,86 @@ fn stage_3_keys_resolve_with_deepspeeds_defaults_and_refuse_what_ds_does_not_do_
         e.contains("did you mean `zero_optimization.stage3_prefetch_bucket_size`?"),
         "{e}"
     );
+}
+
+#[test]
+fn disabled_feature_blocks_and_comment_keys_are_accepted_and_change_nothing() {
+    let plain = r#"{"train_batch_size": 16, "zero_optimization": {"stage": 2}}"#;
+    let with_inert = r#"{
+        "_comment": "written for 8 GPUs",
+        "train_batch_size": 16,
+        "zero_optimization": {"stage": 2, "_note": "stage 2 fits"},
+        "tensorboard": {"enabled": false, "output_path": "runs"},
+        "wandb": {"enabled": false, "project": "x"},
+        "flops_profiler": {"enabled": false, "profile_step": 1},
+        "compression_training": {
+            "weight_quantization": {"shared_parameters": {"enabled": false}, "different_groups": {}},
+            "layer_reduction": {"enabled": false, "keep_number_layer": 5}
+        },
+        "tensor_parallel": {"autotp_size": 0},
+        "memory_breakdown": false,
+        "zero_force_ds_cpu_optimizer": false
+    }"#;
+    assert_eq!(
+        parse(with_inert, 1).expect("accepted"),
+        parse(plain, 1).expect("plain")
+    );
+    // The same blocks turned on are refused by name.
+    for (key, on) in [
+        ("flops_profiler", r#"{"enabled": true}"#),
+        ("tensorboard", r#"{"enabled": true, "output_path": "runs"}"#),
+        ("tensor_parallel", r#"{"autotp_size": 2}"#),
+        ("memory_breakdown", "true"),
+    ] {
+        let text = format!(r#"{{"train_batch_size": 16, "{key}": {on}}}"#);
+        let err = parse(&text, 1).expect_err(key);
+        assert!(
+            matches!(&err, ConfigError::Unsupported { key: k, .. } if k == key),
+            "{key}: {err:?}"
+        );
+    }
+    // `false` leaves bf16's master-weight option off; `true` is refused by name.
+    parse(
+        r#"{"train_batch_size": 16, "bf16": {"enabled": true, "bf16_master_weights_and_grads": false}}"#,
+        1,
+    )
+    .expect("off");
+    let err = parse(
+        r#"{"train_batch_size": 16, "bf16": {"enabled": true, "bf16_master_weights_and_grads": true}}"#,
+        1,
+    )
+    .expect_err("on");
+    assert!(
+        matches!(&err, ConfigError::Unsupported { key, .. } if key == "bf16.bf16_master_weights_and_grads"),
+        "{err:?}"
+    );
+    // Keys DeepSpeed documents are refused by name, never called unknown.
+    let err = parse(
+        r#"{"train_batch_size": 16, "timers": {"throughput": {"enabled": true}}}"#,
+        1,
+    )
+    .expect_err("timers");
+    assert!(matches!(&err, ConfigError::Unsupported { .. }), "{err:?}");
+}
+
+#[test]
+fn config_text_is_read_as_hjson_with_duplicate_keys_refused() {
+    let commented = "{\n  // the global batch\n  \"train_batch_size\": 16, # per step\n  \
+                     /* ZeRO */ \"zero_optimization\": {\"stage\": 2,},\n}\n";
+    assert_eq!(
+        parse(commented, 1).expect("comments and trailing commas"),
+        parse(
+            r#"{"train_batch_size": 16, "zero_optimization": {"stage": 2}}"#,
+            1
+        )
+        .expect("plain")
+    );
+    let twice = "{\n  \"train_batch_size\": 16,\n  \"zero_optimization\": {\"stage\": 2,\n    \"stage\": 3}\n}";
+    match parse(twice, 1).expect_err("duplicate") {
+        ConfigError::Syntax { line, message, .. } => {
+            assert_eq!(line, 4, "{message}");
+            assert!(message.contains("`stage` is given twice"), "{message}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
 }

@@ -92,7 +92,7 @@ fn errors_are_printed_with_exit_code_1() {
     let junk = write("junk", "{not json");
     let (code, _, err) = ds(&["config", "check", junk.to_str().expect("path")]);
     assert_eq!(code, 1);
-    assert!(err.contains("not valid JSON"), "{err}");
+    assert!(err.contains("line 1, column"), "{err}");
     for f in [p, typo, junk] {
         std::fs::remove_file(f).ok();
     }
@@ -165,4 +165,76 @@ fn offload_settings_print_resolved_with_where_the_engine_keeps_the_state() {
             .is_some_and(|s| s.contains("ratio = 0.3")),
         "{out}"
     );
+}
+
+#[test]
+fn auto_values_resolve_in_config_check_as_ds_train_resolves_them() {
+    // A Hugging Face style config (every value the Trainer fills is "auto"), with the
+    // comments and trailing commas DeepSpeed's hjson reader accepts.
+    let p = write(
+        "auto",
+        r#"{
+            // filled by the trainer
+            "train_batch_size": "auto",
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+            "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+            "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto",
+                          "warmup_num_steps": "auto", "total_num_steps": "auto"}},
+            "bf16": {"enabled": "auto"},
+            "tensorboard": {"enabled": false},  # off: accepted and ignored
+            "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto",},
+        }"#,
+    );
+    let path = p.to_str().expect("path");
+    let (code, out, err) = ds(&["config", "check", path, "--steps", "6"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let autos = v["auto"].as_array().expect("auto list");
+    assert_eq!(autos.len(), 14, "{out}");
+    let line = |a: &serde_json::Value| {
+        format!(
+            "[ds] config: {} = {} (\"auto\": {})",
+            a["key"].as_str().expect("key"),
+            a["value"],
+            a["source"].as_str().expect("source")
+        )
+    };
+    let find = |key: &str| {
+        autos
+            .iter()
+            .find(|a| a["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {out}"))["value"]
+            .clone()
+    };
+    assert_eq!(find("scheduler.params.total_num_steps"), 6);
+    assert_eq!(find("zero_optimization.reduce_bucket_size"), 128 * 128);
+    assert_eq!(find("train_batch_size"), 32);
+    let dir = std::env::temp_dir().join(format!("ds-config-{}-train", std::process::id()));
+    let out_train = Command::new(env!("CARGO_BIN_EXE_ds"))
+        .args([
+            "train",
+            "--config",
+            path,
+            "--steps",
+            "6",
+            "--sample-tokens",
+            "0",
+            "--save-dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("ds train");
+    let stdout = String::from_utf8_lossy(&out_train.stdout);
+    assert!(
+        out_train.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out_train.stderr)
+    );
+    for a in autos {
+        assert!(stdout.contains(&line(a)), "{} not in:\n{stdout}", line(a));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_file(&p).ok();
 }

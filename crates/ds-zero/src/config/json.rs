@@ -2,6 +2,7 @@
 //! key left unread into an error naming it, with the closest known key as a suggestion.
 
 use super::ConfigError;
+use super::inert::leaves_off;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -68,7 +69,12 @@ impl<'a> Obj<'a> {
     pub(crate) fn raw(&mut self, key: &'a str) -> Result<Option<&'a Value>, ConfigError> {
         self.seen.insert(key);
         match self.map.get(key) {
-            Some(Value::String(s)) if s == "auto" => Err(ConfigError::Auto { key: self.key(key) }),
+            Some(Value::String(s)) if s == "auto" => Err(ConfigError::Auto {
+                key: self.key(key),
+                reason: "nothing fills it here (`ds train` and `ds config check` do); write the \
+                         value you want"
+                    .into(),
+            }),
             Some(Value::Null) | None => Ok(None),
             Some(v) => Ok(Some(v)),
         }
@@ -163,17 +169,22 @@ impl<'a> Obj<'a> {
     }
 
     /// Fails on the first key not read, suggesting the closest of `known` (the keys this
-    /// object accepts) and naming keys of DeepSpeed features ds does not implement.
+    /// object accepts) and naming keys of DeepSpeed features ds does not implement, unless
+    /// their value leaves the feature off ([`leaves_off`]). Keys starting with `_` are
+    /// comments, as in the configs published with `"_comment"` entries.
     pub(crate) fn finish(
         self,
         known: &[&str],
         unsupported: &[(&str, &str)],
     ) -> Result<(), ConfigError> {
-        for key in self.map.keys() {
-            if self.seen.contains(key.as_str()) {
+        for (key, value) in self.map {
+            if self.seen.contains(key.as_str()) || key.starts_with('_') {
                 continue;
             }
             if let Some((_, what)) = unsupported.iter().find(|(k, _)| k == key) {
+                if leaves_off(key, value) {
+                    continue;
+                }
                 return Err(ConfigError::Unsupported {
                     key: self.key(key),
                     feature: (*what).to_string(),

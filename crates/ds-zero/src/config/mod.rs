@@ -1,10 +1,13 @@
 //! DeepSpeed's JSON configuration, read as DeepSpeed reads it, with one strict schema.
 //!
-//! [`Config::parse`] reads the JSON text for a given world size and resolves every default in
-//! one place (the `resolve` functions of the submodules, each default documented beside it).
-//! An unknown key is an error with a "did you mean"; a key of a DeepSpeed feature ds does not
-//! implement is refused by name; `"auto"` (a Hugging Face integration placeholder) is refused
-//! naming the key that needs a number. [`Config::to_json`] prints the resolved settings, which
+//! [`Config::parse`] reads the text (as DeepSpeed does, HJSON: comments and trailing commas
+//! allowed, a duplicate key refused) for a given world size and resolves every default in one
+//! place (the `resolve` functions of the submodules, each default documented beside it). An
+//! unknown key is an error with a "did you mean"; keys starting with `_` are comments; a key of
+//! a DeepSpeed feature ds does not implement is refused by name unless its value leaves the
+//! feature off (a disabled block is accepted and ignored, as DeepSpeed ignores it); `"auto"` (a
+//! Hugging Face integration placeholder) is filled by [`Config::parse_with`] from the caller's
+//! [`AutoFill`] and refused, naming the key, where nothing fills it. [`Config::to_json`] prints the resolved settings, which
 //! is what `ds config check` shows.
 //!
 //! DeepSpeed 0.19 resolves a bare `"fp16": {"enabled": true}` to initial scale 2^16, window
@@ -12,16 +15,20 @@
 //! hysteresis); ds follows 0.19.
 
 mod aio;
+mod auto;
 mod batch;
+mod inert;
 mod json;
 mod offload;
 mod optimizer;
 mod precision;
 mod scheduler;
 mod stage3;
+mod text;
 mod zero;
 
 pub use aio::AioConfig;
+pub use auto::{AutoFill, FILLABLE, Resolved};
 pub use batch::Batch;
 pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
@@ -42,9 +49,16 @@ use serde_json::{Value, json};
 /// What is wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    /// The text is not JSON.
-    #[error("the config is not valid JSON: {0}")]
-    Json(String),
+    /// The text is not JSON (nor the HJSON DeepSpeed also reads), or gives a key twice.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
     /// A key nobody knows.
     #[error("unknown config key `{key}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
     UnknownKey {
@@ -61,13 +75,13 @@ pub enum ConfigError {
         /// The feature, by name.
         feature: String,
     },
-    /// `"auto"` where ds needs a value.
-    #[error(
-        "`{key}` is \"auto\": ds has no integration that fills it in; write the number you want"
-    )]
+    /// `"auto"` that nothing fills ([`AutoFill`]).
+    #[error("`{key}` is \"auto\": {reason}")]
     Auto {
         /// The full key path.
         key: String,
+        /// Why it stays unfilled, and what to do.
+        reason: String,
     },
     /// A value of the wrong type.
     #[error("`{key}` must be {expected}, found {found}")]
@@ -99,7 +113,7 @@ impl ConfigError {
 }
 
 /// Top-level keys ds reads.
-const TOP_KEYS: [&str; 24] = [
+const TOP_KEYS: [&str; 25] = [
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
     "gradient_accumulation_steps",
@@ -124,10 +138,11 @@ const TOP_KEYS: [&str; 24] = [
     "vocabulary_size",
     "sequence_parallel_size",
     "aio",
+    "zero_force_ds_cpu_optimizer",
 ];
 
 /// Top-level keys of DeepSpeed features ds does not implement, with what they configure.
-const UNSUPPORTED_TOP: [(&str, &str); 37] = [
+const UNSUPPORTED_TOP: [(&str, &str); 41] = [
     ("amp", "NVIDIA Apex AMP"),
     ("autotuning", "DeepSpeed's autotuner"),
     (
@@ -166,10 +181,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 37] = [
     ),
     ("memory_breakdown", "the memory breakdown logger"),
     ("dump_state", "state dumping"),
-    (
-        "zero_force_ds_cpu_optimizer",
-        "forcing DeepSpeed's CPU optimizer",
-    ),
     ("disable_allgather", "disabling the ZeRO all-gather"),
     ("hybrid_engine", "the RLHF hybrid engine"),
     ("graph_harvesting", "CUDA graph harvesting"),
@@ -180,6 +191,14 @@ const UNSUPPORTED_TOP: [(&str, &str); 37] = [
     ("weight_quantization", "weight quantization"),
     ("compile", "torch.compile"),
     ("datastates_ckpt", "DataStates checkpointing"),
+    ("timers", "DeepSpeed's throughput timers"),
+    (
+        "use_data_before_expert_parallelism",
+        "expert-parallel data ordering",
+    ),
+    ("data_parallel_size", "an explicit data-parallel mesh"),
+    ("allgather_size", "the legacy boolean `zero_optimization`"),
+    ("msamp", "MS-AMP FP8 training"),
 ];
 
 /// A resolved DeepSpeed configuration.
@@ -215,14 +234,44 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses and resolves `text` for `world_size` ranks.
+    /// Parses and resolves `text` for `world_size` ranks. The text is read as DeepSpeed reads
+    /// it (`hjson.load`: JSON plus comments and trailing commas), a duplicate key refused.
     ///
     /// # Errors
     /// The first problem found, as a [`ConfigError`] naming the key.
     pub fn parse(text: &str, world_size: usize) -> Result<Config, ConfigError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
-        Config::from_value(&value, world_size)
+        Config::parse_with(text, world_size, &AutoFill::none()).map(|(c, _)| c)
+    }
+
+    /// As [`Config::parse`], with every `"auto"` a trainer fills taken from `fill`: the config
+    /// and each key resolved that way, with its value and source (what `ds train` prints).
+    ///
+    /// # Errors
+    /// As [`Config::parse`]; an `"auto"` on a key no integration fills ([`FILLABLE`]) or that
+    /// `fill` has no value for is [`ConfigError::Auto`].
+    pub fn parse_with(
+        text: &str,
+        world_size: usize,
+        fill: &AutoFill,
+    ) -> Result<(Config, Vec<Resolved>), ConfigError> {
+        let mut value = text::parse(text)?;
+        let (mut resolved, derived) = auto::apply(&mut value, fill)?;
+        let config = Config::from_value(&value, world_size)?;
+        for d in derived {
+            let b = &config.batch;
+            let v = match d.key {
+                "train_batch_size" => b.train_batch_size,
+                "train_micro_batch_size_per_gpu" => b.micro_batch_per_gpu,
+                _ => b.gradient_accumulation_steps,
+            };
+            resolved.push(Resolved {
+                key: d.key.to_string(),
+                value: v.into(),
+                source: d.source,
+            });
+        }
+        resolved.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((config, resolved))
     }
 
     /// Resolves an already-parsed JSON value.
@@ -295,6 +344,9 @@ impl Config {
         let zero = zero::resolve(&mut top)?;
         let aio = aio::resolve(&mut top)?;
         let _ = top.bool("zero_allow_untested_optimizer")?;
+        // DeepSpeed's default, true, runs its CPU optimizer for offloaded states; ds always
+        // runs its own fused CPU optimizer there, and has no other for `false` to allow.
+        let _ = top.bool("zero_force_ds_cpu_optimizer")?;
         let seed = top.u64("seed")?.unwrap_or(1234);
         top.finish(&TOP_KEYS, &UNSUPPORTED_TOP)?;
         Ok(Config {

@@ -88,6 +88,16 @@ const FP16_UNSUPPORTED: [(&str, &str); 1] = [(
     "fp16 master weights (ds keeps fp32 masters)",
 )];
 const BF16_KEYS: [&str; 3] = ["enabled", "immediate_grad_update", "check_grad_overflow"];
+const BF16_UNSUPPORTED: [(&str, &str); 2] = [
+    (
+        "bf16_master_weights_and_grads",
+        "bf16 master weights and gradients (ds keeps fp32 masters)",
+    ),
+    (
+        "bf16_optimizer_states",
+        "bf16 optimizer states (ds keeps them in fp32)",
+    ),
+];
 
 fn fp16(mut o: Obj<'_>) -> Result<Option<Fp16Config>, ConfigError> {
     let enabled = o.bool("enabled")?.unwrap_or(false);
@@ -153,7 +163,7 @@ fn bf16(mut o: Obj<'_>) -> Result<bool, ConfigError> {
     let enabled = o.bool("enabled")?.unwrap_or(false);
     let _ = o.bool("immediate_grad_update")?;
     let _ = o.bool("check_grad_overflow")?;
-    o.finish(&BF16_KEYS, &[])?;
+    o.finish(&BF16_KEYS, &BF16_UNSUPPORTED)?;
     Ok(enabled)
 }
 

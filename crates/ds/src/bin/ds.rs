@@ -78,6 +78,12 @@ enum ConfigCommand {
         /// The number of data-parallel ranks to resolve the batch sizes for.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         world_size: u32,
+        /// Resolve `"auto"` values as `ds train --steps N` would.
+        #[arg(long, default_value_t = 800)]
+        steps: u64,
+        /// Resolve `"auto"` values as `ds train --dim N` would (the model width).
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
     },
 }
 
@@ -169,9 +175,15 @@ fn main() -> ExitCode {
         } => return conformance_comm(&comm, &mode),
         Command::Conformance { backend, cases, .. } => cli::conformance::run(&backend, cases),
         Command::Config {
-            command: ConfigCommand::Check { file, world_size },
+            command:
+                ConfigCommand::Check {
+                    file,
+                    world_size,
+                    steps,
+                    dim,
+                },
         } => {
-            return match cli::config::check(&file, world_size as usize) {
+            return match cli::config::check(&file, world_size as usize, steps, dim) {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 //! writes metrics as JSON lines and a loss-curve PNG, saves checkpoints, resumes, and prints a
 //! sample of the GPT's text.
 
+pub mod auto;
 mod corpus;
 mod memory;
 mod metrics;
@@ -128,19 +129,15 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         .backend
         .parse()
         .map_err(|e: ds_core::Error| e.to_string())?;
-    let value: Value = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "cannot read the config {}: {e} (pass --config with a DeepSpeed JSON file, \
-                     or leave it out for the built-in one)",
-                    path.display()
-                )
-            })?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("the config {} is not JSON: {e}", path.display()))?
-        }
-        None => default_config(args.steps),
+    let text = match &args.config {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the config {}: {e} (pass --config with a DeepSpeed JSON file, \
+                 or leave it out for the built-in one)",
+                path.display()
+            )
+        })?),
+        None => None,
     };
     if args.ranks == 0 {
         return Err("--ranks must be at least 1".into());
@@ -158,10 +155,27 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         vec![World::init()?]
     };
     let world_size = worlds[0].world_size;
-    let mut config = Config::from_value(&value, world_size).map_err(|e| match &args.config {
-        Some(p) => format!("{}: {e}", p.display()),
-        None => e.to_string(),
-    })?;
+    let width = if args.model == "mlp" {
+        args.hidden
+    } else {
+        args.dim
+    };
+    let (mut config, resolved) = match (&text, &args.config) {
+        (Some(text), Some(p)) => {
+            Config::parse_with(text, world_size, &auto::fill(args.steps, width))
+                .map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        _ => (
+            Config::from_value(&default_config(args.steps), world_size)
+                .map_err(|e| e.to_string())?,
+            Vec::new(),
+        ),
+    };
+    if worlds[0].rank == 0 {
+        for line in auto::lines(&resolved) {
+            println!("{line}");
+        }
+    }
     config.seed = args.seed;
     std::fs::create_dir_all(&args.save_dir).map_err(|e| {
         format!(
