@@ -1,4 +1,9 @@
 //! The models' loss: mean softmax cross-entropy over rows, labels of -100 ignored.
+//!
+//! The mean is PyTorch's `reduction='mean'` (what DeepSpeed users' models compute): the sum
+//! over the rows that count, divided by how many count, so a batch with padding or prompt
+//! tokens masked out is not scaled down by them. A batch whose every row is ignored has a NaN
+//! loss, as in PyTorch, and a zero gradient.
 
 use crate::profile::{self, Part};
 use ds_core::kernels::View;
@@ -8,8 +13,14 @@ use ds_core::{Backend, BufferExt, DType, Device, Result};
 /// Labels equal to this contribute no loss and no gradient (PyTorch's default).
 pub const IGNORE_INDEX: i32 = -100;
 
-/// The mean over `shape.rows` rows of the cross-entropy of `logits` (`rows x classes`)
-/// against i32 `labels`, summed in f64 on the host.
+/// The rows of i32 `labels` that count (are not [`IGNORE_INDEX`]).
+fn counted<B: Backend>(dev: &Device<B>, labels: View<'_, B>) -> Result<usize> {
+    let host: Vec<i32> = dev.to_vec(labels)?;
+    Ok(host.iter().filter(|&&l| l != IGNORE_INDEX).count())
+}
+
+/// The mean over the counted rows of the cross-entropy of `logits` (`rows x classes`) against
+/// i32 `labels`, summed in f64 on the host.
 ///
 /// # Errors
 /// Kernel and allocation errors.
@@ -25,7 +36,7 @@ pub fn mean_cross_entropy<B: Backend>(
     })?;
     let host: Vec<f32> = dev.to_vec(losses.all())?;
     let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
-    Ok((sum / shape.rows.max(1) as f64) as f32)
+    Ok((sum / counted(dev, labels)? as f64) as f32)
 }
 
 /// The gradient of `scale` times [`mean_cross_entropy`] with respect to the logits.
@@ -40,11 +51,14 @@ pub fn mean_cross_entropy_backward<B: Backend>(
     labels: View<'_, B>,
 ) -> Result<B::Buffer> {
     let mut dlogits = dev.alloc(logits.dtype(), shape.rows * shape.cols)?;
+    // Ignored rows get a zero gradient whatever the scale; with none counted there is nothing
+    // to divide.
+    let rows = counted(dev, labels)?.max(1);
     profile::timed(dev, Part::Loss, || {
         dev.softmax_cross_entropy_backward(
             shape,
             IGNORE_INDEX,
-            scale / shape.rows.max(1) as f32,
+            scale / rows as f32,
             logits,
             labels,
             dlogits.all_mut(),

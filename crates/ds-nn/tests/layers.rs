@@ -356,3 +356,45 @@ fn gelu_relu_and_cross_entropy() {
         check(kind, &reg, &KernelProbe(kind), &x, 1e-2);
     }
 }
+
+#[test]
+fn mean_cross_entropy_divides_by_the_rows_that_count_as_pytorch_does() {
+    // Three rows, two classes, the middle one ignored. Row 0: logits (0, 0), label 0, loss
+    // ln 2; row 2: logits (ln 3, 0), label 1, loss ln 4 - 0 = ln 4. PyTorch's
+    // F.cross_entropy(..., ignore_index=-100) (reduction='mean') = (ln 2 + ln 4) / 2 = 1.5 ln 2;
+    // dividing by all three rows would give ln 2.
+    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
+    let ln3 = 3f32.ln();
+    let logits = dev
+        .alloc_from(&[0.0f32, 0.0, 5.0, -5.0, ln3, 0.0])
+        .expect("logits");
+    let labels = dev
+        .alloc_from(&[0i32, ds_nn::loss::IGNORE_INDEX, 1])
+        .expect("labels");
+    let shape = Shape2::new(3, 2);
+    let loss =
+        ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), labels.all()).expect("loss");
+    assert!((loss - 1.5 * 2f32.ln()).abs() < 1e-6, "{loss}");
+    // d/dlogits of the mean: (softmax - onehot) / 2 on the counted rows, zero on the ignored.
+    let d = ds_nn::loss::mean_cross_entropy_backward(&dev, shape, 1.0, logits.all(), labels.all())
+        .expect("backward");
+    let d: Vec<f32> = dev.to_vec(d.all()).expect("host");
+    let want = [-0.25f32, 0.25, 0.0, 0.0, 0.375, -0.375];
+    for (g, w) in d.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{d:?} want {want:?}");
+    }
+    // Every row ignored: NaN, as PyTorch's 0 / 0, and no gradient.
+    let none = dev
+        .alloc_from(&[ds_nn::loss::IGNORE_INDEX; 3])
+        .expect("labels");
+    let nan = ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), none.all()).expect("loss");
+    assert!(nan.is_nan(), "{nan}");
+    let d = ds_nn::loss::mean_cross_entropy_backward(&dev, shape, 1.0, logits.all(), none.all())
+        .expect("backward");
+    assert!(
+        dev.to_vec::<f32>(d.all())
+            .expect("host")
+            .iter()
+            .all(|&g| g == 0.0)
+    );
+}

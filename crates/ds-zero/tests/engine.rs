@@ -452,3 +452,94 @@ fn bf16_and_fp16_training_track_fp32() {
         common::assert_close(precision, &low, &fp32, 0.05);
     }
 }
+
+/// One rank's engine on the linear model with its gradient scaled by `factor`, after one step.
+fn one_step_with_factor(json: &str, factor: f32) -> (Vec<f32>, f32) {
+    let config = Config::parse(json, 1).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
+    let mut model = Linear::new(0);
+    model.factor = factor;
+    let comm = ds_core::collectives::run_threaded(1, |c| c)
+        .pop()
+        .expect("one rank");
+    let mut e = initialize(&config, dev, Box::new(comm), model, Blobs::new(8, 2, 2, 1))
+        .expect("engine")
+        .engine;
+    let r = step(&mut e);
+    (flat(&e), r.grad_norm.expect("no overflow"))
+}
+
+#[test]
+fn a_gradient_norm_below_the_clipping_threshold_is_not_scaled() {
+    // DeepSpeed's coefficient is max(1, (norm + 1e-6) / clip): with the norm (sqrt(10.5) =
+    // 3.24) under the threshold 10 the step is the plain SGD step, W0 - C and B0 - 1 exactly.
+    // Without the max(1, ...) the gradient would be scaled up by 10 / 3.24.
+    let json = r#"{"train_batch_size": 1, "gradient_clipping": 10.0,
+                   "optimizer": {"type": "SGD", "params": {"lr": 1.0}}}"#;
+    let (p, norm) = one_step_with_factor(json, 1.0);
+    assert!((norm - 10.5f32.sqrt()).abs() < 1e-6, "{norm}");
+    assert_eq!(p, [0.5, 3.0, 1.5, 2.0, -0.75, -0.75, -0.75]);
+}
+
+#[test]
+fn the_clipping_coefficients_plus_1e6_shows_at_a_norm_of_1e6() {
+    // Gradient norm 1e-6 against a threshold of 1e-6: (1e-6 + 1e-6) / 1e-6 = 2, so the step is
+    // half the unclipped one (without the + 1e-6 the coefficient would be 1). lr 1e6 makes the
+    // step visible next to the weights: w = W0 - 1e6 * f * C / 2 with f = 1e-6 / sqrt(10.5).
+    let f = 1e-6 / 10.5f32.sqrt();
+    let json = r#"{"train_batch_size": 1, "gradient_clipping": 1e-6,
+                   "optimizer": {"type": "SGD", "params": {"lr": 1e6}}}"#;
+    let (p, norm) = one_step_with_factor(json, f);
+    assert!((norm - 1e-6).abs() < 1e-12, "{norm}");
+    let want: Vec<f32> = W0
+        .iter()
+        .zip(C)
+        .map(|(w, c)| w - 1e6 * f * c / 2.0)
+        .chain([B0 - 1e6 * f / 2.0; 3])
+        .collect();
+    for (g, w) in p.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{p:?} want {want:?}"
+        );
+    }
+}
+
+#[test]
+fn an_fp16_zero_step_divides_by_the_scale_its_gradients_carry_even_when_the_scale_grows() {
+    // loss_scale_window 1: the scale doubles after every clean step from the second on. The
+    // step that grows it still unscales by the scale its backward used, so each SGD step (lr
+    // 0.25) is exactly 0.25 * g; DeepSpeed 0.19's ZeRO path divides by the grown scale and
+    // halves that step (docs/engine.md, deliberate differences). All values are exact in fp16.
+    let json = r#"{"train_batch_size": 1, "gradient_clipping": 0,
+                   "optimizer": {"type": "SGD", "params": {"lr": 0.25}},
+                   "fp16": {"enabled": true, "initial_scale_power": 4, "loss_scale_window": 1},
+                   "zero_optimization": {"stage": 2}}"#;
+    let config = Config::parse(json, 1).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
+    let comm = ds_core::collectives::run_threaded(1, |c| c)
+        .pop()
+        .expect("one rank");
+    let mut e = initialize(
+        &config,
+        dev,
+        Box::new(comm),
+        Linear::new(0),
+        Blobs::new(8, 2, 2, 1),
+    )
+    .expect("engine")
+    .engine;
+    let first = step(&mut e);
+    assert_eq!(flat(&e), [0.875, 2.25, 2.625, 3.5, 0.0, 0.0, 0.0]);
+    // The second step is the one that grows the scale (DeepSpeed's count: the first stable
+    // window ends after it); its gradients carried 16 and are divided by 16.
+    let second = step(&mut e);
+    assert_eq!(flat(&e), [0.75, 2.5, 2.25, 3.0, -0.25, -0.25, -0.25]);
+    let third = step(&mut e);
+    assert_eq!(
+        (first.loss_scale, second.loss_scale, third.loss_scale),
+        (16.0, 16.0, 32.0),
+        "the scale grew at the end of the second step"
+    );
+    assert_eq!(flat(&e), [0.625, 2.75, 1.875, 2.5, -0.5, -0.5, -0.5]);
+}
