@@ -7,7 +7,8 @@
 //! (4 layers, 4 heads, width 128, context 64, global batch 32); after `--`, `--layers`,
 //! `--heads`, `--dim`, `--context` and `--batch` change the shape (the flags of PyTorch's twin,
 //! `shared/peers/bench_torch_gpt.py`) and `--bf16` trains in bf16 (`"bf16": {"enabled":
-//! true}`). `DS_BENCH_STEPS` sets the measured steps (default 10, after 3 warm-up steps). Not criterion: one step is a few
+//! true}`) and `--checkpoint` recomputes every block's activations in backward (activation
+//! checkpointing; the peak device memory is printed either way). `DS_BENCH_STEPS` sets the measured steps (default 10, after 3 warm-up steps). Not criterion: one step is a few
 //! hundred milliseconds and the breakdown needs the same steps measured as the total.
 
 use ds_core::cpu::CpuBackend;
@@ -42,6 +43,7 @@ fn main() {
     };
     let batch = flag(&args, "--batch", 32);
     let bf16 = args.iter().any(|a| a == "--bf16");
+    let checkpoint = args.iter().any(|a| a == "--checkpoint");
     let (dtype, precision) = if bf16 {
         (DType::BF16, r#", "bf16": {"enabled": true}"#)
     } else {
@@ -64,13 +66,18 @@ fn main() {
     .expect("config");
     let device = Device::new(CpuBackend::new().expect("cpu backend"));
     let threads = device.info().compute_units;
-    let gpt = Gpt::new(shape, dtype).expect("gpt");
+    let mut gpt = Gpt::new(shape, dtype).expect("gpt");
+    if checkpoint {
+        gpt.set_checkpointed_blocks(shape.layers);
+    }
+    let stats = device.clone();
     let data = TokenWindows::new(tokens, shape.context).expect("data");
     let Initialized {
         mut engine,
         mut data_loader,
         ..
     } = initialize(&config, device, Box::new(SingleRank), gpt, data).expect("initialize");
+    stats.reset_peak_memory();
     let mut total = Duration::ZERO;
     let mut optimizer = Duration::ZERO;
     let mut kernels = profile::Breakdown::default();
@@ -115,6 +122,11 @@ fn main() {
         "{steps} steps: {:.1} ms per step, {:.0} tokens/s",
         1e3 * secs / steps as f64,
         tokens_per_step * steps as f64 / secs
+    );
+    println!(
+        "peak device memory: {:.1} MiB (activation checkpointing {})",
+        stats.memory_stats().peak as f64 / (1 << 20) as f64,
+        if checkpoint { "on: every block" } else { "off" }
     );
     println!("{:<44} {:>9} {:>7}", "part", "ms/step", "share");
     let rows = profile::Part::ALL

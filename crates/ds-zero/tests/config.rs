@@ -589,3 +589,39 @@ fn config_text_is_read_as_hjson_with_duplicate_keys_refused() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
 }
+
+#[test]
+fn activation_checkpointing_is_read_and_its_model_parallel_parts_refused_by_name() {
+    let c = parse(
+        r#"{"train_batch_size": 8, "activation_checkpointing": {"number_checkpoints": 2,
+            "contiguous_memory_optimization": true, "partition_activations": false,
+            "cpu_checkpointing": false, "synchronize_checkpoint_boundary": false, "profile": false}}"#,
+        1,
+    )
+    .expect("accepted");
+    let ac = c.activation_checkpointing.expect("block");
+    assert_eq!((ac.blocks(4), ac.blocks(1)), (2, 1));
+    let every = parse(
+        r#"{"train_batch_size": 8, "activation_checkpointing": {}}"#,
+        1,
+    )
+    .expect("empty block")
+    .activation_checkpointing
+    .expect("block");
+    assert_eq!(every.blocks(6), 6, "default: every block");
+    assert_eq!(
+        parse(r#"{"train_batch_size": 8}"#, 1)
+            .expect("none")
+            .activation_checkpointing,
+        None
+    );
+    for key in ["partition_activations", "cpu_checkpointing"] {
+        let text =
+            format!(r#"{{"train_batch_size": 8, "activation_checkpointing": {{"{key}": true}}}}"#);
+        let err = parse(&text, 1).expect_err(key);
+        assert!(
+            matches!(&err, ConfigError::Unsupported { key: k, .. } if k == &format!("activation_checkpointing.{key}")),
+            "{err:?}"
+        );
+    }
+}

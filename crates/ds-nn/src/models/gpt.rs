@@ -3,7 +3,9 @@
 //! Token and position embeddings, `layers` blocks of `x + attn(ln1(x))` then
 //! `x + proj(gelu(fc(ln2(x))))` with a 4x MLP, a final LayerNorm, and an output head tied to
 //! the token embedding (logits = h · wteᵀ). Initialization follows GPT-2: normal(0.02), the
-//! projections into the residual stream scaled by `1/sqrt(2 * layers)`.
+//! projections into the residual stream scaled by `1/sqrt(2 * layers)`. With activation
+//! checkpointing ([`Gpt::set_checkpointed_blocks`]) the first blocks keep only their input in
+//! forward and recompute their activations in backward.
 
 use crate::layers::{
     AttentionSaved, CausalSelfAttention, Embedding, LayerNorm, LayerNormSaved, Linear, Tokens,
@@ -85,12 +87,19 @@ struct BlockSaved<B: Backend> {
     g: B::Buffer,
 }
 
+/// What forward keeps of a block for backward: everything, or (activation checkpointing) only
+/// its input, from which backward recomputes the rest.
+enum Stored<B: Backend> {
+    Full(BlockSaved<B>),
+    Input(B::Buffer),
+}
+
 struct Saved<B: Backend> {
     tokens: Tokens,
     ids: B::Buffer,
     pos: B::Buffer,
     targets: B::Buffer,
-    blocks: Vec<BlockSaved<B>>,
+    blocks: Vec<Stored<B>>,
     x_final: B::Buffer,
     ln_f: LayerNormSaved<B>,
     logits: B::Buffer,
@@ -109,6 +118,9 @@ pub struct Gpt<B: Backend> {
     blocks: Vec<Block>,
     ln_f_group: usize,
     ln_f: LayerNorm,
+    /// Blocks whose activations are recomputed in backward (activation checkpointing), the
+    /// first ones.
+    checkpointed: usize,
     saved: Option<Saved<B>>,
 }
 
@@ -168,8 +180,62 @@ impl<B: Backend> Gpt<B> {
             blocks,
             ln_f_group,
             ln_f,
+            checkpointed: 0,
             saved: None,
         })
+    }
+
+    /// Activation checkpointing: forward keeps only the input of the first `blocks` blocks
+    /// (all of them when it exceeds the count) and backward recomputes their activations from
+    /// it, trading one more forward of those blocks for their activations' memory. The
+    /// results are the same bits: the recomputation runs the same kernels on the same inputs.
+    pub fn set_checkpointed_blocks(&mut self, blocks: usize) {
+        self.checkpointed = blocks.min(self.blocks.len());
+    }
+
+    /// How many blocks are checkpointed.
+    pub fn checkpointed_blocks(&self) -> usize {
+        self.checkpointed
+    }
+
+    /// One block's forward from `x`: what its backward needs (taking `x`) and its output.
+    fn block_forward(
+        &self,
+        blk: &Block,
+        dev: &Device<B>,
+        params: &mut Params<'_, B>,
+        x: B::Buffer,
+        t: Tokens,
+    ) -> Result<(BlockSaved<B>, B::Buffer)> {
+        let (c, n) = (self.config.dim, t.batch * t.seq);
+        let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
+        let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
+        let mut x1 = dev.alloc(self.dtype, n * c)?;
+        profile::timed(dev, Part::Elementwise, || {
+            dev.add(x.all(), att.all(), x1.all_mut())
+        })?;
+        drop(att);
+        let ln2 = blk.ln2.forward(dev, params, x1.all(), n)?;
+        let f = blk.fc.forward(dev, params, ln2.y.all(), n)?;
+        let mut g = dev.alloc(self.dtype, n * 4 * c)?;
+        profile::timed(dev, Part::Activation, || dev.gelu(f.all(), g.all_mut()))?;
+        let p = blk.proj.forward(dev, params, g.all(), n)?;
+        let mut x2 = dev.alloc(self.dtype, n * c)?;
+        profile::timed(dev, Part::Elementwise, || {
+            dev.add(x1.all(), p.all(), x2.all_mut())
+        })?;
+        Ok((
+            BlockSaved {
+                x,
+                ln1,
+                attn,
+                x1,
+                ln2,
+                f,
+                g,
+            },
+            x2,
+        ))
     }
 
     /// The shape.
@@ -278,34 +344,19 @@ impl<B: Backend> Model<B> for Gpt<B> {
             dev.add(tok.all(), posd.all(), x.all_mut())
         })?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
-        for blk in &self.blocks {
+        for (i, blk) in self.blocks.iter().enumerate() {
             params.open(blk.group)?;
-            let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
-            let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
-            let mut x1 = dev.alloc(self.dtype, n * c)?;
-            profile::timed(dev, Part::Elementwise, || {
-                dev.add(x.all(), att.all(), x1.all_mut())
-            })?;
-            let ln2 = blk.ln2.forward(dev, params, x1.all(), n)?;
-            let f = blk.fc.forward(dev, params, ln2.y.all(), n)?;
-            let mut g = dev.alloc(self.dtype, n * 4 * c)?;
-            profile::timed(dev, Part::Activation, || dev.gelu(f.all(), g.all_mut()))?;
-            let p = blk.proj.forward(dev, params, g.all(), n)?;
-            let mut x2 = dev.alloc(self.dtype, n * c)?;
-            profile::timed(dev, Part::Elementwise, || {
-                dev.add(x1.all(), p.all(), x2.all_mut())
-            })?;
+            if i < self.checkpointed {
+                // Keep the input only; the block's activations are dropped here.
+                let (saved, x2) = self.block_forward(blk, dev, params, x, t)?;
+                blocks.push(Stored::Input(saved.x));
+                x = x2;
+            } else {
+                let (saved, x2) = self.block_forward(blk, dev, params, x, t)?;
+                blocks.push(Stored::Full(saved));
+                x = x2;
+            }
             params.close(blk.group)?;
-            blocks.push(BlockSaved {
-                x,
-                ln1,
-                attn,
-                x1,
-                ln2,
-                f,
-                g,
-            });
-            x = x2;
         }
         let ln_f = params.scoped(self.ln_f_group, |p| self.ln_f.forward(dev, p, x.all(), n))?;
         let mut logits = dev.alloc(self.dtype, n * v)?;
@@ -378,8 +429,13 @@ impl<B: Backend> Model<B> for Gpt<B> {
             self.ln_f
                 .backward(dev, params, grads, &s.ln_f, s.x_final.all(), dh.all(), n)?;
         params.close(self.ln_f_group)?;
-        for (blk, bs) in self.blocks.iter().zip(&s.blocks).rev() {
+        for (blk, stored) in self.blocks.iter().zip(s.blocks).rev() {
             params.open(blk.group)?;
+            let bs = match stored {
+                Stored::Full(saved) => saved,
+                // Recompute the block's activations from its input (its output is not needed).
+                Stored::Input(x) => self.block_forward(blk, dev, params, x, t)?.0,
+            };
             // x2 = x1 + proj(gelu(fc(ln2(x1)))).
             let dg = blk
                 .proj

@@ -17,6 +17,7 @@
 mod aio;
 mod auto;
 mod batch;
+mod checkpointing;
 mod inert;
 mod json;
 mod offload;
@@ -30,6 +31,7 @@ mod zero;
 pub use aio::AioConfig;
 pub use auto::{AutoFill, FILLABLE, Resolved};
 pub use batch::Batch;
+pub use checkpointing::ActivationCheckpointing;
 pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
 pub use precision::{Fp16Config, Precision};
@@ -113,7 +115,7 @@ impl ConfigError {
 }
 
 /// Top-level keys ds reads.
-const TOP_KEYS: [&str; 25] = [
+const TOP_KEYS: [&str; 26] = [
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
     "gradient_accumulation_steps",
@@ -139,10 +141,11 @@ const TOP_KEYS: [&str; 25] = [
     "sequence_parallel_size",
     "aio",
     "zero_force_ds_cpu_optimizer",
+    "activation_checkpointing",
 ];
 
 /// Top-level keys of DeepSpeed features ds does not implement, with what they configure.
-const UNSUPPORTED_TOP: [(&str, &str); 41] = [
+const UNSUPPORTED_TOP: [(&str, &str); 40] = [
     ("amp", "NVIDIA Apex AMP"),
     ("autotuning", "DeepSpeed's autotuner"),
     (
@@ -150,7 +153,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 41] = [
         "compression training (quantization, pruning)",
     ),
     ("flops_profiler", "the FLOPs profiler"),
-    ("activation_checkpointing", "activation checkpointing"),
     ("sparse_attention", "sparse attention"),
     ("pipeline", "pipeline parallelism"),
     (
@@ -231,6 +233,8 @@ pub struct Config {
     pub aio: AioConfig,
     /// Seed for parameter initialisation and data order (not a DeepSpeed key; default 1234).
     pub seed: u64,
+    /// Activation checkpointing, when the config has the block (the model applies it).
+    pub activation_checkpointing: Option<ActivationCheckpointing>,
 }
 
 impl Config {
@@ -348,6 +352,7 @@ impl Config {
         // runs its own fused CPU optimizer there, and has no other for `false` to allow.
         let _ = top.bool("zero_force_ds_cpu_optimizer")?;
         let seed = top.u64("seed")?.unwrap_or(1234);
+        let activation_checkpointing = checkpointing::resolve(&mut top)?;
         top.finish(&TOP_KEYS, &UNSUPPORTED_TOP)?;
         Ok(Config {
             batch,
@@ -363,6 +368,7 @@ impl Config {
             zero,
             aio,
             seed,
+            activation_checkpointing,
         })
     }
 
@@ -385,6 +391,7 @@ impl Config {
             "zero_optimization": self.zero.to_json(),
             "aio": self.aio.to_json(),
             "seed": self.seed,
+            "activation_checkpointing": self.activation_checkpointing.map_or(Value::Null, ActivationCheckpointing::to_json),
         })
     }
 }

@@ -267,7 +267,17 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         .validate()
         .map_err(|e| format!("{e} (check --dim, --heads, --layers and --context)"))?;
     let dtype = config.precision.dtype();
-    let gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
+    let mut gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
+    if let Some(ac) = config.activation_checkpointing {
+        gpt.set_checkpointed_blocks(ac.blocks(args.layers));
+        if lead {
+            println!(
+                "[ds] activation checkpointing: {} of {} blocks recompute their activations in backward",
+                gpt.checkpointed_blocks(),
+                args.layers
+            );
+        }
+    }
     let table = ParamTable::of(&gpt).map_err(|e| e.to_string())?;
     let states = model_states(&config, &table, world.world_size, config.zero.stage);
     let micro_tokens = config.batch.micro_batch_per_gpu as usize * args.context;
