@@ -3,7 +3,6 @@
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// One optimizer step's figures.
 #[derive(Debug, Clone, Copy)]
@@ -101,56 +100,57 @@ pub fn read_losses(path: &Path) -> Vec<(u64, f32)> {
         .collect()
 }
 
-/// A one-line progress bar on standard error, drawn only when it is a terminal.
+/// A one-line progress bar on standard error (`indicatif`), drawn only when it is a terminal
+/// and only on the rank that prints: step, loss, LR, loss scale, tokens/s and the ETA.
 pub struct Progress {
-    on: bool,
-    start: Instant,
-    first: u64,
-    total: u64,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     /// A bar for steps `first + 1 ..= total`.
     pub fn new(first: u64, total: u64, enabled: bool) -> Self {
-        Progress {
-            on: enabled && std::io::stderr().is_terminal(),
-            start: Instant::now(),
-            first,
-            total,
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "[{bar:24}] step {pos}/{len} {msg} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("# ");
+            bar.set_style(style);
+            bar.set_position(first);
+            bar.reset_eta();
+            bar
+        });
+        Progress { bar }
+    }
+
+    /// Runs `f` with the bar cleared (what it prints stays above the bar), then redraws it.
+    pub fn around<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
         }
     }
 
-    /// Erases the bar (before anything else prints).
-    pub fn clear(&self) {
-        if self.on {
-            eprint!("\r\x1b[K");
-        }
-    }
-
-    /// Draws the bar after `r`.
+    /// Moves the bar to `r`.
     pub fn draw(&self, r: &Record) {
-        if !self.on {
-            return;
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} scale {} {:.0} tok/s",
+                r.loss, r.lr, r.loss_scale, r.tokens_per_s
+            ));
+            bar.set_position(r.step);
         }
-        let done = r.step.saturating_sub(self.first);
-        let left = self.total.saturating_sub(r.step);
-        let per_step = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
-        let eta = per_step * left as f64;
-        let width = 24usize;
-        let filled = (r.step as f64 / self.total.max(1) as f64 * width as f64) as usize;
-        eprint!(
-            "\r\x1b[K[{}{}] step {}/{} loss {:.4} lr {:.2e} scale {} {:.0} tok/s ETA {}:{:02}",
-            "#".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            r.step,
-            self.total,
-            r.loss,
-            r.lr,
-            r.loss_scale,
-            r.tokens_per_s,
-            (eta as u64) / 60,
-            (eta as u64) % 60
-        );
+    }
+
+    /// Erases the bar for good.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

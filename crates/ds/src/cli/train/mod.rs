@@ -494,8 +494,9 @@ where
     let progress = Progress::new(start, args.steps, lead);
     while engine.counters().global_steps < args.steps {
         let t0 = Instant::now();
-        progress.clear();
-        let report = engine.train_batch(loader).map_err(|e| e.to_string())?;
+        let report = progress
+            .around(|| engine.train_batch(loader))
+            .map_err(|e| e.to_string())?;
         let record = Record {
             step: report.global_step,
             loss: report.loss,
@@ -511,14 +512,13 @@ where
         progress.draw(&record);
         let step = report.global_step;
         if step % args.save_every == 0 || step >= args.steps {
-            progress.clear();
             let tag = format!("global_step{step}");
-            engine
-                .save_checkpoint(dir, &tag, client, Some(&*loader))
+            progress
+                .around(|| engine.save_checkpoint(dir, &tag, client, Some(&*loader)))
                 .map_err(|e| e.to_string())?;
         }
     }
-    progress.clear();
+    progress.finish();
     let steps = engine.counters().global_steps - start;
     if lead && steps > 0 && engine.world_size() > 1 {
         let t = engine.traffic();
