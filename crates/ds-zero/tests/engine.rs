@@ -543,3 +543,39 @@ fn an_fp16_zero_step_divides_by_the_scale_its_gradients_carry_even_when_the_scal
     );
     assert_eq!(flat(&e), [0.625, 2.75, 1.875, 2.5, -0.5, -0.5, -0.5]);
 }
+
+#[test]
+fn evaluate_gives_the_loss_without_training_and_only_between_steps() {
+    let json = r#"{"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.25}}}"#;
+    let config = Config::parse(json, 1).expect("config");
+    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
+    let comm = ds_core::collectives::run_threaded(1, |c| c)
+        .pop()
+        .expect("one rank");
+    let mut e = initialize(
+        &config,
+        dev,
+        Box::new(comm),
+        Linear::new(0),
+        Blobs::new(8, 2, 2, 1),
+    )
+    .expect("engine")
+    .engine;
+    let before = flat(&e);
+    let batch = Vec::new();
+    // The linear model's loss: C . W0 + 3 B0 = 0.5 - 2 + 4.5 + 8 + 0.75 = 11.75.
+    assert_eq!(e.evaluate(&batch).expect("evaluate"), 11.75);
+    assert_eq!(flat(&e), before, "evaluation trains nothing");
+    assert_eq!(e.counters().global_steps, 0);
+    // A training step still runs normally after it, and evaluation between a forward and its
+    // step is refused by name.
+    step(&mut e);
+    let loss = e.forward(&batch).expect("forward");
+    let err = e.evaluate(&batch).expect_err("mid-step");
+    assert!(
+        err.to_string().contains("evaluate between training steps"),
+        "{err}"
+    );
+    e.backward(&loss).expect("backward");
+    e.step().expect("step");
+}

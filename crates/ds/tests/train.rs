@@ -110,6 +110,25 @@ fn bad_input_gets_one_line_saying_what_to_do() {
         "4",
     ]);
     assert_one_line_error(&odd, &["not divisible by 4 heads", "--dim"]);
+    // A held-out share outside [0, 1), and one for the MLP, which trains on synthetic data.
+    assert_one_line_error(
+        &with(&["--val-fraction", "1.5"]),
+        &["--val-fraction 1.5", "below 1"],
+    );
+    assert_one_line_error(
+        &ds(&[
+            "train",
+            "--steps",
+            "1",
+            "--model",
+            "mlp",
+            "--val-fraction",
+            "0.1",
+            "--save-dir",
+            save,
+        ]),
+        &["--val-fraction is for the GPT"],
+    );
     // Resuming where nothing was saved.
     assert_one_line_error(&with(&["--resume"]), &["no checkpoint", "--resume"]);
     // An instruction set that does not exist.
@@ -151,6 +170,18 @@ fn losses(dir: &Path) -> Vec<(u64, String)> {
                 // The loss as written: identical text means identical f32 bits.
                 v["loss"].to_string(),
             )
+        })
+        .collect()
+}
+
+fn val_losses(dir: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            let val = v.get("val_loss")?;
+            (!val.is_null()).then(|| (v["step"].as_u64().expect("step"), val.to_string()))
         })
         .collect()
 }
@@ -219,6 +250,11 @@ fn a_killed_run_resumes_with_the_losses_of_an_uninterrupted_one() {
     let (a, b) = (losses(&whole), losses(&cut));
     assert_eq!(a.len(), 150);
     assert_eq!(a, b, "resumed losses differ from the uninterrupted run");
+    // The held-out validation loss (every 50 steps, the built-in config's steps_per_print) is
+    // in the metrics and the same after the resume.
+    let (va, vb) = (val_losses(&whole), val_losses(&cut));
+    assert_eq!(va.iter().map(|v| v.0).collect::<Vec<_>>(), [50, 100, 150]);
+    assert_eq!(va, vb, "resumed validation losses differ");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -134,6 +134,24 @@ pub struct Engine<B: Backend, M: Model<B>> {
 }
 
 impl<B: Backend, M: Model<B>> Engine<B, M> {
+    /// The model's loss on `batch` without training on it (a validation pass): a forward with
+    /// no backward to follow, which leaves the engine as it was (a checkpoint can be saved
+    /// right after). Every rank calls it alike (at stage 3 the forward gathers parameters).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] between a forward and its step (the model holds that forward's
+    /// activations); model and kernel errors.
+    pub fn evaluate(&mut self, batch: &M::Batch) -> Result<f32> {
+        if self.phase != Phase::Ready {
+            return Err(Error::Usage(
+                "evaluate between training steps: after step(), before the next forward".into(),
+            ));
+        }
+        let loss = self.forward(batch)?;
+        self.phase = Phase::Ready;
+        Ok(loss.value)
+    }
+
     /// Runs the model forward on this rank's micro-batch and returns its loss.
     ///
     /// # Errors

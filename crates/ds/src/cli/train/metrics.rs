@@ -21,6 +21,8 @@ pub struct Record {
     pub skipped: bool,
     /// Tokens per second over all ranks, for this step.
     pub tokens_per_s: f64,
+    /// The loss on the held-out validation windows, on the steps that measured it.
+    pub val_loss: Option<f32>,
 }
 
 /// The metrics file (`metrics.jsonl`): one JSON object per optimizer step.
@@ -75,6 +77,7 @@ impl Metrics {
             "grad_norm": r.grad_norm,
             "skipped": r.skipped,
             "tokens_per_s": r.tokens_per_s,
+            "val_loss": r.val_loss,
         });
         writeln!(self.file, "{line}")
             .map_err(|e| format!("cannot write the metrics file {}: {e}", self.path.display()))
@@ -90,12 +93,17 @@ fn step_of(line: &str) -> Option<u64> {
 
 /// (step, loss) of every line of a metrics file.
 pub fn read_losses(path: &Path) -> Vec<(u64, f32)> {
+    read_series(path, "loss")
+}
+
+/// (step, value of `key`) of every line of a metrics file that has it.
+pub fn read_series(path: &Path, key: &str) -> Vec<(u64, f32)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             let v: Value = serde_json::from_str(l).ok()?;
-            Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()? as f32))
+            Some((v.get("step")?.as_u64()?, v.get(key)?.as_f64()? as f32))
         })
         .collect()
 }
@@ -171,6 +179,7 @@ mod tests {
             grad_norm: Some(1.0),
             skipped: false,
             tokens_per_s: 1.0,
+            val_loss: (step == 3).then_some(2.5),
         };
         let mut m = Metrics::open(&path, 0).expect("open");
         for s in 1..=5 {

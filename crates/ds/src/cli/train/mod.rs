@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// Seed of the data order and the sample.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// GPT: the share of the corpus, taken from its end, held out to measure a validation
+    /// loss at every `steps_per_print` steps (default 0.05; 0 holds out nothing).
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
 }
 
 /// The built-in config, with the schedule's length set to `steps`.
@@ -124,6 +128,18 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     }
     if args.model == "mlp" && args.data.is_some() {
         return Err("--data is for the GPT; the MLP trains on synthetic Gaussian blobs".into());
+    }
+    if let Some(f) = args.val_fraction
+        && !(0.0..1.0).contains(&f)
+    {
+        return Err(format!(
+            "--val-fraction {f}: give a share of the corpus from 0 (hold out nothing) to below 1"
+        ));
+    }
+    if args.model == "mlp" && args.val_fraction.is_some() {
+        return Err(
+            "--val-fraction is for the GPT's corpus; the MLP trains on synthetic blobs".into(),
+        );
     }
     let kind: BackendKind = args
         .backend
@@ -303,6 +319,7 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
             "the host (offload_optimizer)",
         )?;
     }
+    let (tokens, val) = split_validation(tokens, args, config.batch.micro_batch_per_gpu)?;
     let tokens = Arc::new(tokens);
     let data = TokenWindows::new(Arc::clone(&tokens), args.context).map_err(|e| e.to_string())?;
     if (data.len() as u64) < config.batch.train_batch_size {
@@ -344,12 +361,23 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         ..
     } = initialize_with_host(&config, device, host()?, world.collectives(), gpt, data)
         .map_err(|e| e.to_string())?;
+    if lead && !val.is_empty() {
+        println!(
+            "[ds] validation: {} held-out sequences ({} tokens, the last {:.0}% of the corpus), \
+             measured every {} steps",
+            val.iter().map(Vec::len).sum::<usize>(),
+            val.iter().flatten().map(|s| s.len() - 1).sum::<usize>(),
+            100.0 * args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION),
+            validation_interval(&config)
+        );
+    }
     let started = train_loop(
         args,
         &mut engine,
         &mut data_loader,
         tokens_per_step,
         &client,
+        &val,
     )?;
     // At ZeRO stage 3 reading the whole parameters gathers them: every rank takes part.
     let named = if args.sample_tokens > 0 {
@@ -417,11 +445,68 @@ fn train_mlp<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
         &mut data_loader,
         tokens_per_step,
         &client,
+        &[],
     )?;
     if lead {
         finish(args, started, (classes as f64).ln(), "chance (ln classes)")?;
     }
     Ok(())
+}
+
+/// The share of the corpus `ds train` holds out for validation unless told otherwise.
+const DEFAULT_VAL_FRACTION: f64 = 0.05;
+/// Held-out sequences measured at each validation, at most.
+const VAL_BATCHES: usize = 4;
+
+/// Steps between validations: the config's `steps_per_print`, or 50.
+fn validation_interval(config: &Config) -> u64 {
+    config.steps_per_print.unwrap_or(50).max(1)
+}
+
+/// Held-out micro-batches of GPT sequences.
+type Batches = Vec<Vec<Vec<i32>>>;
+
+/// Splits the corpus into the training tokens and, from its end, up to [`VAL_BATCHES`]
+/// micro-batches of held-out windows. With the default fraction a corpus too small to spare
+/// one window trains on all of it; a fraction asked for explicitly must leave a window.
+fn split_validation(
+    mut tokens: Vec<u16>,
+    args: &TrainArgs,
+    micro: u64,
+) -> Result<(Vec<u16>, Batches), String> {
+    let fraction = args.val_fraction.unwrap_or(DEFAULT_VAL_FRACTION);
+    let held = (tokens.len() as f64 * fraction) as usize;
+    if fraction == 0.0 || (held <= args.context && args.val_fraction.is_none()) {
+        return Ok((tokens, Vec::new()));
+    }
+    if held <= args.context {
+        return Err(format!(
+            "--val-fraction {fraction}: the held-out {held} tokens are fewer than one sequence of \
+             {} (use more data, a larger fraction, or 0)",
+            args.context + 1
+        ));
+    }
+    let val_tokens = tokens.split_off(tokens.len() - held);
+    let windows =
+        TokenWindows::new(Arc::new(val_tokens), args.context).map_err(|e| e.to_string())?;
+    let micro = usize::try_from(micro).unwrap_or(usize::MAX).max(1);
+    let all: Vec<Vec<i32>> = (0..windows.len().min(VAL_BATCHES * micro))
+        .map(|i| windows.get(i))
+        .collect();
+    Ok((tokens, all.chunks(micro).map(<[_]>::to_vec).collect()))
+}
+
+/// The mean loss over the held-out batches (`Engine::evaluate`: no backward, no step).
+fn validation_loss<B, M, I>(engine: &mut Engine<B, M>, val: &[Vec<I>]) -> Result<f32, String>
+where
+    B: Backend,
+    M: Model<B, Batch = Vec<I>>,
+{
+    let mut sum = 0.0f64;
+    for batch in val {
+        sum += f64::from(engine.evaluate(batch).map_err(|e| e.to_string())?);
+    }
+    Ok((sum / val.len().max(1) as f64) as f32)
 }
 
 /// Trains to `args.steps` (resuming first when asked), recording and saving; returns the
@@ -432,12 +517,14 @@ fn train_loop<B, M, D>(
     loader: &mut DataLoader<D>,
     tokens_per_step: f64,
     client: &Value,
+    val: &[Vec<D::Item>],
 ) -> Result<u64, String>
 where
     B: Backend,
     D: Dataset,
     M: Model<B, Batch = Vec<D::Item>>,
 {
+    let every = validation_interval(engine.config());
     let dir = &args.save_dir;
     let lead = engine.rank() == 0;
     if args.resume {
@@ -505,12 +592,22 @@ where
             grad_norm: report.grad_norm,
             skipped: report.skipped,
             tokens_per_s: tokens_per_step / t0.elapsed().as_secs_f64().max(1e-9),
+            val_loss: None,
         };
+        let step = report.global_step;
+        let mut record = record;
+        if !val.is_empty() && (step % every == 0 || step >= args.steps) {
+            // Every rank evaluates the same held-out batches (at stage 3 they gather together).
+            let loss = progress.around(|| validation_loss(engine, val))?;
+            record.val_loss = Some(loss);
+            if lead {
+                progress.around(|| println!("[ds] step {step}: validation loss {loss:.6}"));
+            }
+        }
         if let Some(m) = metrics.as_mut() {
             m.write(&record)?;
         }
         progress.draw(&record);
-        let step = report.global_step;
         if step % args.save_every == 0 || step >= args.steps {
             let tag = format!("global_step{step}");
             progress
@@ -541,11 +638,15 @@ fn finish(args: &TrainArgs, started: u64, reference: f64, what: &str) -> Result<
     let losses = metrics::read_losses(&metrics);
     let last: Vec<f32> = losses.iter().rev().take(10).map(|p| p.1).collect();
     let mean_last = last.iter().sum::<f32>() / last.len().max(1) as f32;
+    let val = metrics::read_series(&metrics, "val_loss");
     let plot = args.save_dir.join("loss.png");
-    plot::write_loss_png(&plot, &losses, Some(reference))?;
+    plot::write_loss_png(&plot, &losses, &val, Some(reference))?;
+    let val_text = val.last().map_or(String::new(), |(s, v)| {
+        format!(", validation {v:.4} at step {s}")
+    });
     println!(
-        "[ds] trained steps {}..{}: loss {:.4} (mean of the last {}), first {:.4}; {what}: {:.4} \
-         nats",
+        "[ds] trained steps {}..{}: loss {:.4} (mean of the last {}), first {:.4}{val_text}; \
+         {what}: {:.4} nats",
         started + 1,
         args.steps,
         mean_last,

@@ -1,5 +1,6 @@
-//! The loss curve as a PNG: loss per step (light) and its running mean (dark), the corpus's
-//! unigram entropy as a dashed reference line, labelled axes (a 5 x 7 bitmap font: plotters
+//! The loss curve as a PNG: loss per step (light) and its running mean (dark), the validation
+//! loss (green, marked points), the corpus's unigram entropy as a dashed reference line,
+//! labelled axes (a 5 x 7 bitmap font: plotters
 //! draws text through system fonts or a bundled font file, which a fresh machine may lack),
 //! encoded by the `png` crate.
 
@@ -19,6 +20,7 @@ const GRID: Rgb = [225, 225, 225];
 const RAW: Rgb = [160, 190, 235];
 const MEAN: Rgb = [20, 60, 160];
 const REF: Rgb = [200, 80, 40];
+const VAL: Rgb = [30, 150, 60];
 
 struct Canvas {
     px: Vec<u8>,
@@ -115,6 +117,8 @@ fn glyph(c: char) -> [u8; 7] {
         'h' => [16, 16, 22, 25, 17, 17, 17],
         'k' => [16, 16, 18, 20, 24, 20, 18],
         'w' => [0, 0, 17, 17, 21, 21, 10],
+        'v' => [0, 0, 17, 17, 17, 10, 4],
+        'd' => [1, 1, 13, 19, 17, 17, 15],
         _ => [0; 7],
     }
 }
@@ -134,20 +138,32 @@ fn label(v: f64) -> String {
 pub fn write_loss_png(
     path: &Path,
     points: &[(u64, f32)],
+    validation: &[(u64, f32)],
     reference: Option<f64>,
 ) -> Result<(), String> {
     let mut c = Canvas::new();
-    let finite: Vec<(u64, f64)> = points
-        .iter()
-        .filter(|(_, l)| l.is_finite())
-        .map(|&(s, l)| (s, f64::from(l)))
-        .collect();
+    let finite_of = |pts: &[(u64, f32)]| -> Vec<(u64, f64)> {
+        pts.iter()
+            .filter(|(_, l)| l.is_finite())
+            .map(|&(s, l)| (s, f64::from(l)))
+            .collect()
+    };
+    let finite = finite_of(points);
+    let val = finite_of(validation);
     let (x_min, x_max) = (
         finite.first().map_or(0, |p| p.0) as f64,
         finite.last().map_or(1, |p| p.0).max(1) as f64,
     );
-    let mut y_max = finite.iter().map(|p| p.1).fold(f64::MIN, f64::max);
-    let mut y_min = finite.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+    let mut y_max = finite
+        .iter()
+        .chain(&val)
+        .map(|p| p.1)
+        .fold(f64::MIN, f64::max);
+    let mut y_min = finite
+        .iter()
+        .chain(&val)
+        .map(|p| p.1)
+        .fold(f64::MAX, f64::min);
     if let Some(r) = reference {
         y_max = y_max.max(r);
         y_min = y_min.min(r);
@@ -220,6 +236,31 @@ pub fn write_loss_png(
             false,
         );
     }
+    // The validation loss: a line through its points, each marked with a small square.
+    for w in val.windows(2) {
+        c.line(
+            to_px(w[0].0 as f64, w[0].1),
+            to_px(w[1].0 as f64, w[1].1),
+            VAL,
+            false,
+        );
+    }
+    for &(s, l) in &val {
+        let (x, y) = to_px(s as f64, l);
+        for dx in -2..=2 {
+            for dy in -2..=2 {
+                c.set(x + dx, y + dy, VAL);
+            }
+        }
+    }
+    if !val.is_empty() {
+        c.text(
+            (W - RIGHT - 170) as i64,
+            TOP as i64 + 6,
+            "validation loss",
+            VAL,
+        );
+    }
     std::fs::write(path, encode_png(&c.px)?)
         .map_err(|e| format!("cannot write the plot {}: {e}", path.display()))
 }
@@ -241,6 +282,20 @@ fn encode_png(px: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_character_the_plot_writes_has_a_glyph() {
+        for text in [
+            "loss (nats per token)",
+            "step",
+            "unigram entropy",
+            "validation loss",
+        ] {
+            for ch in text.chars().filter(|c| *c != ' ') {
+                assert_ne!(glyph(ch), [0; 7], "no glyph for {ch:?} in {text:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_png_decodes_to_the_canvas() {
