@@ -453,18 +453,23 @@ fn bf16_and_fp16_training_track_fp32() {
     }
 }
 
-/// One rank's engine on the linear model with its gradient scaled by `factor`, after one step.
-fn one_step_with_factor(json: &str, factor: f32) -> (Vec<f32>, f32) {
+/// A one-rank engine on `model` for `json`.
+fn single_rank(json: &str, model: Linear) -> LinearEngine {
     let config = Config::parse(json, 1).expect("config");
     let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
-    let mut model = Linear::new(0);
-    model.factor = factor;
     let comm = ds_core::collectives::run_threaded(1, |c| c)
         .pop()
         .expect("one rank");
-    let mut e = initialize(&config, dev, Box::new(comm), model, Blobs::new(8, 2, 2, 1))
+    initialize(&config, dev, Box::new(comm), model, Blobs::new(8, 2, 2, 1))
         .expect("engine")
-        .engine;
+        .engine
+}
+
+/// One rank's engine on the linear model with its gradient scaled by `factor`, after one step.
+fn one_step_with_factor(json: &str, factor: f32) -> (Vec<f32>, f32) {
+    let mut model = Linear::new(0);
+    model.factor = factor;
+    let mut e = single_rank(json, model);
     let r = step(&mut e);
     (flat(&e), r.grad_norm.expect("no overflow"))
 }
@@ -515,20 +520,7 @@ fn an_fp16_zero_step_divides_by_the_scale_its_gradients_carry_even_when_the_scal
                    "optimizer": {"type": "SGD", "params": {"lr": 0.25}},
                    "fp16": {"enabled": true, "initial_scale_power": 4, "loss_scale_window": 1},
                    "zero_optimization": {"stage": 2}}"#;
-    let config = Config::parse(json, 1).expect("config");
-    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
-    let comm = ds_core::collectives::run_threaded(1, |c| c)
-        .pop()
-        .expect("one rank");
-    let mut e = initialize(
-        &config,
-        dev,
-        Box::new(comm),
-        Linear::new(0),
-        Blobs::new(8, 2, 2, 1),
-    )
-    .expect("engine")
-    .engine;
+    let mut e = single_rank(json, Linear::new(0));
     let first = step(&mut e);
     assert_eq!(flat(&e), [0.875, 2.25, 2.625, 3.5, 0.0, 0.0, 0.0]);
     // The second step is the one that grows the scale (DeepSpeed's count: the first stable
@@ -547,20 +539,7 @@ fn an_fp16_zero_step_divides_by_the_scale_its_gradients_carry_even_when_the_scal
 #[test]
 fn evaluate_gives_the_loss_without_training_and_only_between_steps() {
     let json = r#"{"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.25}}}"#;
-    let config = Config::parse(json, 1).expect("config");
-    let dev = Device::new(CpuBackend::with_threads(1).expect("cpu"));
-    let comm = ds_core::collectives::run_threaded(1, |c| c)
-        .pop()
-        .expect("one rank");
-    let mut e = initialize(
-        &config,
-        dev,
-        Box::new(comm),
-        Linear::new(0),
-        Blobs::new(8, 2, 2, 1),
-    )
-    .expect("engine")
-    .engine;
+    let mut e = single_rank(json, Linear::new(0));
     let before = flat(&e);
     let batch = Vec::new();
     // The linear model's loss: C . W0 + 3 B0 = 0.5 - 2 + 4.5 + 8 + 0.75 = 11.75.

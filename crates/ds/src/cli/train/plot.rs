@@ -65,6 +65,17 @@ impl Canvas {
     }
 
     /// Draws `text` with its top-left corner at (x, y), 2x-scaled 5x7 glyphs.
+    /// Joins consecutive points with solid lines.
+    fn polyline(&mut self, points: impl Iterator<Item = (i64, i64)>, c: Rgb) {
+        let mut last = None;
+        for p in points {
+            if let Some(q) = last {
+                self.line(q, p, c, false);
+            }
+            last = Some(p);
+        }
+    }
+
     fn text(&mut self, x: i64, y: i64, text: &str, c: Rgb) {
         for (i, ch) in text.chars().enumerate() {
             let rows = glyph(ch);
@@ -210,14 +221,7 @@ pub fn write_loss_png(
         c.line((LEFT as i64, y), ((W - RIGHT) as i64, y), REF, true);
         c.text((W - RIGHT - 190) as i64, y - 18, "unigram entropy", REF);
     }
-    for w in finite.windows(2) {
-        c.line(
-            to_px(w[0].0 as f64, w[0].1),
-            to_px(w[1].0 as f64, w[1].1),
-            RAW,
-            false,
-        );
-    }
+    c.polyline(finite.iter().map(|&(s, l)| to_px(s as f64, l)), RAW);
     let span = (finite.len() / 50).max(1);
     let mean: Vec<(u64, f64)> = finite
         .iter()
@@ -228,23 +232,9 @@ pub fn write_loss_png(
             (p.0, m)
         })
         .collect();
-    for w in mean.windows(2) {
-        c.line(
-            to_px(w[0].0 as f64, w[0].1),
-            to_px(w[1].0 as f64, w[1].1),
-            MEAN,
-            false,
-        );
-    }
+    c.polyline(mean.iter().map(|&(s, l)| to_px(s as f64, l)), MEAN);
     // The validation loss: a line through its points, each marked with a small square.
-    for w in val.windows(2) {
-        c.line(
-            to_px(w[0].0 as f64, w[0].1),
-            to_px(w[1].0 as f64, w[1].1),
-            VAL,
-            false,
-        );
-    }
+    c.polyline(val.iter().map(|&(s, l)| to_px(s as f64, l)), VAL);
     for &(s, l) in &val {
         let (x, y) = to_px(s as f64, l);
         for dx in -2..=2 {
