@@ -13,7 +13,7 @@
 //! block), so edges need no special kernel.
 
 use super::isa::{self, Isa};
-use super::par::for_chunks;
+use super::par::{for_chunks, rows_per_task};
 use super::prefetch::prefetch;
 use super::scratch::Scratch;
 use crate::params::GemmSpec;
@@ -184,12 +184,7 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
     let panels = n.div_ceil(NR);
     // Each task takes an equal run of MR-row strips (two tasks per thread, so a thread that
     // falls behind can hand one to the other) and walks it in blocks of at most MC rows.
-    let tasks = if parallel {
-        2 * rayon::current_num_threads().max(1)
-    } else {
-        1
-    };
-    let task_rows = m.div_ceil(MR).div_ceil(tasks) * MR;
+    let task_rows = rows_per_task(m, MR, 2, parallel);
     let mut b_scratch = Scratch::new();
     let b_all = b_scratch.slice::<f32>(panels * KC.min(k) * NR);
     for pc in (0..k).step_by(KC) {

@@ -15,7 +15,7 @@
 
 use super::float::Float;
 use super::isa::{self, Isa};
-use super::par::for_chunks;
+use super::par::{for_chunks, rows_per_task};
 use super::prefetch::prefetch;
 use super::scratch::Scratch;
 use crate::params::GemmSpec;
@@ -308,14 +308,10 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
     let packed_b = b_scratch.slice::<u16>(n.div_ceil(NR) * pairs * NR * 2);
     pack_b(spec, b, pairs, packed_b, parallel);
     let packed_b = &*packed_b;
-    let tasks = if parallel {
-        4 * rayon::current_num_threads()
-    } else {
-        1
-    };
-    let rows_per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
+    // Whole strips per task, four tasks per thread (each packs its rows of A for all of k).
+    let task_rows = rows_per_task(m, MR, 4, parallel);
     let run = |a_scratch: &mut Scratch, blk: usize, c_rows: &mut [bf16]| {
-        let i_start = blk * rows_per_task;
+        let i_start = blk * task_rows;
         let rows = c_rows.len() / n;
         let strips = rows.div_ceil(MR);
         // The task's rows of op(A), packed once; every panel of B then meets every strip while
@@ -371,11 +367,5 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
             }
         }
     };
-    for_chunks(
-        &mut c[..m * n],
-        rows_per_task * n,
-        parallel,
-        Scratch::new,
-        run,
-    );
+    for_chunks(&mut c[..m * n], task_rows * n, parallel, Scratch::new, run);
 }

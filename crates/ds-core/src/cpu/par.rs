@@ -36,6 +36,23 @@ pub(crate) fn for_chunks<T: Send, S>(
     }
 }
 
+/// Rows per task when `rows` rows in strips of `strip` are split over the current pool
+/// (`tasks_per_thread` tasks per thread, so a thread that falls behind can hand one over):
+/// equal runs of whole strips; all rows in one task when not `parallel`.
+pub(crate) fn rows_per_task(
+    rows: usize,
+    strip: usize,
+    tasks_per_thread: usize,
+    parallel: bool,
+) -> usize {
+    let tasks = if parallel {
+        tasks_per_thread * rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    rows.div_ceil(strip).div_ceil(tasks).max(1) * strip
+}
+
 /// Readies a mapping for a new buffer: a reused one is zeroed (its contents are stale), a fresh
 /// one (already zero) is pre-faulted with one write per 4 KiB page. From [`PARALLEL_BYTES`] up
 /// the work is spread over the current pool (call it inside the backend's); below, handing it
