@@ -13,14 +13,14 @@ use ds_core::{Backend, BufferExt, DType, Device, Result};
 /// Labels equal to this contribute no loss and no gradient (PyTorch's default).
 pub const IGNORE_INDEX: i32 = -100;
 
-/// The rows of i32 `labels` that count (are not [`IGNORE_INDEX`]).
-fn counted<B: Backend>(dev: &Device<B>, labels: View<'_, B>) -> Result<usize> {
-    let host: Vec<i32> = dev.to_vec(labels)?;
-    Ok(host.iter().filter(|&&l| l != IGNORE_INDEX).count())
+/// The rows of `labels` that count (are not [`IGNORE_INDEX`]): what the mean divides by. The
+/// models count their labels on the host, where they have them before uploading.
+pub fn counted_rows(labels: &[i32]) -> usize {
+    labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
 }
 
-/// The mean over the counted rows of the cross-entropy of `logits` (`rows x classes`) against
-/// i32 `labels`, summed in f64 on the host.
+/// The mean over the `counted` rows ([`counted_rows`]) of the cross-entropy of `logits` (`rows
+/// x classes`) against i32 `labels`, summed in f64 on the host.
 ///
 /// # Errors
 /// Kernel and allocation errors.
@@ -29,6 +29,7 @@ pub fn mean_cross_entropy<B: Backend>(
     shape: Shape2,
     logits: View<'_, B>,
     labels: View<'_, B>,
+    counted: usize,
 ) -> Result<f32> {
     let mut losses = dev.alloc(DType::F32, shape.rows)?;
     profile::timed(dev, Part::Loss, || {
@@ -36,10 +37,11 @@ pub fn mean_cross_entropy<B: Backend>(
     })?;
     let host: Vec<f32> = dev.to_vec(losses.all())?;
     let sum: f64 = host.iter().map(|&l| f64::from(l)).sum();
-    Ok((sum / counted(dev, labels)? as f64) as f32)
+    Ok((sum / counted as f64) as f32)
 }
 
-/// The gradient of `scale` times [`mean_cross_entropy`] with respect to the logits.
+/// The gradient of `scale` times [`mean_cross_entropy`] with respect to the logits (`counted`
+/// as there).
 ///
 /// # Errors
 /// Kernel and allocation errors.
@@ -49,11 +51,12 @@ pub fn mean_cross_entropy_backward<B: Backend>(
     scale: f32,
     logits: View<'_, B>,
     labels: View<'_, B>,
+    counted: usize,
 ) -> Result<B::Buffer> {
     let mut dlogits = dev.alloc(logits.dtype(), shape.rows * shape.cols)?;
     // Ignored rows get a zero gradient whatever the scale; with none counted there is nothing
     // to divide.
-    let rows = counted(dev, labels)?.max(1);
+    let rows = counted.max(1);
     profile::timed(dev, Part::Loss, || {
         dev.softmax_cross_entropy_backward(
             shape,

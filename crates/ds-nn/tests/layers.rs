@@ -372,12 +372,20 @@ fn mean_cross_entropy_divides_by_the_rows_that_count_as_pytorch_does() {
         .alloc_from(&[0i32, ds_nn::loss::IGNORE_INDEX, 1])
         .expect("labels");
     let shape = Shape2::new(3, 2);
-    let loss =
-        ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), labels.all()).expect("loss");
+    let counted = ds_nn::loss::counted_rows(&[0, ds_nn::loss::IGNORE_INDEX, 1]);
+    let loss = ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), labels.all(), counted)
+        .expect("loss");
     assert!((loss - 1.5 * 2f32.ln()).abs() < 1e-6, "{loss}");
     // d/dlogits of the mean: (softmax - onehot) / 2 on the counted rows, zero on the ignored.
-    let d = ds_nn::loss::mean_cross_entropy_backward(&dev, shape, 1.0, logits.all(), labels.all())
-        .expect("backward");
+    let d = ds_nn::loss::mean_cross_entropy_backward(
+        &dev,
+        shape,
+        1.0,
+        logits.all(),
+        labels.all(),
+        counted,
+    )
+    .expect("backward");
     let d: Vec<f32> = dev.to_vec(d.all()).expect("host");
     let want = [-0.25f32, 0.25, 0.0, 0.0, 0.375, -0.375];
     for (g, w) in d.iter().zip(want) {
@@ -387,10 +395,19 @@ fn mean_cross_entropy_divides_by_the_rows_that_count_as_pytorch_does() {
     let none = dev
         .alloc_from(&[ds_nn::loss::IGNORE_INDEX; 3])
         .expect("labels");
-    let nan = ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), none.all()).expect("loss");
+    let none_counted = ds_nn::loss::counted_rows(&[ds_nn::loss::IGNORE_INDEX; 3]);
+    let nan = ds_nn::loss::mean_cross_entropy(&dev, shape, logits.all(), none.all(), none_counted)
+        .expect("loss");
     assert!(nan.is_nan(), "{nan}");
-    let d = ds_nn::loss::mean_cross_entropy_backward(&dev, shape, 1.0, logits.all(), none.all())
-        .expect("backward");
+    let d = ds_nn::loss::mean_cross_entropy_backward(
+        &dev,
+        shape,
+        1.0,
+        logits.all(),
+        none.all(),
+        none_counted,
+    )
+    .expect("backward");
     assert!(
         dev.to_vec::<f32>(d.all())
             .expect("host")

@@ -99,6 +99,8 @@ struct Saved<B: Backend> {
     ids: B::Buffer,
     pos: B::Buffer,
     targets: B::Buffer,
+    /// Targets that count in the mean loss.
+    counted: usize,
     blocks: Vec<Stored<B>>,
     x_final: B::Buffer,
     ln_f: LayerNormSaved<B>,
@@ -334,6 +336,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
         let ids = dev.alloc_from(&inputs)?;
         let positions: Vec<i32> = (0..n).map(|i| (i % t.seq) as i32).collect();
         let pos = dev.alloc_from(&positions)?;
+        let counted = crate::loss::counted_rows(&targets);
         let targets = dev.alloc_from(&targets)?;
         params.open(self.embed_group)?;
         let tok = self.wte.forward(dev, params, ids.all())?;
@@ -369,12 +372,14 @@ impl<B: Backend> Model<B> for Gpt<B> {
                 logits.all_mut(),
             )
         })?;
-        let loss = mean_cross_entropy(dev, Shape2::new(n, v), logits.all(), targets.all())?;
+        let loss =
+            mean_cross_entropy(dev, Shape2::new(n, v), logits.all(), targets.all(), counted)?;
         self.saved = Some(Saved {
             tokens: t,
             ids,
             pos,
             targets,
+            counted,
             blocks,
             x_final: x,
             ln_f,
@@ -402,6 +407,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             scale,
             s.logits.all(),
             s.targets.all(),
+            s.counted,
         )?;
         // Tied head: d wte += dlogitsᵀ h (the embedding adds its part and marks it done).
         params.open(self.embed_group)?;

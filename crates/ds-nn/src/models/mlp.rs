@@ -18,6 +18,8 @@ struct Saved<B: Backend> {
     /// Each hidden layer's pre-activation.
     pre: Vec<B::Buffer>,
     labels: B::Buffer,
+    /// Labels that count in the mean loss.
+    counted: usize,
     logits: B::Buffer,
 }
 
@@ -101,6 +103,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
         let ys: Vec<i32> = batch.iter().map(|s| s.label).collect();
         let mut x = dev.alloc(self.dtype, rows * width)?;
         upload_f32(dev, &xs, x.all_mut())?;
+        let counted = crate::loss::counted_rows(&ys);
         let labels = dev.alloc_from(&ys)?;
         let mut inputs = vec![x];
         let mut pre = Vec::new();
@@ -133,12 +136,14 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             Shape2::new(rows, self.classes),
             logits.all(),
             labels.all(),
+            counted,
         )?;
         self.saved = Some(Saved {
             rows,
             inputs,
             pre,
             labels,
+            counted,
             logits,
         });
         Ok(loss)
@@ -165,6 +170,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             scale,
             s.logits.all(),
             s.labels.all(),
+            s.counted,
         )?;
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let dx = params.scoped(i, |p| {
