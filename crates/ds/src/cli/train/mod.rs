@@ -584,7 +584,7 @@ where
         let report = progress
             .around(|| engine.train_batch(loader))
             .map_err(|e| e.to_string())?;
-        let record = Record {
+        let mut record = Record {
             step: report.global_step,
             loss: report.loss,
             lr: report.lr,
@@ -595,7 +595,6 @@ where
             val_loss: None,
         };
         let step = report.global_step;
-        let mut record = record;
         if !val.is_empty() && (step % every == 0 || step >= args.steps) {
             // Every rank evaluates the same held-out batches (at stage 3 they gather together).
             let loss = progress.around(|| validation_loss(engine, val))?;
