@@ -41,9 +41,6 @@ impl Ahead {
     /// Issues the prefetches of chunk `chunk`'s slice.
     #[inline(always)]
     pub(crate) fn touch(&self, chunk: usize) {
-        if self.base.is_null() {
-            return;
-        }
         let mut off = chunk * self.slice;
         let end = off + self.slice;
         while off < end {
