@@ -63,6 +63,52 @@ __device__ void sgd_impl(float* p, const G* g, float* buf, C* copy, u64 n, float
     }
 DS_FLOATS2(DS_SGD)
 
+// Adagrad, DeepSpeedCPUAdagrad's update: the sum of squares sees the decayed gradient, the
+// numerator the gradient alone.
+template <typename G, typename C>
+__device__ void adagrad_impl(float* p, const G* g, float* v, C* copy, u64 n, float lr, float eps, float wd,
+                             float gs) {
+    UNROLL4(i, n, {
+        float pi = p[i];
+        float gi = ld(g, i) * gs;
+        float decayed = gi + wd * pi;
+        float vi = v[i] + decayed * decayed;
+        float pn = pi - lr * (gi / (sqrtf(vi) + eps));
+        p[i] = pn;
+        v[i] = vi;
+        if (copy) st(copy, i, pn);
+    })
+}
+#define DS_ADAGRAD(G, GN, C, CN)                                                                         \
+    extern "C" __global__ void ds_adagrad_##GN##_##CN(float* p, const G* g, float* v, C* copy, u64 n,     \
+                                                      float lr, float eps, float wd, float gs) {          \
+        adagrad_impl<G, C>(p, g, v, copy, n, lr, eps, wd, gs);                                          \
+    }
+DS_FLOATS2(DS_ADAGRAD)
+
+// Lion: sign(c) is 0 at 0 and NaN for a non-finite c (ds_core::params::lion_sign).
+template <typename G, typename C>
+__device__ void lion_impl(float* p, const G* g, float* m, C* copy, u64 n, float lr, float b1, float c1,
+                          float b2, float c2, float decay, float gs) {
+    UNROLL4(i, n, {
+        float gi = ld(g, i) * gs;
+        float mi = m[i];
+        float c = b1 * mi + c1 * gi;
+        float s = (float)(c > 0.0f) - (float)(c < 0.0f) + c * 0.0f;
+        float pn = p[i] * decay - lr * s;
+        p[i] = pn;
+        m[i] = b2 * mi + c2 * gi;
+        if (copy) st(copy, i, pn);
+    })
+}
+#define DS_LION(G, GN, C, CN)                                                                            \
+    extern "C" __global__ void ds_lion_##GN##_##CN(float* p, const G* g, float* m, C* copy, u64 n, float lr, \
+                                                   float b1, float c1, float b2, float c2, float decay,    \
+                                                   float gs) {                                             \
+        lion_impl<G, C>(p, g, m, copy, n, lr, b1, c1, b2, c2, decay, gs);                                  \
+    }
+DS_FLOATS2(DS_LION)
+
 // Lamb's first pass: moments, and per-block partial sums of p^2 and u^2 (f64), written to
 // partials[block] and partials[gridDim + block]; ds_sum_finalize turns them into norms[2].
 template <typename G>

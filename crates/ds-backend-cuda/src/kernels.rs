@@ -222,7 +222,7 @@ pub(crate) fn all_names() -> Vec<String> {
             names.push(format!("ds_{op}_{a}"));
         }
         for b in f {
-            for op in ["cast", "axpy", "adam", "sgd"] {
+            for op in ["cast", "axpy", "adam", "sgd", "adagrad", "lion"] {
                 names.push(format!("ds_{op}_{a}_{b}"));
             }
         }

@@ -25,6 +25,8 @@ pub enum Kernel {
     AdamStep,
     SgdStep,
     LambStep,
+    AdagradStep,
+    LionStep,
     Gemm,
     BiasAdd,
     BiasGrad,
@@ -44,7 +46,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, in the order of the coverage matrix.
-    pub const ALL: [Kernel; 29] = [
+    pub const ALL: [Kernel; 31] = [
         Kernel::Copy,
         Kernel::Fill,
         Kernel::Cast,
@@ -59,6 +61,8 @@ impl Kernel {
         Kernel::AdamStep,
         Kernel::SgdStep,
         Kernel::LambStep,
+        Kernel::AdagradStep,
+        Kernel::LionStep,
         Kernel::Gemm,
         Kernel::BiasAdd,
         Kernel::BiasGrad,
@@ -93,6 +97,8 @@ impl Kernel {
             Kernel::AdamStep => "adam_step",
             Kernel::SgdStep => "sgd_step",
             Kernel::LambStep => "lamb_step",
+            Kernel::AdagradStep => "adagrad_step",
+            Kernel::LionStep => "lion_step",
             Kernel::Gemm => "gemm",
             Kernel::BiasAdd => "bias_add",
             Kernel::BiasGrad => "bias_grad",
@@ -124,7 +130,11 @@ impl Kernel {
             Kernel::Sum | Kernel::SumSquares | Kernel::NonFinite | Kernel::UnscaleCheck => {
                 KernelFamily::Reduction
             }
-            Kernel::AdamStep | Kernel::SgdStep | Kernel::LambStep => KernelFamily::Optimizer,
+            Kernel::AdamStep
+            | Kernel::SgdStep
+            | Kernel::LambStep
+            | Kernel::AdagradStep
+            | Kernel::LionStep => KernelFamily::Optimizer,
             Kernel::Gemm => KernelFamily::Gemm,
             Kernel::BiasAdd
             | Kernel::BiasGrad

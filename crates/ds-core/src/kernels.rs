@@ -18,7 +18,9 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::info::DeviceInfo;
 use crate::memory::MemoryStats;
-use crate::params::{AdamParams, AttentionShape, GemmSpec, LambParams, SgdParams, Shape2};
+use crate::params::{
+    AdagradParams, AdamParams, AttentionShape, GemmSpec, LambParams, LionParams, SgdParams, Shape2,
+};
 use crate::slice::{DeviceBuffer, Slice, SliceMut};
 
 /// Proof that ds-core validated a call's arguments. Only ds-core can create one, so backend
@@ -150,6 +152,32 @@ pub struct SgdArgs<'a, T: ?Sized> {
     pub param_copy: Option<SliceMut<'a, T>>,
 }
 
+/// The views of an Adagrad step.
+#[derive(Debug)]
+pub struct AdagradArgs<'a, T: ?Sized> {
+    /// fp32 master weights, updated in place.
+    pub param: SliceMut<'a, T>,
+    /// The gradient (f32, f16 or bf16).
+    pub grad: Slice<'a, T>,
+    /// fp32 running sum of squared gradients (DeepSpeed's `exp_avg_sq`).
+    pub exp_avg_sq: SliceMut<'a, T>,
+    /// Optional copy of the updated weights, written in the same pass.
+    pub param_copy: Option<SliceMut<'a, T>>,
+}
+
+/// The views of a Lion step.
+#[derive(Debug)]
+pub struct LionArgs<'a, T: ?Sized> {
+    /// fp32 master weights, updated in place.
+    pub param: SliceMut<'a, T>,
+    /// The gradient (f32, f16 or bf16).
+    pub grad: Slice<'a, T>,
+    /// fp32 momentum (DeepSpeed's `exp_avg`).
+    pub exp_avg: SliceMut<'a, T>,
+    /// Optional copy of the updated weights, written in the same pass.
+    pub param_copy: Option<SliceMut<'a, T>>,
+}
+
 /// The views of Lamb's first pass.
 #[derive(Debug)]
 pub struct LambMomentArgs<'a, T: ?Sized> {
@@ -192,6 +220,20 @@ pub trait OptimizerKernels: Memory {
     /// One SGD step.
     fn sgd_step(&self, hp: &SgdParams, args: SgdArgs<'_, Self::Buffer>, _: Validated)
     -> Result<()>;
+    /// One Adagrad step (DeepSpeedCPUAdagrad's semantics).
+    fn adagrad_step(
+        &self,
+        hp: &AdagradParams,
+        args: AdagradArgs<'_, Self::Buffer>,
+        _: Validated,
+    ) -> Result<()>;
+    /// One Lion step.
+    fn lion_step(
+        &self,
+        hp: &LionParams,
+        args: LionArgs<'_, Self::Buffer>,
+        _: Validated,
+    ) -> Result<()>;
     /// Lamb's first pass: moments and the two squared norms.
     fn lamb_moments(
         &self,

@@ -216,6 +216,94 @@ impl LambParams {
     }
 }
 
+/// One Adagrad step, DeepSpeedCPUAdagrad's semantics (the kernel DeepSpeed runs for
+/// `"type": "Adagrad"` with offload):
+///
+/// - `g = grad_scale * grad` (the engine's loss unscaling and clipping, fused into the step)
+/// - `v += (g + wd*p)^2`: the sum of squares sees the L2-decayed gradient
+/// - `p -= lr * g / (sqrt(v) + eps)`: the numerator is the gradient *without* the decay term,
+///   as in DeepSpeed's kernel (PyTorch's `torch.optim.Adagrad` puts the decayed gradient in
+///   the numerator too; the two agree when `weight_decay` is 0)
+///
+/// `v` is DeepSpeed's `exp_avg_sq` state. No `lr_decay` and no initial accumulator value
+/// (DeepSpeedCPUAdagrad has neither: both are 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdagradParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Added to the denominator.
+    pub eps: f32,
+    /// L2 weight decay, seen by the sum of squares only.
+    pub weight_decay: f32,
+    /// Multiplies the gradient as it is read (1 leaves it as it is).
+    pub grad_scale: f32,
+}
+
+impl Default for AdagradParams {
+    /// DeepSpeedCPUAdagrad's defaults (`lr` 1e-2, `eps` 1e-10, no weight decay).
+    fn default() -> Self {
+        AdagradParams {
+            lr: 1e-2,
+            eps: 1e-10,
+            weight_decay: 0.0,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+/// One Lion step (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), the
+/// update of DeepSpeed's DeepSpeedCPULion and FusedLion:
+///
+/// - `g = grad_scale * grad`
+/// - `c = b1*m + (1-b1)*g`
+/// - `p = p*(1 - lr*wd) - lr*sign(c)` (decoupled weight decay)
+/// - `m = b2*m + (1-b2)*g`
+///
+/// `sign(0) = 0`, as in the paper: a weight whose momentum and gradient are both exactly 0 (an
+/// embedding row no token has used) does not move. DeepSpeed's two kernels disagree there (the
+/// CPU one steps by `-lr`, the CUDA one by `+lr`); see docs/engine.md. A non-finite `c` gives a
+/// NaN weight, so a bad gradient is visible rather than turned into a unit step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LionParams {
+    /// Learning rate.
+    pub lr: f32,
+    /// Interpolation between momentum and gradient for the update's sign.
+    pub beta1: f32,
+    /// Momentum decay.
+    pub beta2: f32,
+    /// Decoupled weight decay.
+    pub weight_decay: f32,
+    /// Multiplies the gradient as it is read (1 leaves it as it is).
+    pub grad_scale: f32,
+}
+
+impl Default for LionParams {
+    /// DeepSpeed's defaults for DeepSpeedCPULion and FusedLion (`lr` 1e-3, betas (0.9, 0.999)).
+    fn default() -> Self {
+        LionParams {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: 0.0,
+            grad_scale: 1.0,
+        }
+    }
+}
+
+impl LionParams {
+    /// The weight's multiplier `1 - lr*wd`, computed in f64 and rounded once.
+    pub fn decay_factor(&self) -> f32 {
+        (1.0 - f64::from(self.lr) * f64::from(self.weight_decay)) as f32
+    }
+}
+
+/// Lion's `sign(c)` with `sign(0) = 0` and NaN for a non-finite `c`, written the way every
+/// backend writes it: two comparisons and `c * 0` (0 for finite `c`, NaN otherwise).
+#[inline]
+pub fn lion_sign(c: f32) -> f32 {
+    f32::from(u8::from(c > 0.0)) - f32::from(u8::from(c < 0.0)) + c * 0.0
+}
+
 /// A matrix multiplication `C = alpha * op(A) * op(B) + beta * C`, row-major, possibly
 /// batched with element strides between consecutive matrices.
 ///

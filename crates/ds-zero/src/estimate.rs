@@ -102,6 +102,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
         Some(OptimizerKind::Adam(_)) => 2 * owned,
         Some(OptimizerKind::Lamb(_)) => 2 * owned + 2 * table.specs().len().max(1) as u64,
         Some(OptimizerKind::Sgd(p)) if p.momentum > 0.0 => owned,
+        Some(OptimizerKind::Adagrad(_) | OptimizerKind::Lion(_)) => owned,
         _ => 0,
     };
     let optimizer = 4 * (master + moments);

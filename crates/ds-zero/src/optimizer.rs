@@ -13,8 +13,10 @@ use crate::config::{OptimizerConfig, OptimizerKind};
 use crate::host::{download_f32, upload_f32};
 use crate::layout::Layout;
 use crate::owned::{OwnedElements, OwnedElementsMut};
-use ds_core::kernels::{AdamArgs, LambApplyArgs, LambMomentArgs, SgdArgs, View, ViewMut};
-use ds_core::params::{AdamParams, LambParams, SgdParams};
+use ds_core::kernels::{
+    AdagradArgs, AdamArgs, LambApplyArgs, LambMomentArgs, LionArgs, SgdArgs, View, ViewMut,
+};
+use ds_core::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdParams};
 use ds_core::{Backend, BufferExt, Collectives, DType, Device, ReduceOp, Result};
 use std::ops::Range;
 
@@ -23,9 +25,9 @@ use std::ops::Range;
 pub enum StateKind {
     /// fp32 master weights.
     Master,
-    /// First moment, or SGD's momentum.
+    /// First moment, SGD's or Lion's momentum.
     ExpAvg,
-    /// Second moment.
+    /// Second moment, or Adagrad's sum of squared gradients.
     ExpAvgSq,
 }
 
@@ -35,12 +37,29 @@ pub(crate) enum Prepared {
     Adam(AdamParams),
     Sgd(SgdParams),
     Lamb(LambParams),
+    Adagrad(AdagradParams),
+    Lion(LionParams),
 }
 
 impl Prepared {
+    /// The moment views that follow the master weights (in [`Optimizer::kinds_with_master`]
+    /// order) as `(exp_avg, exp_avg_sq)`: a single one is Adagrad's sum of squares or the
+    /// others' first moment.
+    pub(crate) fn moments<'s, T>(
+        &self,
+        rest: &'s mut [T],
+    ) -> (Option<&'s mut T>, Option<&'s mut T>) {
+        match (self, rest) {
+            (_, [m, v]) => (Some(m), Some(v)),
+            (Prepared::Adagrad(_), [v]) => (None, Some(v)),
+            (_, [m]) => (Some(m), None),
+            _ => (None, None),
+        }
+    }
+
     /// The elementwise update of one range from `grad`: `param` (the fp32 master, or the fp32
-    /// parameters themselves), its rounded copy, and the moments the optimizer keeps. Adam and
-    /// SGD only.
+    /// parameters themselves), its rounded copy, and the moments the optimizer keeps. Every
+    /// optimizer but Lamb.
     pub(crate) fn apply<B: Backend>(
         &self,
         dev: &Device<B>,
@@ -75,6 +94,34 @@ impl Prepared {
                     param_copy,
                 },
             ),
+            Prepared::Adagrad(hp) => {
+                let Some(exp_avg_sq) = exp_avg_sq else {
+                    return unreachable_state();
+                };
+                dev.adagrad_step(
+                    hp,
+                    AdagradArgs {
+                        param,
+                        grad,
+                        exp_avg_sq,
+                        param_copy,
+                    },
+                )
+            }
+            Prepared::Lion(hp) => {
+                let Some(exp_avg) = exp_avg else {
+                    return unreachable_state();
+                };
+                dev.lion_step(
+                    hp,
+                    LionArgs {
+                        param,
+                        grad,
+                        exp_avg,
+                        param_copy,
+                    },
+                )
+            }
             Prepared::Lamb(_) => Err(ds_core::Error::invalid(
                 "Optimizer::update",
                 "optimizer",
@@ -89,9 +136,9 @@ pub struct Optimizer<B: Backend> {
     config: OptimizerConfig,
     /// fp32 master weights of the owned elements; `None` when the parameters are fp32.
     master: Option<B::Buffer>,
-    /// First moment (Adam, Lamb) or momentum (SGD).
+    /// First moment (Adam, Lamb) or momentum (SGD, Lion).
     exp_avg: Option<B::Buffer>,
-    /// Second moment (Adam, Lamb).
+    /// Second moment (Adam, Lamb) or sum of squared gradients (Adagrad).
     exp_avg_sq: Option<B::Buffer>,
     /// Lamb's per-parameter squared norms `[p^2, u^2]`.
     norms: Option<B::Buffer>,
@@ -149,6 +196,8 @@ impl<B: Backend> Optimizer<B> {
                 let norms = dev.alloc(DType::F32, 2 * layout.slots.len().max(1))?;
                 (Some(zeros(dev)?), Some(zeros(dev)?), Some(norms))
             }
+            OptimizerKind::Adagrad(_) => (None, Some(zeros(dev)?), None),
+            OptimizerKind::Lion(_) => (Some(zeros(dev)?), None, None),
         };
         Ok(Optimizer {
             config,
@@ -183,6 +232,8 @@ impl<B: Backend> Optimizer<B> {
             }
             OptimizerKind::Sgd(p) if p.momentum > 0.0 => kinds.push(StateKind::ExpAvg),
             OptimizerKind::Sgd(_) => {}
+            OptimizerKind::Adagrad(_) => kinds.push(StateKind::ExpAvgSq),
+            OptimizerKind::Lion(_) => kinds.push(StateKind::ExpAvg),
         }
         kinds
     }
@@ -259,12 +310,25 @@ impl<B: Backend> Optimizer<B> {
                 hp.grad_scale = inputs.grad_scale;
                 Prepared::Lamb(hp)
             }
+            OptimizerKind::Adagrad(mut hp) => {
+                hp.lr = inputs.lr;
+                hp.grad_scale = inputs.grad_scale;
+                Prepared::Adagrad(hp)
+            }
+            OptimizerKind::Lion(mut hp) => {
+                hp.lr = inputs.lr;
+                if let Some((b1, b2)) = inputs.betas {
+                    (hp.beta1, hp.beta2) = (b1, b2);
+                }
+                hp.grad_scale = inputs.grad_scale;
+                Prepared::Lion(hp)
+            }
         }
     }
 
     /// The elementwise update of the owned elements at `local` in partition order, from
     /// `grad`: the fp32 master when there is one, with `out` as its rounded copy, or `out`
-    /// itself (fp32 parameters without a master). Adam and SGD only.
+    /// itself (fp32 parameters without a master). Every optimizer but Lamb.
     pub(crate) fn update(
         &mut self,
         dev: &Device<B>,

@@ -46,7 +46,7 @@ fn warmup_gamma(k: i64, warmup_steps: u64, kind: WarmupType) -> f64 {
 
 impl LrSchedule {
     /// The schedule `config` describes, for an optimizer whose configured LR is `base_lr`.
-    /// `has_betas` says whether the optimizer has Adam-style betas (Adam, AdamW, Lamb): OneCycle
+    /// `has_betas` says whether the optimizer has Adam-style betas (Adam, AdamW, Lamb, Lion): OneCycle
     /// cycles momentum only then, as in DeepSpeed.
     pub fn new(config: SchedulerConfig, base_lr: f64, has_betas: bool) -> Self {
         let cycle_momentum = matches!(

@@ -22,10 +22,16 @@ fn config(precision: &str, stage: u8) -> String {
     )
 }
 
+const ADAMW: &str = r#"{"type": "AdamW", "params": {"lr": 0.01, "weight_decay": 0.01}}"#;
+
 fn config_with(precision: &str, stage: u8, batch: &str) -> String {
+    config_for(ADAMW, precision, stage, batch)
+}
+
+fn config_for(optimizer: &str, precision: &str, stage: u8, batch: &str) -> String {
     format!(
         r#"{{{batch}, {precision},
-            "optimizer": {{"type": "AdamW", "params": {{"lr": 0.01, "weight_decay": 0.01}}}},
+            "optimizer": {optimizer},
             "scheduler": {{"type": "WarmupDecayLR", "params": {{"warmup_num_steps": 5, "total_num_steps": 40, "warmup_max_lr": 0.01}}}},
             "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200,
                                    "stage3_param_persistence_threshold": 40}}}}"#
@@ -215,6 +221,38 @@ fn a_run_switches_offload_on_or_off_across_a_resume_bit_for_bit() {
                 resumed, uninterrupted,
                 "stage {stage}: saved {what} (nvme: {nvme})"
             );
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+    std::fs::remove_dir_all(&swap).ok();
+}
+
+#[test]
+fn adagrad_and_lion_resume_bit_for_bit_on_the_device_offloaded_and_on_nvme() {
+    // Their one state each (Adagrad's exp_avg_sq, Lion's exp_avg) goes through every place a
+    // checkpoint can take it from or put it: the device, host memory and an NVMe swap file.
+    let swap = common::swap_dir("checkpoint-one-state");
+    let batch = r#""train_batch_size": 16, "gradient_accumulation_steps": 2"#;
+    for optimizer in [
+        r#"{"type": "Adagrad", "params": {"lr": 0.05, "weight_decay": 0.01}}"#,
+        r#"{"type": "Lion", "params": {"lr": 0.002, "weight_decay": 0.1}}"#,
+    ] {
+        let on_device = config_for(optimizer, FP16, 2, batch);
+        let on_host = common::offloaded(&on_device, false);
+        let on_nvme = common::nvme_offloaded(&on_device, &swap, 2, 300);
+        for (save, load, what) in [
+            (&on_device, &on_device, "on the device"),
+            (
+                &on_host,
+                &on_device,
+                "saved offloaded, resumed on the device",
+            ),
+            (&on_device, &on_nvme, "saved on the device, resumed on NVMe"),
+        ] {
+            let dir = scratch("one-state");
+            let uninterrupted = train_save_continue(save, 2, &dir);
+            let resumed = load_and_continue(load, 2, &dir);
+            assert_eq!(resumed, uninterrupted, "{optimizer}: {what}");
             std::fs::remove_dir_all(&dir).ok();
         }
     }

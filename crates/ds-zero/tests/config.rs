@@ -353,6 +353,70 @@ fn optimizer_rules_follow_deepspeed() {
 }
 
 #[test]
+fn adagrad_and_lion_take_deepspeeds_keys_and_defaults() {
+    let opt = |json: &str| {
+        parse(
+            &format!(r#"{{"train_batch_size": 8, "optimizer": {json}}}"#),
+            1,
+        )
+        .map(|c| c.optimizer.expect("optimizer").kind)
+    };
+    // DeepSpeedCPUAdagrad's defaults: lr 1e-2, eps 1e-10, no decay.
+    let OptimizerKind::Adagrad(p) = opt(r#"{"type": "adagrad"}"#).expect("adagrad") else {
+        panic!("Adagrad expected")
+    };
+    assert_eq!((p.lr, p.eps, p.weight_decay), (1e-2, 1e-10, 0.0));
+    // torch.optim.Adagrad's extra keys at the values that make it DeepSpeedCPUAdagrad.
+    let same = r#"{"type": "Adagrad", "params": {"lr": 0.05, "weight_decay": 0.1, "lr_decay": 0,
+                   "initial_accumulator_value": 0.0, "foreach": true}}"#;
+    let OptimizerKind::Adagrad(p) = opt(same).expect("torch keys") else {
+        panic!("Adagrad expected")
+    };
+    assert_eq!((p.lr, p.weight_decay), (0.05, 0.1));
+    for (params, key) in [
+        (r#"{"lr_decay": 0.01}"#, "lr_decay"),
+        (
+            r#"{"initial_accumulator_value": 0.1}"#,
+            "initial_accumulator_value",
+        ),
+        (r#"{"amsgrad": true}"#, "amsgrad"),
+    ] {
+        let err = opt(&format!(r#"{{"type": "Adagrad", "params": {params}}}"#))
+            .expect_err(key)
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains("does not implement"),
+            "{err}"
+        );
+    }
+    // Lion: DeepSpeed's FusedLion defaults (lr 1e-3, betas (0.9, 0.999)).
+    let OptimizerKind::Lion(p) = opt(r#"{"type": "Lion"}"#).expect("lion") else {
+        panic!("Lion expected")
+    };
+    assert_eq!(
+        (p.lr, p.beta1, p.beta2, p.weight_decay),
+        (1e-3, 0.9, 0.999, 0.0)
+    );
+    let lion =
+        r#"{"type": "Lion", "params": {"lr": 1e-4, "betas": [0.95, 0.98], "weight_decay": 0.1}}"#;
+    let OptimizerKind::Lion(p) = opt(lion).expect("lion") else {
+        panic!("Lion expected")
+    };
+    assert_eq!(
+        (p.lr, p.beta1, p.beta2, p.weight_decay),
+        (1e-4, 0.95, 0.98, 0.1)
+    );
+    let err = opt(r#"{"type": "Lion", "params": {"eps": 1e-8}}"#)
+        .expect_err("eps")
+        .to_string();
+    assert!(err.contains("eps"), "{err}");
+    let err = opt(r#"{"type": "Lion", "params": {"betas": [0.9, 1.0]}}"#)
+        .expect_err("beta2 1")
+        .to_string();
+    assert!(err.contains("betas"), "{err}");
+}
+
+#[test]
 fn precision_and_zero_defaults_are_deepspeed_019s() {
     let c = parse(r#"{"train_batch_size": 8, "fp16": {"enabled": true}}"#, 1).expect("ok");
     let Precision::Fp16(f) = c.precision else {

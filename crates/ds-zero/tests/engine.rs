@@ -558,3 +558,84 @@ fn evaluate_gives_the_loss_without_training_and_only_between_steps() {
     e.backward(&loss).expect("backward");
     e.step().expect("step");
 }
+
+/// The linear model's weights after `steps` steps of `optimizer` (gradient `factor * C` for
+/// `w`, `factor` for each element of `b`, every step; no clipping).
+fn after_steps(optimizer: &str, steps: usize, factor: f32) -> Vec<f32> {
+    let json =
+        format!(r#"{{"train_batch_size": 1, "gradient_clipping": 0, "optimizer": {optimizer}}}"#);
+    let mut model = Linear::new(0);
+    model.factor = factor;
+    let mut e = single_rank(&json, model);
+    for _ in 0..steps {
+        step(&mut e);
+    }
+    flat(&e)
+}
+
+fn assert_near(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (f64::from(*g) - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}: got {got:?}, want {want:?}"
+        );
+    }
+}
+
+/// The initial weights and their constant gradients, `w` then `b`.
+fn weights_and_grads() -> Vec<(f64, f64)> {
+    W0.iter()
+        .zip(C)
+        .map(|(&w, c)| (f64::from(w), f64::from(c)))
+        .chain([(f64::from(B0), 1.0); 3])
+        .collect()
+}
+
+#[test]
+fn adagrad_follows_deepspeed_cpu_adagrads_update_step_by_step() {
+    // With a constant gradient g the sum of squares after t steps is t g^2, so step t moves a
+    // weight by lr g / (sqrt(t) |g| + eps) = 0.1 sign(g) / sqrt(t) (eps 1e-10 is far below f32's
+    // resolution here): after three steps 0.1 (1 + 1/sqrt(2) + 1/sqrt(3)) = 0.22845.
+    let plain = r#"{"type": "Adagrad", "params": {"lr": 0.1}}"#;
+    let total = 0.1 * (1.0 + 0.5f64.sqrt() + (1.0f64 / 3.0).sqrt());
+    let want: Vec<f64> = weights_and_grads()
+        .iter()
+        .map(|&(p, g)| p - total * g.signum())
+        .collect();
+    assert_near(&after_steps(plain, 3, 1.0), &want, "Adagrad, 3 steps");
+    // Weight decay 0.5 enters the sum of squares but not the numerator (DeepSpeedCPUAdagrad's
+    // kernel): w[0] = 1 with g = 0.5 has v = (0.5 + 0.5 * 1)^2 = 1 and steps to
+    // 1 - 0.1 * 0.5 / 1 = 0.95, where torch.optim.Adagrad would step to 1 - 0.1 * 1 / 1 = 0.9.
+    let decayed = r#"{"type": "Adagrad", "params": {"lr": 0.1, "weight_decay": 0.5}}"#;
+    let first = after_steps(decayed, 1, 1.0)[0];
+    assert!((first - 0.95).abs() < 1e-7, "{first}");
+    let want: Vec<f64> = weights_and_grads()
+        .iter()
+        .map(|&(mut p, g)| {
+            let mut v = 0.0;
+            for _ in 0..3 {
+                v += (g + 0.5 * p) * (g + 0.5 * p);
+                p -= 0.1 * g / (v.sqrt() + 1e-10);
+            }
+            p
+        })
+        .collect();
+    assert_near(&after_steps(decayed, 3, 1.0), &want, "Adagrad, decay 0.5");
+}
+
+#[test]
+fn lion_follows_its_formula_step_by_step_and_leaves_idle_weights_alone() {
+    // lr 0.1, betas (0.9, 0.99), m_0 = 0: c_1 = 0.1 g, m_1 = 0.01 g, c_2 = 0.9 m_1 + 0.1 g =
+    // 0.109 g, ...: the sign is sign(g) every step, so after three steps p = p_0 - 0.3 sign(g).
+    let plain = r#"{"type": "Lion", "params": {"lr": 0.1, "betas": [0.9, 0.99]}}"#;
+    let want = [0.7, 2.3, 2.7, 3.7, -0.05, -0.05, -0.05];
+    assert_near(&after_steps(plain, 3, 1.0), &want, "Lion, 3 steps");
+    // Decoupled weight decay 0.5: p = p (1 - 0.1 * 0.5) - 0.1 sign(c); w[0]: 1 -> 0.85 -> 0.7075.
+    let decayed = r#"{"type": "Lion", "params": {"lr": 0.1, "weight_decay": 0.5}}"#;
+    assert!((after_steps(decayed, 2, 1.0)[0] - 0.7075).abs() < 1e-7);
+    // A zero gradient on zero momentum: c = 0 and sign(0) = 0, so nothing moves (DeepSpeed's
+    // CPU kernel would step every weight by -0.1 and its CUDA kernel by +0.1).
+    let initial: Vec<f32> = W0.iter().copied().chain([B0; 3]).collect();
+    assert_eq!(after_steps(plain, 2, 0.0), initial);
+}

@@ -103,10 +103,12 @@ fn accumulating_4_micro_batches_of_2_matches_one_micro_batch_of_8() {
 }
 
 #[test]
-fn sgd_and_lamb_partition_like_adam() {
+fn sgd_lamb_adagrad_and_lion_partition_like_adam() {
     let sgd = r#"{"type": "SGD", "params": {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.001}}"#;
     let lamb = r#"{"type": "Lamb", "params": {"lr": 0.01, "weight_decay": 0.01}}"#;
-    for opt in [sgd, lamb] {
+    let adagrad = r#"{"type": "Adagrad", "params": {"lr": 0.05, "weight_decay": 0.01}}"#;
+    let lion = r#"{"type": "Lion", "params": {"lr": 0.002, "weight_decay": 0.1}}"#;
+    for opt in [sgd, lamb, adagrad, lion] {
         let reference = losses(&config(0, 1.0, opt, ""), 1);
         assert!(
             reference[STEPS - 1] < reference[0],

@@ -10,7 +10,7 @@ use ds_core::params::{AdamParams, AttentionShape, GemmSpec, LambParams, SgdParam
 use ds_core::{Backend, BufferExt, DType, Device, Kernel, Result};
 
 /// Checks one refused call; returns 1 or a description of what went wrong.
-fn refuses(what: &str, result: Result<()>, arg: &str) -> Result<usize, String> {
+pub(super) fn refuses(what: &str, result: Result<()>, arg: &str) -> Result<usize, String> {
     match result {
         Err(e) if e.argument() == Some(arg) => Ok(1),
         Err(e) => Err(format!(
@@ -271,6 +271,9 @@ pub fn bad_input<B: Backend>(dev: &Device<B>, kernel: Kernel) -> Result<usize, S
                 };
                 n += refuses("coeffs", dev.lamb_step(&hp, args), "max_coeff")?;
             }
+        }
+        Kernel::AdagradStep | Kernel::LionStep => {
+            n += super::errors_one_state::bad_input(dev, kernel)?;
         }
         Kernel::SgdStep => {
             let hp = SgdParams {

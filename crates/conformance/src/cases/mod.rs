@@ -6,9 +6,11 @@ pub mod collective_errors;
 pub mod collectives;
 mod elementwise;
 pub mod errors;
+mod errors_one_state;
 mod linalg;
 mod nn;
 mod optim;
+mod optim_one_state;
 mod reduce;
 
 use crate::oracle::{Expected, round_to};
@@ -139,6 +141,8 @@ pub fn run_case<B: Backend>(
         Kernel::AdamStep => optim::adam(dev, dtype, cfg),
         Kernel::SgdStep => optim::sgd(dev, dtype, cfg),
         Kernel::LambStep => optim::lamb(dev, dtype, cfg),
+        Kernel::AdagradStep => optim_one_state::adagrad(dev, dtype, cfg),
+        Kernel::LionStep => optim_one_state::lion(dev, dtype, cfg),
         Kernel::Gemm => linalg::gemm(dev, dtype, cfg),
         Kernel::BiasAdd => nn::bias_add(dev, dtype, cfg),
         Kernel::BiasGrad => nn::bias_grad(dev, dtype, cfg),

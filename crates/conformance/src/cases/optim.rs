@@ -10,7 +10,7 @@ use ds_core::{Backend, BufferExt, DType, Device};
 use proptest::prelude::*;
 
 /// The copy-outs to try for a gradient dtype: none, the same 16-bit type, and f32.
-fn copies(dtype: DType) -> Vec<Option<DType>> {
+pub(super) fn copies(dtype: DType) -> Vec<Option<DType>> {
     let mut c = vec![None, Some(DType::F32)];
     if dtype.is_half() {
         c.push(Some(dtype));
@@ -19,14 +19,14 @@ fn copies(dtype: DType) -> Vec<Option<DType>> {
 }
 
 /// State for one step: weights, gradient (in `dtype`), moments.
-struct State {
-    p: Vec<f64>,
-    g: Vec<f64>,
-    m: Vec<f64>,
-    v: Vec<f64>,
+pub(super) struct State {
+    pub(super) p: Vec<f64>,
+    pub(super) g: Vec<f64>,
+    pub(super) m: Vec<f64>,
+    pub(super) v: Vec<f64>,
 }
 
-fn state(seed: u64, n: usize, dtype: DType) -> State {
+pub(super) fn state(seed: u64, n: usize, dtype: DType) -> State {
     let mut rng = Rng::new(seed);
     let p = values(&mut rng, n, Values::Tiny, DType::F32);
     let g = values(&mut rng, n, Values::Tiny, dtype);
@@ -42,7 +42,7 @@ fn state(seed: u64, n: usize, dtype: DType) -> State {
 }
 
 /// Checks the weights and their copy.
-fn expect_weights<B: Backend>(
+pub(super) fn expect_weights<B: Backend>(
     dev: &Device<B>,
     pb: (&B::Buffer, std::ops::Range<usize>),
     copy: Option<(&B::Buffer, std::ops::Range<usize>)>,
@@ -69,7 +69,7 @@ fn expect_weights<B: Backend>(
 }
 
 /// Gradient multipliers: none, exact, inexact, and an fp16 loss-scale unscaling.
-fn grad_scales() -> impl Strategy<Value = f32> {
+pub(super) fn grad_scales() -> impl Strategy<Value = f32> {
     prop::sample::select(vec![1.0f32, 0.5, 1.0 / 3.0, 1.0 / 65536.0])
 }
 

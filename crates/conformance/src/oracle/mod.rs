@@ -19,7 +19,7 @@ pub use nn::{
     LayerNormGrads, LayerNormOut, bias_add, bias_grad, embedding, embedding_backward, gelu,
     gelu_backward, layer_norm, layer_norm_backward, relu, relu_backward, xent, xent_backward,
 };
-pub use optim::{AdamOut, adam, lamb, sgd};
+pub use optim::{AdamOut, adagrad, adam, lamb, lion, sgd};
 pub use round::round_to;
 
 /// Values with the magnitudes of the terms that produced them.

@@ -3,7 +3,7 @@
 
 use super::{Expected, round_to};
 use ds_core::DType;
-use ds_core::params::{AdamMode, AdamParams, LambParams, SgdParams};
+use ds_core::params::{AdagradParams, AdamMode, AdamParams, LambParams, LionParams, SgdParams};
 
 /// Updated master weights and state of one step, plus the weight copy in its dtype.
 #[derive(Debug, Clone, Default)]
@@ -95,6 +95,78 @@ pub fn sgd(hp: &SgdParams, p: &[f64], g: &[f64], buf: &[f64]) -> AdamOut {
         };
         out.p
             .push(DType::F32, p[i] - lr * step, p[i].abs() + lr * step_mag);
+    }
+    out
+}
+
+/// One Adagrad step (DeepSpeedCPUAdagrad's update); the sum of squares comes back in `v`.
+pub fn adagrad(hp: &AdagradParams, p: &[f64], g: &[f64], v: &[f64]) -> AdamOut {
+    let g = &scaled(g, hp.grad_scale);
+    let (lr, eps, wd) = (
+        f64::from(hp.lr),
+        f64::from(hp.eps),
+        f64::from(hp.weight_decay),
+    );
+    let mut out = AdamOut::default();
+    for i in 0..p.len() {
+        let decayed = g[i] + wd * p[i];
+        let d_mag = g[i].abs() + (wd * p[i]).abs();
+        let vi = v[i] + decayed * decayed;
+        let v_mag = v[i].abs() + d_mag * d_mag;
+        let denom = vi.sqrt() + eps;
+        let update = lr * g[i] / denom;
+        // The f32 sum of squares is only as exact as its terms are large: where the decayed
+        // gradient cancels and the sum is small, its relative error (and the update's) grows
+        // by v_mag / v.
+        let amplify = if vi > 0.0 { (v_mag / vi).max(1.0) } else { 1.0 };
+        out.p.push(
+            DType::F32,
+            p[i] - update,
+            p[i].abs() + update.abs() * amplify,
+        );
+        out.v.push(DType::F32, vi, v_mag);
+    }
+    out
+}
+
+/// One Lion step; the momentum comes back in `m`.
+///
+/// Where f32 arithmetic cannot tell the sign of `c` (|c| within a few roundings of the terms
+/// that make it), any of -1, 0 and +1 is a correct result: the oracle then expects the
+/// sign-0 weight with a magnitude of `lr / eps(f32)`, so the tolerance spans a step of `lr`
+/// either way.
+pub fn lion(hp: &LionParams, p: &[f64], g: &[f64], m: &[f64]) -> AdamOut {
+    let g = &scaled(g, hp.grad_scale);
+    let (lr, b1, b2, wd) = (
+        f64::from(hp.lr),
+        f64::from(hp.beta1),
+        f64::from(hp.beta2),
+        f64::from(hp.weight_decay),
+    );
+    let decay = 1.0 - lr * wd;
+    let eps = f64::from(f32::EPSILON);
+    let mut out = AdamOut::default();
+    for i in 0..p.len() {
+        let c = b1 * m[i] + (1.0 - b1) * g[i];
+        let c_mag = (b1 * m[i]).abs() + ((1.0 - b1) * g[i]).abs();
+        let kept = p[i] * decay;
+        if c != 0.0 && c.abs() <= 4.0 * eps * c_mag {
+            out.p.push(DType::F32, kept, lr / eps);
+        } else {
+            let sign = if c > 0.0 {
+                1.0
+            } else if c < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            out.p.push(DType::F32, kept - lr * sign, kept.abs() + lr);
+        }
+        out.m.push(
+            DType::F32,
+            b2 * m[i] + (1.0 - b2) * g[i],
+            (b2 * m[i]).abs() + ((1.0 - b2) * g[i]).abs(),
+        );
     }
     out
 }

@@ -1,4 +1,4 @@
-//! Fused Adam/AdamW, SGD and Lamb steps.
+//! Fused Adam/AdamW, SGD, Lamb, Adagrad and Lion steps.
 
 use super::{count, ptr, ptr_mut};
 use crate::buffer::CudaBuffer;
@@ -6,9 +6,10 @@ use crate::context::CudaBackend;
 use crate::kernels::{Arg, suffix};
 use ds_core::SliceMut;
 use ds_core::kernels::{
-    AdamArgs, LambApplyArgs, LambMomentArgs, OptimizerKernels, SgdArgs, Validated,
+    AdagradArgs, AdamArgs, LambApplyArgs, LambMomentArgs, LionArgs, OptimizerKernels, SgdArgs,
+    Validated,
 };
-use ds_core::params::{AdamParams, LambParams, SgdParams};
+use ds_core::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdParams};
 use ds_core::{DType, Result};
 
 /// The copy-out's address (null when absent) and the dtype its kernel is instantiated for.
@@ -82,6 +83,65 @@ impl OptimizerKernels for CudaBackend {
                 Arg::F32(hp.weight_decay),
                 Arg::I32(i32::from(hp.nesterov)),
                 Arg::I32(i32::from(hp.step == 1)),
+                Arg::F32(hp.grad_scale),
+            ],
+        )
+    }
+
+    fn adagrad_step(
+        &self,
+        hp: &AdagradParams,
+        args: AdagradArgs<'_, CudaBuffer>,
+        _: Validated,
+    ) -> Result<()> {
+        let n = args.param.len();
+        let (copy, cdt) = copy_arg(&args.param_copy);
+        let name = format!("ds_adagrad_{}_{}", suffix(args.grad.dtype()), suffix(cdt));
+        // ds_adagrad_<G>_<C>(float* p, const G* g, float* v, C* copy, u64 n, float lr,
+        //   float eps, float wd, float grad_scale)
+        self.launch(
+            &name,
+            self.grid(n.div_ceil(4)),
+            &[
+                ptr_mut(&args.param),
+                ptr(&args.grad),
+                ptr_mut(&args.exp_avg_sq),
+                copy,
+                count(n),
+                Arg::F32(hp.lr),
+                Arg::F32(hp.eps),
+                Arg::F32(hp.weight_decay),
+                Arg::F32(hp.grad_scale),
+            ],
+        )
+    }
+
+    fn lion_step(
+        &self,
+        hp: &LionParams,
+        args: LionArgs<'_, CudaBuffer>,
+        _: Validated,
+    ) -> Result<()> {
+        let n = args.param.len();
+        let (copy, cdt) = copy_arg(&args.param_copy);
+        let name = format!("ds_lion_{}_{}", suffix(args.grad.dtype()), suffix(cdt));
+        // ds_lion_<G>_<C>(float* p, const G* g, float* m, C* copy, u64 n, float lr, float b1,
+        //   float c1, float b2, float c2, float decay, float grad_scale)
+        self.launch(
+            &name,
+            self.grid(n.div_ceil(4)),
+            &[
+                ptr_mut(&args.param),
+                ptr(&args.grad),
+                ptr_mut(&args.exp_avg),
+                copy,
+                count(n),
+                Arg::F32(hp.lr),
+                Arg::F32(hp.beta1),
+                Arg::F32(1.0 - hp.beta1),
+                Arg::F32(hp.beta2),
+                Arg::F32(1.0 - hp.beta2),
+                Arg::F32(hp.decay_factor()),
                 Arg::F32(hp.grad_scale),
             ],
         )

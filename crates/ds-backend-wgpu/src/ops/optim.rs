@@ -1,4 +1,4 @@
-//! Fused Adam/AdamW, SGD and Lamb steps over fp32 master weights, one pass over memory, with
+//! Fused Adam/AdamW, SGD, Lamb, Adagrad and Lion steps over fp32 master weights, one pass over memory, with
 //! the optional weight copy (any float type) written in the same pass.
 
 use super::reduce::SEGMENT;
@@ -9,9 +9,10 @@ use crate::shader::Store;
 use ds_core::Result;
 use ds_core::SliceMut;
 use ds_core::kernels::{
-    AdamArgs, LambApplyArgs, LambMomentArgs, OptimizerKernels, SgdArgs, Validated,
+    AdagradArgs, AdamArgs, LambApplyArgs, LambMomentArgs, LionArgs, OptimizerKernels, SgdArgs,
+    Validated,
 };
-use ds_core::params::{AdamParams, LambParams, SgdParams};
+use ds_core::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdParams};
 
 const ADAM: &str = "
 fn kernel(gi: u32, wg: u32, li: u32) {
@@ -50,6 +51,37 @@ fn kernel(gi: u32, wg: u32, li: u32) {
     }
     let pn = pi - p_lr() * d;
     st_p(i, pn);
+    st_copy(i, pn);
+}
+";
+
+const ADAGRAD: &str = "
+fn kernel(gi: u32, wg: u32, li: u32) {
+    let i = gi;
+    if (i >= p_n()) { return; }
+    let pi = ld_p(i);
+    let g = ld_g(i) * p_gs();
+    let decayed = g + p_wd() * pi;
+    let v = ld_v(i) + decayed * decayed;
+    let pn = pi - p_lr() * (g / (sqrt(v) + p_eps()));
+    st_p(i, pn);
+    st_v(i, v);
+    st_copy(i, pn);
+}
+";
+
+/// `sign(c)` as ds_core::params::lion_sign writes it: 0 at 0, NaN for a non-finite `c`.
+const LION: &str = "
+fn kernel(gi: u32, wg: u32, li: u32) {
+    let i = gi;
+    if (i >= p_n()) { return; }
+    let g = ld_g(i) * p_gs();
+    let m = ld_m(i);
+    let c = p_b1() * m + p_c1() * g;
+    let s = select(0.0, 1.0, c > 0.0) - select(0.0, 1.0, c < 0.0) + c * 0.0;
+    let pn = ld_p(i) * p_decay() - p_lr() * s;
+    st_p(i, pn);
+    st_m(i, p_b2() * m + p_c2() * g);
     st_copy(i, pn);
 }
 ";
@@ -171,6 +203,54 @@ impl OptimizerKernels for WgpuBackend {
                 ("wd", Param::F(hp.weight_decay)),
                 ("nesterov", Param::U(u32::from(hp.nesterov))),
                 ("first", Param::U(u32::from(hp.step == 1))),
+                ("gs", Param::F(hp.grad_scale)),
+            ],
+            grid: Grid::Each(a.param.len()),
+        })
+    }
+
+    fn adagrad_step(
+        &self,
+        hp: &AdagradParams,
+        a: AdagradArgs<'_, WgpuBuffer>,
+        _: Validated,
+    ) -> Result<()> {
+        self.run(Launch {
+            name: "adagrad_step",
+            body: ADAGRAD,
+            binds: vec![
+                Bind::write("p", &a.param, Store::F32),
+                Bind::read("g", &a.grad, self.store(a.grad.dtype())),
+                Bind::write("v", &a.exp_avg_sq, Store::F32),
+                self.copy_bind(&a.param_copy),
+            ],
+            params: vec![
+                ("lr", Param::F(hp.lr)),
+                ("eps", Param::F(hp.eps)),
+                ("wd", Param::F(hp.weight_decay)),
+                ("gs", Param::F(hp.grad_scale)),
+            ],
+            grid: Grid::Each(a.param.len()),
+        })
+    }
+
+    fn lion_step(&self, hp: &LionParams, a: LionArgs<'_, WgpuBuffer>, _: Validated) -> Result<()> {
+        self.run(Launch {
+            name: "lion_step",
+            body: LION,
+            binds: vec![
+                Bind::write("p", &a.param, Store::F32),
+                Bind::read("g", &a.grad, self.store(a.grad.dtype())),
+                Bind::write("m", &a.exp_avg, Store::F32),
+                self.copy_bind(&a.param_copy),
+            ],
+            params: vec![
+                ("lr", Param::F(hp.lr)),
+                ("b1", Param::F(hp.beta1)),
+                ("c1", Param::F(1.0 - hp.beta1)),
+                ("b2", Param::F(hp.beta2)),
+                ("c2", Param::F(1.0 - hp.beta2)),
+                ("decay", Param::F(hp.decay_factor())),
                 ("gs", Param::F(hp.grad_scale)),
             ],
             grid: Grid::Each(a.param.len()),

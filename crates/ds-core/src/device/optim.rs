@@ -5,9 +5,10 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::kernel::Kernel;
 use crate::kernels::{
-    AdamArgs, Backend, LambApplyArgs, LambMomentArgs, SgdArgs, Validated, ViewMut,
+    AdagradArgs, AdamArgs, Backend, LambApplyArgs, LambMomentArgs, LionArgs, SgdArgs, Validated,
+    ViewMut,
 };
-use crate::params::{AdamParams, LambParams, SgdParams};
+use crate::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdParams};
 use crate::slice::BufferExt;
 use crate::validate::Check;
 
@@ -83,6 +84,59 @@ impl<B: Backend> Device<B> {
         )?;
         check.supported(self.info(), Kernel::SgdStep, args.grad.dtype())?;
         self.backend.sgd_step(hp, args, Validated::new())
+    }
+
+    /// One fused Adagrad step (DeepSpeedCPUAdagrad's semantics, on [`AdagradParams`]),
+    /// optionally writing the updated weights to `param_copy` in the same pass.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the view or hyper-parameter at fault.
+    pub fn adagrad_step(&self, hp: &AdagradParams, args: AdagradArgs<'_, B::Buffer>) -> Result<()> {
+        let check = Check::new(Kernel::AdagradStep);
+        check.within("lr", hp.lr, 0.0, f32::MAX)?;
+        check.within("eps", hp.eps, 0.0, f32::MAX)?;
+        check.within("weight_decay", hp.weight_decay, 0.0, f32::MAX)?;
+        check.finite("grad_scale", hp.grad_scale)?;
+        check.typed("param", &args.param, DType::F32)?;
+        check.float("grad", &args.grad)?;
+        check.same_len("grad", &args.grad, "param", &args.param)?;
+        check.typed("exp_avg_sq", &args.exp_avg_sq, DType::F32)?;
+        check.same_len("exp_avg_sq", &args.exp_avg_sq, "param", &args.param)?;
+        self.check_copy(
+            &check,
+            Kernel::AdagradStep,
+            &args.param,
+            args.param_copy.as_ref(),
+        )?;
+        check.supported(self.info(), Kernel::AdagradStep, args.grad.dtype())?;
+        self.backend.adagrad_step(hp, args, Validated::new())
+    }
+
+    /// One fused Lion step (formulas on [`LionParams`]), optionally writing the updated
+    /// weights to `param_copy` in the same pass.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the view or hyper-parameter at fault.
+    pub fn lion_step(&self, hp: &LionParams, args: LionArgs<'_, B::Buffer>) -> Result<()> {
+        let check = Check::new(Kernel::LionStep);
+        check.within("lr", hp.lr, 0.0, f32::MAX)?;
+        check.within("beta1", hp.beta1, 0.0, 1.0)?;
+        check.within_open("beta2", hp.beta2, 0.0, 1.0)?;
+        check.within("weight_decay", hp.weight_decay, 0.0, f32::MAX)?;
+        check.finite("grad_scale", hp.grad_scale)?;
+        check.typed("param", &args.param, DType::F32)?;
+        check.float("grad", &args.grad)?;
+        check.same_len("grad", &args.grad, "param", &args.param)?;
+        check.typed("exp_avg", &args.exp_avg, DType::F32)?;
+        check.same_len("exp_avg", &args.exp_avg, "param", &args.param)?;
+        self.check_copy(
+            &check,
+            Kernel::LionStep,
+            &args.param,
+            args.param_copy.as_ref(),
+        )?;
+        check.supported(self.info(), Kernel::LionStep, args.grad.dtype())?;
+        self.backend.lion_step(hp, args, Validated::new())
     }
 
     /// Lamb's first pass: updates the moments and writes `[sum(p*p), sum(u*u)]` into the two

@@ -70,6 +70,8 @@ pub(super) fn optimizer_kind<B: Backend, M: Model<B>>(e: &Engine<B, M>) -> &'sta
         OptimizerKind::Lamb(_) => "lamb",
         OptimizerKind::Sgd(p) if p.momentum > 0.0 => "sgd_momentum",
         OptimizerKind::Sgd(_) => "sgd",
+        OptimizerKind::Adagrad(_) => "adagrad",
+        OptimizerKind::Lion(_) => "lion",
     }
 }
 

@@ -1,12 +1,12 @@
-//! `optimizer`: {type, params} for Adam, AdamW, SGD and Lamb.
+//! `optimizer`: {type, params} for Adam, AdamW, SGD, Lamb, Adagrad and Lion.
 //!
 //! Type names match case-insensitively, as in DeepSpeed. `"Adam"` means AdamW (decoupled
 //! weight decay) unless `adam_w_mode: false`; `"AdamW"` is always AdamW. Defaults are those of
-//! DeepSpeed's FusedAdam / FusedLamb and PyTorch's SGD.
+//! DeepSpeed's FusedAdam / FusedLamb / DeepSpeedCPUAdagrad / FusedLion and PyTorch's SGD.
 
 use super::ConfigError;
 use super::json::Obj;
-use ds_core::params::{AdamMode, AdamParams, LambParams, SgdParams};
+use ds_core::params::{AdagradParams, AdamMode, AdamParams, LambParams, LionParams, SgdParams};
 use serde_json::{Value, json};
 
 /// Which optimizer, with its resolved hyper-parameters (the `step` fields are set per step).
@@ -18,6 +18,10 @@ pub enum OptimizerKind {
     Sgd(SgdParams),
     /// Lamb (DeepSpeed's FusedLamb).
     Lamb(LambParams),
+    /// Adagrad (DeepSpeedCPUAdagrad's update).
+    Adagrad(AdagradParams),
+    /// Lion (DeepSpeed's FusedLion / DeepSpeedCPULion).
+    Lion(LionParams),
 }
 
 /// The resolved `optimizer` section.
@@ -36,6 +40,8 @@ impl OptimizerConfig {
             OptimizerKind::Adam(p) => p.lr,
             OptimizerKind::Sgd(p) => p.lr,
             OptimizerKind::Lamb(p) => p.lr,
+            OptimizerKind::Adagrad(p) => p.lr,
+            OptimizerKind::Lion(p) => p.lr,
         }
     }
 
@@ -56,17 +62,22 @@ impl OptimizerConfig {
                 "weight_decay": p.weight_decay, "bias_correction": p.bias_correction,
                 "max_coeff": p.max_coeff, "min_coeff": p.min_coeff,
             }),
+            OptimizerKind::Adagrad(p) => json!({
+                "type": self.name, "lr": p.lr, "eps": p.eps, "weight_decay": p.weight_decay,
+            }),
+            OptimizerKind::Lion(p) => json!({
+                "type": self.name, "lr": p.lr, "betas": [p.beta1, p.beta2],
+                "weight_decay": p.weight_decay,
+            }),
         }
     }
 }
 
 /// Optimizer types DeepSpeed offers that ds does not, with what they are.
-const UNSUPPORTED_TYPES: [(&str, &str); 9] = [
+const UNSUPPORTED_TYPES: [(&str, &str); 7] = [
     ("onebitadam", "1-bit Adam"),
     ("onebitlamb", "1-bit Lamb"),
     ("zerooneadam", "0/1 Adam"),
-    ("adagrad", "Adagrad"),
-    ("lion", "Lion"),
     ("muadam", "MuAdam"),
     ("muadamw", "MuAdamW"),
     ("musgd", "MuSGD"),
@@ -256,6 +267,105 @@ fn lamb(mut p: Obj<'_>) -> Result<LambParams, ConfigError> {
     })
 }
 
+/// A key that must keep the value ds implements (`want`); any other value is a named
+/// unsupported feature.
+fn only_default<'a>(
+    p: &mut Obj<'a>,
+    key: &'a str,
+    want: f32,
+    feature: &str,
+) -> Result<(), ConfigError> {
+    match p.f32(key)? {
+        Some(v) if v != want => Err(ConfigError::Unsupported {
+            key: p.key(key),
+            feature: feature.into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn non_negative(p: &Obj<'_>, key: &str, v: f32) -> Result<(), ConfigError> {
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(ConfigError::invalid(
+            p.key(key),
+            "must be a non-negative number",
+        ));
+    }
+    Ok(())
+}
+
+/// DeepSpeed builds DeepSpeedCPUAdagrad (lr, eps, weight_decay) with offload and
+/// `torch.optim.Adagrad` without; ds runs the first's update everywhere and accepts the
+/// second's keys at the values that make the two the same.
+fn adagrad(mut p: Obj<'_>) -> Result<AdagradParams, ConfigError> {
+    max_grad_norm(&p)?;
+    let d = AdagradParams::default();
+    let lr = p.f32("lr")?.unwrap_or(d.lr);
+    check_lr(&p, lr)?;
+    let eps = p.f32("eps")?.unwrap_or(d.eps);
+    non_negative(&p, "eps", eps)?;
+    let weight_decay = p.f32("weight_decay")?.unwrap_or(d.weight_decay);
+    non_negative(&p, "weight_decay", weight_decay)?;
+    only_default(&mut p, "lr_decay", 0.0, "Adagrad with lr_decay")?;
+    only_default(
+        &mut p,
+        "initial_accumulator_value",
+        0.0,
+        "Adagrad with a non-zero initial_accumulator_value",
+    )?;
+    for (key, feature) in [
+        ("amsgrad", "Adagrad with amsgrad"),
+        ("maximize", "maximize"),
+    ] {
+        if p.bool(key)?.unwrap_or(false) {
+            return Err(ConfigError::Unsupported {
+                key: p.key(key),
+                feature: feature.into(),
+            });
+        }
+    }
+    // PyTorch's implementation switch; the formula is the same.
+    let _ = p.bool("foreach")?;
+    p.finish(
+        &[
+            "lr",
+            "eps",
+            "weight_decay",
+            "lr_decay",
+            "initial_accumulator_value",
+            "amsgrad",
+            "maximize",
+            "foreach",
+        ],
+        &[],
+    )?;
+    Ok(AdagradParams {
+        lr,
+        eps,
+        weight_decay,
+        grad_scale: 1.0,
+    })
+}
+
+fn lion(mut p: Obj<'_>) -> Result<LionParams, ConfigError> {
+    max_grad_norm(&p)?;
+    let d = LionParams::default();
+    let lr = p.f32("lr")?.unwrap_or(d.lr);
+    check_lr(&p, lr)?;
+    let betas = p.pair("betas")?.unwrap_or((d.beta1, d.beta2));
+    check_betas(&p, betas)?;
+    let weight_decay = p.f32("weight_decay")?.unwrap_or(d.weight_decay);
+    non_negative(&p, "weight_decay", weight_decay)?;
+    p.finish(&["lr", "betas", "weight_decay"], &[])?;
+    Ok(LionParams {
+        lr,
+        beta1: betas.0,
+        beta2: betas.1,
+        weight_decay,
+        grad_scale: 1.0,
+    })
+}
+
 /// Reads the `optimizer` object.
 pub(super) fn resolve(mut o: Obj<'_>) -> Result<OptimizerConfig, ConfigError> {
     let name = o
@@ -263,7 +373,7 @@ pub(super) fn resolve(mut o: Obj<'_>) -> Result<OptimizerConfig, ConfigError> {
         .ok_or_else(|| {
             ConfigError::invalid(
                 o.key("type"),
-                "missing: name the optimizer (Adam, AdamW, SGD or Lamb)",
+                "missing: name the optimizer (Adam, AdamW, SGD, Lamb, Adagrad or Lion)",
             )
         })?
         .to_string();
@@ -276,6 +386,8 @@ pub(super) fn resolve(mut o: Obj<'_>) -> Result<OptimizerConfig, ConfigError> {
         "adamw" => OptimizerKind::Adam(adam(params, true)?),
         "sgd" => OptimizerKind::Sgd(sgd(params)?),
         "lamb" => OptimizerKind::Lamb(lamb(params)?),
+        "adagrad" => OptimizerKind::Adagrad(adagrad(params)?),
+        "lion" => OptimizerKind::Lion(lion(params)?),
         other => {
             if let Some((_, what)) = UNSUPPORTED_TYPES.iter().find(|(k, _)| *k == other) {
                 return Err(ConfigError::Unsupported {
@@ -285,7 +397,9 @@ pub(super) fn resolve(mut o: Obj<'_>) -> Result<OptimizerConfig, ConfigError> {
             }
             return Err(ConfigError::invalid(
                 o.key("type"),
-                format!("unknown optimizer `{name}`; ds offers Adam, AdamW, SGD and Lamb"),
+                format!(
+                    "unknown optimizer `{name}`; ds offers Adam, AdamW, SGD, Lamb, Adagrad and Lion"
+                ),
             ));
         }
     };

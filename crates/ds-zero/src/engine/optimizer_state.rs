@@ -50,7 +50,10 @@ impl<B: Backend> OptimizerState<B> {
 
     /// Whether the optimizer has Adam-style betas (what OneCycle's momentum cycling needs).
     pub fn has_betas(&self) -> bool {
-        !matches!(self.config().kind, OptimizerKind::Sgd(_))
+        !matches!(
+            self.config().kind,
+            OptimizerKind::Sgd(_) | OptimizerKind::Adagrad(_)
+        )
     }
 
     /// Bytes of optimizer state on this rank (master weights included), wherever it lives.

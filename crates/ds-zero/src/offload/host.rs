@@ -147,11 +147,7 @@ impl<B: Backend, H: Backend> StepTargets<'_, B, H> {
                 "internal: no master weights",
             ));
         };
-        let (mut m, mut v) = match rest {
-            [m, v] => (Some(m), Some(v)),
-            [m] => (Some(m), None),
-            _ => (None, None),
-        };
+        let (mut m, mut v) = hp.moments(rest);
         for (flat, local, len) in bucket_pieces(self.layout, range) {
             for c in chunks(0, len) {
                 let n = c.len();

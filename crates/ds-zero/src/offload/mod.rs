@@ -154,7 +154,7 @@ pub(crate) fn check_supported(config: &Config) -> EngineResult<()> {
         if let Some(OptimizerKind::Lamb(_)) = config.optimizer.as_ref().map(|c| &c.kind) {
             return refuse(
                 "Lamb with zero_optimization.offload_optimizer: its per-tensor trust ratio is not offloaded (nor in \
-                 DeepSpeed, whose offload runs Adam, AdamW, Adagrad and Lion); use Adam, AdamW or SGD"
+                 DeepSpeed, whose offload runs Adam, AdamW, Adagrad and Lion); use Adam, AdamW, Adagrad, Lion or SGD"
                     .into(),
             );
         }

@@ -3,8 +3,12 @@
 //! gradient in, writing the weight copy out).
 
 use crate::cpu::float::{BLOCK, Float};
+use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::par::CHUNK;
 use crate::cpu::stream::{STREAM_MIN_BYTES, fence};
+use crate::cpu::{CpuBackend, CpuBuffer};
+use crate::error::Result;
+use crate::slice::{Slice, SliceMut};
 use rayon::prelude::*;
 
 /// One chunk's slices of every stream of an update.
@@ -95,4 +99,38 @@ fn run_part<G: Float, C: Float>(
     if streaming {
         fence();
     }
+}
+
+/// The whole of a step that keeps one fp32 state beside the weights (Adagrad, Lion):
+/// resolves the gradient's and the copy's types, then runs `update(p, g, state)` over every
+/// block on the backend's pool.
+pub(crate) fn step_with_state(
+    backend: &CpuBackend,
+    param: SliceMut<'_, CpuBuffer>,
+    grad: Slice<'_, CpuBuffer>,
+    state: SliceMut<'_, CpuBuffer>,
+    copy: Option<SliceMut<'_, CpuBuffer>>,
+    update: impl Fn(&mut [f32], &[f32], &mut [f32]) + Sync,
+) -> Result<()> {
+    let p = typed_mut::<f32>(param)?;
+    let s = typed_mut::<f32>(state)?;
+    let each = |p: &mut [f32], g: &[f32], s: Option<&mut [f32]>, _: Option<&mut [f32]>| {
+        if let Some(s) = s {
+            update(p, g, s);
+        }
+    };
+    with_float!(grad.dtype(), G => {
+        let g = typed::<G>(grad)?;
+        match copy {
+            None => {
+                backend.run(|| for_each_block::<G, f32>(p, g, Some(s), None, None, each));
+                Ok(())
+            }
+            Some(c) => with_float!(c.dtype(), C => {
+                let c = typed_mut::<C>(c)?;
+                backend.run(|| for_each_block(p, g, Some(s), None, Some(c), each));
+                Ok(())
+            }),
+        }
+    })
 }

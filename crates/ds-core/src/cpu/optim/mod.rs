@@ -3,17 +3,20 @@
 //! data is in L1. These are memory-bound: the arithmetic (one sqrt and one divide per element
 //! for Adam) hides under the 28 bytes per parameter the step must move.
 
+mod adagrad;
 mod adam;
 mod driver;
 mod lamb;
+mod lion;
 mod sgd;
 
 use super::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::{
-    AdamArgs, LambApplyArgs, LambMomentArgs, OptimizerKernels, SgdArgs, Validated,
+    AdagradArgs, AdamArgs, LambApplyArgs, LambMomentArgs, LionArgs, OptimizerKernels, SgdArgs,
+    Validated,
 };
-use crate::params::{AdamParams, LambParams, SgdParams};
+use crate::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdParams};
 
 impl OptimizerKernels for CpuBackend {
     fn adam_step(
@@ -27,6 +30,24 @@ impl OptimizerKernels for CpuBackend {
 
     fn sgd_step(&self, hp: &SgdParams, args: SgdArgs<'_, CpuBuffer>, _: Validated) -> Result<()> {
         sgd::sgd_step(self, hp, args)
+    }
+
+    fn adagrad_step(
+        &self,
+        hp: &AdagradParams,
+        args: AdagradArgs<'_, CpuBuffer>,
+        _: Validated,
+    ) -> Result<()> {
+        adagrad::adagrad_step(self, hp, args)
+    }
+
+    fn lion_step(
+        &self,
+        hp: &LionParams,
+        args: LionArgs<'_, CpuBuffer>,
+        _: Validated,
+    ) -> Result<()> {
+        lion::lion_step(self, hp, args)
     }
 
     fn lamb_moments(
