@@ -6,13 +6,15 @@
 //! state (fp32 master weights unless training in fp32, and the moments). With Ψ parameters,
 //! N ranks and 16-bit training with Adam, ZeRO's formulas are: stage 0 `16Ψ`, stage 1
 //! `4Ψ + 12Ψ/N`, stage 2 `2Ψ + 14Ψ/N`, stage 3 `16Ψ/N` plus `2P` for the P persistent
-//! parameters every rank keeps whole. The figures here add the buckets' padding exactly.
+//! parameters every rank keeps whole. Accumulating in fp32 (`data_types.grad_accum_dtype`,
+//! DeepSpeed's default for bf16 at stage 0) adds `4Ψ` at stages 0-1 and doubles the gradient
+//! partition at stages 2-3. The figures here add the buckets' padding exactly.
 //! Activations, stage 2's bucket buffers and stage 3's gathered groups are working memory on
 //! top of these.
 //!
 //! With `offload_optimizer` (stages 1-3) the optimizer state moves to the host with the
 //! gradient partition: the host holds `12Ψ/N` (the fp32 master is kept even in fp32 training)
-//! plus the `2Ψ/N` gradient partition (`4Ψ/N` in fp32); the device keeps the parameters, and at
+//! plus the `2Ψ/N` gradient partition (`4Ψ/N` in fp32 or with `grad_accum_dtype` fp32); the device keeps the parameters, and at
 //! stage 1 the whole gradient it reduces at the boundary. With `offload_param` too (stage 3),
 //! the parameter slices move to the host as well (`2Ψ/N`), and the device keeps only the
 //! persistent parameters.
@@ -31,7 +33,9 @@ pub struct ModelStates {
     pub stage: u8,
     /// Parameters in the training dtype (whole, or this rank's slices plus the persistent ones).
     pub params: u64,
-    /// Gradients in the training dtype (whole, or this rank's partition).
+    /// Gradients: the whole buffer in the training dtype plus, when the accumulation dtype
+    /// differs, the window's sum in it (stages 0-1); or this rank's partition in the
+    /// accumulation dtype (stages 2-3).
     pub grads: u64,
     /// fp32 master weights and optimizer moments.
     pub optimizer: u64,
@@ -106,7 +110,16 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
         _ => 0,
     };
     let optimizer = 4 * (master + moments);
-    let partition = owned * size;
+    // Gradients sum in the accumulation dtype: stage 2-3's partition is in it, and stages 0-1
+    // keep the window's sum beside the model's buffer when it differs from the training dtype.
+    let grad_dtypes = c.grad_dtypes();
+    let partition = owned * grad_dtypes.accumulate.size_bytes() as u64;
+    let full_grads = len * size
+        + if grad_dtypes.separate_accumulation() {
+            len * grad_dtypes.accumulate.size_bytes() as u64
+        } else {
+            0
+        };
     if offload {
         // NVMe keeps the state in the swap file and `buffer_count` buffers of one sub-group's
         // state in host memory (the swapper's geometry, `offload::nvme`).
@@ -122,7 +135,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
         ModelStates {
             stage,
             params,
-            grads: if stage >= 2 { 0 } else { len * size },
+            grads: if stage >= 2 { 0 } else { full_grads },
             optimizer: 0,
             host_params,
             host_grads: partition,
@@ -133,7 +146,7 @@ pub fn model_states(config: &Config, table: &ParamTable, world: usize, stage: u8
         ModelStates {
             stage,
             params,
-            grads: if stage >= 2 { partition } else { len * size },
+            grads: if stage >= 2 { partition } else { full_grads },
             optimizer,
             host_params: 0,
             host_grads: 0,

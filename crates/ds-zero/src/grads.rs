@@ -11,13 +11,20 @@
 //! - With `offload_optimizer` the partition lives in host memory instead ([`crate::offload`]):
 //!   stage 2-3 buckets are handed to the host as soon as they are reduced, and stage 1's
 //!   owned slices after the boundary's reduce-scatter. The device then keeps no partition.
+//! - The model always writes the training dtype. The window's sum is kept in the accumulation
+//!   dtype ([`GradDtypes`]): stage 2-3's partition is allocated in it; at stages 0-1, when it
+//!   differs, a second full buffer holds the sum and each micro-step's gradients are added into
+//!   it after backward (DeepSpeed's `grad_accum` / BF16_Optimizer's fp32 gradients).
+//!   Reductions run in the communication dtype ([`Wire`]).
 
+use crate::config::GradDtypes;
 use crate::layout::Layout;
 use crate::model::{GradSink, ParamSpec};
 use crate::offload::Offload;
 use crate::owned::OwnedElements;
+use crate::wire::Wire;
 use ds_core::kernels::{View, ViewMut};
-use ds_core::{Backend, BufferExt, Collectives, DType, Device, Error, ReduceOp, Result};
+use ds_core::{Backend, BufferExt, Collectives, DType, Device, Error, Result};
 
 enum Storage<B: Backend> {
     /// The whole flat gradient (stages 0 and 1).
@@ -35,7 +42,12 @@ enum Storage<B: Backend> {
 /// The gradients of one rank.
 pub(crate) struct Grads<B: Backend> {
     storage: Storage<B>,
+    /// The training dtype, in which the model writes them.
     dtype: DType,
+    /// Stages 0-1 with an accumulation dtype other than the training dtype: the window's sum.
+    window: Option<B::Buffer>,
+    /// Reduces in the communication dtype.
+    wire: Wire<B>,
     /// Which parameters the model has finished in the current backward.
     done: Vec<bool>,
     /// Parameters of each bucket not finished yet in the current backward.
@@ -50,15 +62,21 @@ impl<B: Backend> Grads<B> {
     pub(crate) fn new(
         dev: &Device<B>,
         layout: &Layout,
-        dtype: DType,
+        dtypes: GradDtypes,
         partitioned: bool,
         on_host: bool,
     ) -> Result<Self> {
+        let zeros = |dtype: DType, len: usize| -> Result<B::Buffer> {
+            let mut b = dev.alloc(dtype, len)?;
+            dev.fill(b.all_mut(), 0.0)?;
+            Ok(b)
+        };
+        let mut window = None;
         let storage = if partitioned {
             let part = if on_host {
                 None
             } else {
-                let mut part = dev.alloc(dtype, layout.owned_len)?;
+                let mut part = dev.alloc(dtypes.accumulate, layout.owned_len)?;
                 dev.fill(part.all_mut(), 0.0)?;
                 Some(part)
             };
@@ -74,13 +92,16 @@ impl<B: Backend> Grads<B> {
                     .unwrap_or(0),
             }
         } else {
-            let mut full = dev.alloc(dtype, layout.len)?;
-            dev.fill(full.all_mut(), 0.0)?;
-            Storage::Full(full)
+            if dtypes.separate_accumulation() {
+                window = Some(zeros(dtypes.accumulate, layout.len)?);
+            }
+            Storage::Full(zeros(dtypes.model, layout.len)?)
         };
         Ok(Grads {
             storage,
-            dtype,
+            dtype: dtypes.model,
+            window,
+            wire: Wire::new(dtypes.communicate),
             done: vec![false; layout.slots.len()],
             pending: Vec::new(),
             reduced_elements: 0,
@@ -94,8 +115,9 @@ impl<B: Backend> Grads<B> {
     }
 
     /// Ends a backward, refusing one that left a parameter unfinished (its gradient would be
-    /// silently dropped by stage 2, so no stage accepts it).
-    pub(crate) fn end_backward(&mut self, specs: &[ParamSpec]) -> Result<()> {
+    /// silently dropped by stage 2, so no stage accepts it); with a separate window sum, adds
+    /// this micro-step's gradients into it and clears them for the next.
+    pub(crate) fn end_backward(&mut self, dev: &Device<B>, specs: &[ParamSpec]) -> Result<()> {
         if let Some(i) = self.done.iter().position(|d| !d) {
             return Err(Error::invalid(
                 "Model::backward",
@@ -107,17 +129,26 @@ impl<B: Backend> Grads<B> {
                 ),
             ));
         }
+        if let (Storage::Full(full), Some(window)) = (&mut self.storage, &mut self.window) {
+            dev.axpy(1.0, full.all(), window.all_mut())?;
+            dev.fill(full.all_mut(), 0.0)?;
+        }
         // Bucket buffers are reused within a backward and freed after it, so between steps a
         // rank holds exactly its model states.
         if let Storage::Partitioned { spare, live, .. } = &mut self.storage {
             live.iter_mut().for_each(|b| *b = None);
             spare.clear();
         }
+        self.wire.release();
         Ok(())
     }
 
     /// Zeroes the gradients for a new accumulation window.
     pub(crate) fn zero(&mut self, dev: &Device<B>) -> Result<()> {
+        if let Some(w) = &mut self.window {
+            // The model's buffer was cleared when its last micro-step was added in.
+            return dev.fill(w.all_mut(), 0.0);
+        }
         match &mut self.storage {
             Storage::Full(b) | Storage::Partitioned { part: Some(b), .. } => {
                 dev.fill(b.all_mut(), 0.0)
@@ -138,15 +169,17 @@ impl<B: Backend> Grads<B> {
         let Storage::Full(full) = &mut self.storage else {
             return Ok(());
         };
+        let summed = self.window.as_mut().unwrap_or(full);
         for b in &layout.buckets {
             self.reduced_elements += b.range.len() as u64;
-            let view = full.range_mut(b.range.clone());
-            if layout.partitioned {
-                comm.reduce_scatter_in_place(dev, view, ReduceOp::Sum)?;
-            } else {
-                comm.all_reduce(dev, view, ReduceOp::Sum)?;
-            }
+            let view = summed.range_mut(b.range.clone());
+            let owned = layout.partitioned.then(|| {
+                let mine = b.owned.start - b.range.start;
+                mine..mine + b.owned.len()
+            });
+            self.wire.reduce_in_place(dev, comm, view, owned)?;
         }
+        self.wire.release();
         Ok(())
     }
 }
@@ -161,7 +194,7 @@ impl<B: Backend> OwnedElements<B> for Grads<B> {
         local: usize,
     ) -> Result<View<'_, B>> {
         match &self.storage {
-            Storage::Full(full) => Ok(full.range(range)),
+            Storage::Full(full) => Ok(self.window.as_ref().unwrap_or(full).range(range)),
             Storage::Partitioned {
                 part: Some(part), ..
             } => Ok(part.range(local..local + range.len())),
@@ -209,9 +242,10 @@ impl<B: Backend> Sink<'_, B> {
     /// Reduce-scatters bucket `b`'s scratch and adds this rank's slice into the partition.
     fn reduce_bucket(&mut self, b: usize) -> Result<()> {
         let bucket = &self.layout.buckets[b];
+        let Grads { storage, wire, .. } = &mut *self.grads;
         let Storage::Partitioned {
             part, live, spare, ..
-        } = &mut self.grads.storage
+        } = storage
         else {
             return Ok(());
         };
@@ -223,12 +257,15 @@ impl<B: Backend> Sink<'_, B> {
             ));
         };
         let len = bucket.range.len();
-        self.grads.reduced_elements += len as u64;
-        self.comm
-            .reduce_scatter_in_place(self.dev, scratch.range_mut(0..len), ReduceOp::Sum)?;
         let mine = bucket.owned.start - bucket.range.start;
         let owned_len = bucket.owned.len();
-        let reduced = scratch.range(mine..mine + owned_len);
+        let reduced = wire.reduce_scatter(
+            self.dev,
+            self.comm,
+            &mut scratch,
+            len,
+            mine..mine + owned_len,
+        )?;
         match (part, self.host.as_deref_mut()) {
             (Some(part), _) => self.dev.axpy(
                 self.post_scale,
@@ -247,6 +284,7 @@ impl<B: Backend> Sink<'_, B> {
             }
         }
         spare.push(scratch);
+        self.grads.reduced_elements += len as u64;
         Ok(())
     }
 

@@ -33,6 +33,7 @@ mod owned;
 pub mod scaler;
 pub mod schedule;
 mod store;
+mod wire;
 pub mod zero3;
 
 pub use ds_model::host;

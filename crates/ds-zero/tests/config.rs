@@ -417,6 +417,76 @@ fn adagrad_and_lion_take_deepspeeds_keys_and_defaults() {
 }
 
 #[test]
+fn fp16_auto_cast_is_what_ds_models_do_already() {
+    // ds-nn's models upload float inputs in the training dtype: auto_cast on is their
+    // behaviour, so it is accepted rather than refused (a bool still, as DeepSpeed reads it).
+    let c = parse(
+        r#"{"train_batch_size": 8, "fp16": {"enabled": true, "auto_cast": true}}"#,
+        1,
+    )
+    .expect("auto_cast");
+    assert!(matches!(c.precision, Precision::Fp16(_)));
+    let e = parse(
+        r#"{"train_batch_size": 8, "fp16": {"enabled": true, "auto_cast": "yes"}}"#,
+        1,
+    )
+    .expect_err("a string")
+    .to_string();
+    assert!(e.contains("fp16.auto_cast"), "{e}");
+}
+
+#[test]
+fn gradient_dtypes_follow_deepspeeds_get_data_types() {
+    use ds_core::DType::{BF16, F16, F32};
+    let dtypes = |json: &str| {
+        let c = parse(json, 1).expect("config");
+        let d = c.grad_dtypes();
+        (d.model, d.accumulate, d.communicate)
+    };
+    // Defaults: fp32 accumulation for bf16 without ZeRO (DeepSpeed's BF16_Optimizer), the
+    // training dtype otherwise; communication in the training dtype.
+    let bf16 = r#""bf16": {"enabled": true}"#;
+    let at = |stage: u8, extra: &str| {
+        format!(
+            r#"{{"train_batch_size": 8, {bf16}, "zero_optimization": {{"stage": {stage}}} {extra}}}"#
+        )
+    };
+    assert_eq!(dtypes(&at(0, "")), (BF16, F32, BF16));
+    assert_eq!(dtypes(&at(1, "")), (BF16, BF16, BF16));
+    assert_eq!(dtypes(&at(3, "")), (BF16, BF16, BF16));
+    assert_eq!(
+        dtypes(r#"{"train_batch_size": 8, "fp16": {"enabled": true}}"#),
+        (F16, F16, F16)
+    );
+    assert_eq!(dtypes(r#"{"train_batch_size": 8}"#), (F32, F32, F32));
+    // Asked for: DeepSpeed's DtypeEnum spellings, and the three communication names in any case.
+    let asked = r#", "data_types": {"grad_accum_dtype": "torch.float32"}, "communication_data_type": "FP32""#;
+    assert_eq!(dtypes(&at(2, asked)), (BF16, F32, F32));
+    let asked = r#", "data_types": {"grad_accum_dtype": "bfloat16", "_note": "x"}"#;
+    assert_eq!(dtypes(&at(0, asked)), (BF16, BF16, BF16));
+    let err = |json: &str| parse(json, 1).expect_err(json).to_string();
+    let e = err(&at(1, r#", "data_types": {"grad_accum_dtype": "fp16"}"#));
+    assert!(
+        e.contains("data_types.grad_accum_dtype") && e.contains("does not implement"),
+        "{e}"
+    );
+    let e = err(r#"{"train_batch_size": 8, "data_types": {"grad_accum_dtype": "bf16"}}"#);
+    assert!(e.contains("accumulating fp32 gradients in bf16"), "{e}");
+    let e = err(&at(1, r#", "data_types": {"grad_accum_dtype": "int8"}"#));
+    assert!(e.contains("`int8` is not one of fp32, fp16, bf16"), "{e}");
+    let e = err(&at(1, r#", "communication_data_type": "float32""#));
+    assert!(
+        e.contains("communication_data_type") && e.contains("float32"),
+        "{e}"
+    );
+    let e = err(&at(1, r#", "data_types": {"grad_acum_dtype": "fp32"}"#));
+    assert!(
+        e.contains("grad_acum_dtype") && e.contains("did you mean"),
+        "{e}"
+    );
+}
+
+#[test]
 fn precision_and_zero_defaults_are_deepspeed_019s() {
     let c = parse(r#"{"train_batch_size": 8, "fp16": {"enabled": true}}"#, 1).expect("ok");
     let Precision::Fp16(f) = c.precision else {

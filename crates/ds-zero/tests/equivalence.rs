@@ -5,7 +5,8 @@
 //! both kinds of parameter are exercised.
 
 mod common;
-use common::{assert_close, train};
+use common::{CLASSES, DIM, HIDDEN, assert_close, engine, train};
+use ds_core::collectives::run_threaded;
 
 const STEPS: usize = 20;
 
@@ -183,4 +184,91 @@ fn stage_3_in_fp16_and_bf16_tracks_stage_0() {
             );
         }
     }
+}
+
+/// The gradient rank 0's first step applied, read off its fp32 master weights: with SGD at lr
+/// 1 and no clipping the step is `master -= g`, exact to f32 rounding of the weights (far
+/// below the 16-bit effects these tests measure).
+fn first_step_gradient(json: &str, world: usize) -> Vec<f64> {
+    run_threaded(world, |comm| {
+        let (mut e, mut loader) = engine(json, Box::new(comm), (DIM, HIDDEN, CLASSES));
+        let before = e.master_partition().expect("master");
+        e.train_batch(&mut loader).expect("step");
+        let after = e.master_partition().expect("master");
+        before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| f64::from(*b) - f64::from(a))
+            .collect::<Vec<f64>>()
+    })
+    .swap_remove(0)
+}
+
+/// `|a - b| / |b|` over the whole vectors.
+fn relative_distance(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    (diff / norm).sqrt()
+}
+
+fn bf16_sgd(stage: u8, batch: &str, data_types: &str) -> String {
+    let stage3 = if stage == 3 { STAGE3 } else { "" };
+    format!(
+        r#"{{{batch}, "gradient_clipping": 0, "bf16": {{"enabled": true}},
+            "optimizer": {{"type": "SGD", "params": {{"lr": 1.0}}}} {data_types},
+            "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 200 {stage3}}}}}"#
+    )
+}
+
+#[test]
+fn fp32_accumulation_of_8_bf16_micro_batches_matches_one_batch_of_8_closer_than_bf16() {
+    let whole = r#""train_batch_size": 8, "train_micro_batch_size_per_gpu": 8"#;
+    let split = r#""train_batch_size": 8, "train_micro_batch_size_per_gpu": 1"#;
+    let fp32 = r#", "data_types": {"grad_accum_dtype": "fp32"}"#;
+    let bf16 = r#", "data_types": {"grad_accum_dtype": "bf16"}"#;
+    for stage in [0, 1, 2, 3] {
+        let reference = first_step_gradient(&bf16_sgd(stage, whole, ""), 1);
+        let in_fp32 = relative_distance(
+            &first_step_gradient(&bf16_sgd(stage, split, fp32), 1),
+            &reference,
+        );
+        let in_bf16 = relative_distance(
+            &first_step_gradient(&bf16_sgd(stage, split, bf16), 1),
+            &reference,
+        );
+        println!(
+            "stage {stage}: 8 accumulated bf16 micro-batches vs one batch of 8: relative distance {in_fp32:.2e} \
+             summed in fp32, {in_bf16:.2e} in bf16"
+        );
+        assert!(
+            in_fp32 < in_bf16 && in_fp32 < 4e-3,
+            "stage {stage}: fp32 accumulation {in_fp32:e}, bf16 accumulation {in_bf16:e}"
+        );
+    }
+}
+
+#[test]
+fn with_fp32_communication_bf16_gradients_reduce_identically_at_every_stage() {
+    // The ranks' bf16 gradients are cast to fp32 exactly and summed in fp32 in the same order
+    // at every stage: stage 0's all-reduce, stage 1's boundary reduce-scatter and stage 2-3's
+    // per-bucket reduce-scatter give the same bits (one micro-batch per step).
+    let batch = r#""train_batch_size": 16"#;
+    let fp32 = r#", "data_types": {"grad_accum_dtype": "fp32"}, "communication_data_type": "fp32""#;
+    let stage0 = losses(&bf16_sgd(0, batch, fp32), 2);
+    for stage in [1, 2, 3] {
+        assert_eq!(
+            losses(&bf16_sgd(stage, batch, fp32), 2),
+            stage0,
+            "stage {stage}"
+        );
+    }
+    // Reducing in bf16 rounds the sum: the two ranks' gradient differs from fp32's.
+    let comm_bf16 =
+        r#", "data_types": {"grad_accum_dtype": "fp32"}, "communication_data_type": "bf16""#;
+    let reference = first_step_gradient(&bf16_sgd(0, batch, fp32), 2);
+    let rounded = first_step_gradient(&bf16_sgd(0, batch, comm_bf16), 2);
+    let d = relative_distance(&rounded, &reference);
+    println!("2 ranks, stage 0: bf16 communication vs fp32: relative distance {d:.2e}");
+    assert!(d > 0.0 && d < 1e-2, "{d:e}");
 }

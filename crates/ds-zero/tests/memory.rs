@@ -1,6 +1,7 @@
 //! ZeRO's memory savings, read from the backend's own statistics: with 16-bit parameters and
 //! Adam on N = 4 ranks, each rank holds 4Ψ + 12Ψ/N bytes of model states at stage 1 and
-//! 2Ψ + 14Ψ/N at stage 2 (16Ψ at stage 0), within 5%.
+//! 2Ψ + 14Ψ/N at stage 2 (16Ψ at stage 0), within 5%; accumulating in fp32 adds the 4Ψ window
+//! sum at stage 0 (bf16's default) and doubles stage 2's gradient partition.
 
 mod common;
 use common::engine;
@@ -16,8 +17,13 @@ fn psi() -> f64 {
 /// Each rank's bytes in use after initialize and after three training steps (the peak,
 /// activations and gradient buckets included, is printed beside them).
 fn measured(stage: u8, world: usize) -> Vec<(u64, u64)> {
+    let fp16 = r#""fp16": {"enabled": true, "initial_scale_power": 8}"#;
+    measured_with(stage, world, fp16)
+}
+
+fn measured_with(stage: u8, world: usize, precision: &str) -> Vec<(u64, u64)> {
     let json = format!(
-        r#"{{"train_batch_size": 16, "fp16": {{"enabled": true, "initial_scale_power": 8}},
+        r#"{{"train_batch_size": 16, {precision},
             "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-3}}}},
             "zero_optimization": {{"stage": {stage}, "reduce_bucket_size": 4096}}}}"#
     );
@@ -38,7 +44,11 @@ fn measured(stage: u8, world: usize) -> Vec<(u64, u64)> {
 }
 
 fn check(stage: u8, world: usize, formula: f64) {
-    for (rank, (init, trained)) in measured(stage, world).into_iter().enumerate() {
+    check_measured(stage, world, formula, measured(stage, world));
+}
+
+fn check_measured(stage: u8, world: usize, formula: f64, measured: Vec<(u64, u64)>) {
+    for (rank, (init, trained)) in measured.into_iter().enumerate() {
         for (when, bytes) in [("after initialize", init), ("after 3 steps", trained)] {
             let ratio = bytes as f64 / formula;
             println!(
@@ -67,4 +77,17 @@ fn stage_2_holds_2_psi_plus_14_psi_over_n() {
 #[test]
 fn stage_0_holds_16_psi() {
     check(0, 2, 16.0 * psi());
+}
+
+#[test]
+fn fp32_accumulation_holds_its_sum_beside_the_bf16_gradients() {
+    let n = 4.0;
+    // bf16 at stage 0 accumulates in fp32 by default: 2Ψ weights, 2Ψ gradients, 4Ψ window
+    // sum, 12Ψ master and moments.
+    let bf16 = r#""bf16": {"enabled": true}"#;
+    check_measured(0, 2, 20.0 * psi(), measured_with(0, 2, bf16));
+    // Stage 2 with grad_accum_dtype fp32: the partition is 4Ψ/N instead of 2Ψ/N.
+    let fp32_sum = r#""bf16": {"enabled": true}, "data_types": {"grad_accum_dtype": "fp32"}"#;
+    let formula = 2.0 * psi() + 16.0 * psi() / n;
+    check_measured(2, 4, formula, measured_with(2, 4, fp32_sum));
 }

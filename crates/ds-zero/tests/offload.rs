@@ -69,6 +69,25 @@ fn offloaded_training_is_bit_identical_to_training_on_the_device() {
 }
 
 #[test]
+fn offload_keeps_the_gradient_dtypes_of_the_device_bit_for_bit() {
+    // fp32 accumulation and communication with bf16 training: the host's gradient partition
+    // is fp32 and the reduced buckets reach it in fp32, as on the device.
+    let dtypes =
+        r#", "data_types": {"grad_accum_dtype": "fp32"}, "communication_data_type": "fp32""#;
+    for stage in [1, 2, 3] {
+        let on_device = config(stage, &format!("{BF16}{dtypes}"), "");
+        let reference = bits(&on_device, 2);
+        for params in [false, true] {
+            if params && stage < 3 {
+                continue;
+            }
+            let off = bits(&offloaded(&on_device, params), 2);
+            assert_eq!(off, reference, "stage {stage}, offload_param {params}");
+        }
+    }
+}
+
+#[test]
 fn the_master_weights_live_on_the_host_and_match_the_devices() {
     for precision in [FP32, FP16] {
         let json = config(2, precision, "");

@@ -13,9 +13,6 @@ pub(crate) fn leaves_off(key: &str, value: &Value) -> bool {
         (_, Value::Null | Value::Bool(false)) => true,
         ("compression_training", Value::Object(m)) => m.values().all(technique_off),
         ("tensor_parallel", Value::Object(m)) => tensor_parallel_off(m),
-        ("data_types", Value::Object(m)) => {
-            m.iter().all(|(k, v)| k.starts_with('_') || v.is_null())
-        }
         ("compile", Value::Object(m)) => compile_off(m),
         (_, Value::Object(m)) => m.get("enabled") == Some(&Value::Bool(false)),
         _ => false,
@@ -83,11 +80,6 @@ mod tests {
             "tensor_parallel",
             &json!({"tp": {"tp_size": 4}})
         ));
-        assert!(leaves_off("data_types", &json!({"grad_accum_dtype": null})));
-        assert!(!leaves_off(
-            "data_types",
-            &json!({"grad_accum_dtype": "fp32"})
-        ));
         assert!(!leaves_off(
             "compile",
             &json!({"disable": false, "backend": "inductor"})
@@ -95,6 +87,9 @@ mod tests {
         assert!(leaves_off("compile", &json!({"disable": true})));
         assert!(leaves_off("compile", &json!({"deepcompile": false})));
         assert!(!leaves_off("compile", &json!({"deepcompile": true})));
-        assert!(!leaves_off("communication_data_type", &json!("bf16")));
+        assert!(!leaves_off(
+            "seq_parallel_communication_data_type",
+            &json!("bf16")
+        ));
     }
 }

@@ -18,6 +18,7 @@ mod aio;
 mod auto;
 mod batch;
 mod checkpointing;
+mod data_types;
 mod inert;
 mod json;
 mod offload;
@@ -32,6 +33,7 @@ pub use aio::AioConfig;
 pub use auto::{AutoFill, FILLABLE, Resolved};
 pub use batch::Batch;
 pub use checkpointing::ActivationCheckpointing;
+pub use data_types::{DataTypes, GradDtypes};
 pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
 pub use precision::{Fp16Config, Precision};
@@ -115,7 +117,7 @@ impl ConfigError {
 }
 
 /// Top-level keys ds reads.
-const TOP_KEYS: [&str; 26] = [
+const TOP_KEYS: [&str; 28] = [
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
     "gradient_accumulation_steps",
@@ -142,10 +144,12 @@ const TOP_KEYS: [&str; 26] = [
     "aio",
     "zero_force_ds_cpu_optimizer",
     "activation_checkpointing",
+    "data_types",
+    "communication_data_type",
 ];
 
 /// Top-level keys of DeepSpeed features ds does not implement, with what they configure.
-const UNSUPPORTED_TOP: [(&str, &str); 40] = [
+const UNSUPPORTED_TOP: [(&str, &str); 38] = [
     ("amp", "NVIDIA Apex AMP"),
     ("autotuning", "DeepSpeed's autotuner"),
     (
@@ -172,7 +176,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 40] = [
     ("progressive_layer_drop", "progressive layer drop"),
     ("eigenvalue", "eigenvalue computation"),
     ("sparse_gradients", "sparse gradients"),
-    ("communication_data_type", "reduced-precision communication"),
     (
         "seq_parallel_communication_data_type",
         "sequence-parallel communication",
@@ -187,7 +190,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 40] = [
     ("hybrid_engine", "the RLHF hybrid engine"),
     ("graph_harvesting", "CUDA graph harvesting"),
     ("torch_autocast", "PyTorch autocast"),
-    ("data_types", "per-tensor data types"),
     ("tensor_parallel", "tensor parallelism"),
     ("expert_parallel", "expert parallelism"),
     ("weight_quantization", "weight quantization"),
@@ -235,6 +237,9 @@ pub struct Config {
     pub seed: u64,
     /// Activation checkpointing, when the config has the block (the model applies it).
     pub activation_checkpointing: Option<ActivationCheckpointing>,
+    /// `data_types.grad_accum_dtype` and `communication_data_type` as asked; resolved for the
+    /// stage by [`Config::grad_dtypes`].
+    pub data_types: DataTypes,
 }
 
 impl Config {
@@ -353,6 +358,7 @@ impl Config {
         let _ = top.bool("zero_force_ds_cpu_optimizer")?;
         let seed = top.u64("seed")?.unwrap_or(1234);
         let activation_checkpointing = checkpointing::resolve(&mut top)?;
+        let data_types = data_types::resolve(&mut top, precision.dtype())?;
         top.finish(&TOP_KEYS, &UNSUPPORTED_TOP)?;
         Ok(Config {
             batch,
@@ -369,7 +375,13 @@ impl Config {
             aio,
             seed,
             activation_checkpointing,
+            data_types,
         })
+    }
+
+    /// The gradients' model, accumulation and communication dtypes at this config's stage.
+    pub fn grad_dtypes(&self) -> GradDtypes {
+        GradDtypes::resolve(self.data_types, self.precision.dtype(), self.zero.stage)
     }
 
     /// The resolved settings as JSON (what `ds config check` prints).
@@ -392,6 +404,7 @@ impl Config {
             "aio": self.aio.to_json(),
             "seed": self.seed,
             "activation_checkpointing": self.activation_checkpointing.map_or(Value::Null, ActivationCheckpointing::to_json),
+            "data_types": self.data_types.to_json(self.grad_dtypes()),
         })
     }
 }

@@ -142,12 +142,11 @@ fn fp16(mut o: Obj<'_>) -> Result<Option<Fp16Config>, ConfigError> {
             "must be a positive scale",
         ));
     }
-    if o.bool("auto_cast")?.unwrap_or(false) {
-        return Err(ConfigError::Unsupported {
-            key: o.key("auto_cast"),
-            feature: "autocasting the model's inputs".into(),
-        });
-    }
+    // DeepSpeed's auto_cast casts the model's floating-point inputs to fp16 before forward.
+    // ds-nn's models always upload their float inputs in the training dtype (and take token
+    // ids as integers), which is what it asks for; a `Model` of one's own gets its batch on
+    // the host and casts it as it uploads it.
+    let _ = o.bool("auto_cast")?;
     o.finish(&FP16_KEYS, &FP16_UNSUPPORTED)?;
     Ok(enabled.then_some(Fp16Config {
         static_scale: (loss_scale > 0.0).then_some(loss_scale),

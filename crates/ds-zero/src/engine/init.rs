@@ -190,11 +190,16 @@ where
         ParamStore::Flat(params)
     };
     drop(values);
-    let grads = Grads::new(&device, &layout, dtype, stage >= 2, host.is_some())?;
+    let grad_dtypes = config.grad_dtypes();
+    let grads = Grads::new(&device, &layout, grad_dtypes, stage >= 2, host.is_some())?;
     let side = match host {
-        Some(h) => {
-            Side::Host(h.optimizer(&device, optimizer_config.clone(), &layout, &params, dtype)?)
-        }
+        Some(h) => Side::Host(h.optimizer(
+            &device,
+            optimizer_config.clone(),
+            &layout,
+            &params,
+            grad_dtypes,
+        )?),
         None => Side::Device(Optimizer::new(
             &device,
             optimizer_config.clone(),

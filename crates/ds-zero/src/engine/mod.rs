@@ -240,7 +240,7 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             |params| model.backward(dev, params, &mut sink, scale),
         )?;
         self.params.release_gathered(&self.layout);
-        self.grads.end_backward(self.table.specs())?;
+        self.grads.end_backward(&self.dev, self.table.specs())?;
         self.window_loss += f64::from(loss.value);
         self.phase = Phase::Backwarded;
         self.timers.backward += t.elapsed();

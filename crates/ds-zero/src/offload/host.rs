@@ -11,7 +11,7 @@
 use super::nvme::NvmeState;
 use super::transfer::to_host;
 use super::{Offload, OffloadSettings};
-use crate::config::OptimizerConfig;
+use crate::config::{GradDtypes, OptimizerConfig};
 use crate::layout::Layout;
 use crate::optimizer::{Optimizer, Prepared, StateKind, StepInputs};
 use crate::owned::{OwnedElements, OwnedElementsMut, Partition};
@@ -44,6 +44,9 @@ pub(crate) struct HostOptimizer<H: Backend> {
     grads: Partition<H>,
     /// Up to [`STAGING_ELEMENTS`] owned elements in the training dtype.
     staging: H::Buffer,
+    /// Reduced gradients arriving in another dtype than the training dtype
+    /// (`communication_data_type`), allocated on first use.
+    incoming: Option<H::Buffer>,
     /// One f32 squared sum per bucket.
     norms: H::Buffer,
 }
@@ -58,8 +61,9 @@ impl<H: Backend> HostOptimizer<H> {
         config: OptimizerConfig,
         layout: &Layout,
         params: &ParamStore<B>,
-        dtype: DType,
+        dtypes: GradDtypes,
     ) -> Result<Self> {
+        let dtype = dtypes.model;
         let widest = layout
             .buckets
             .iter()
@@ -104,7 +108,7 @@ impl<H: Backend> HostOptimizer<H> {
                 (optimizer, None)
             }
         };
-        let grads = Partition::zeros(&host, layout, dtype)?;
+        let grads = Partition::zeros(&host, layout, dtypes.accumulate)?;
         let norms = host.alloc(DType::F32, layout.buckets.len().max(1))?;
         Ok(HostOptimizer {
             host,
@@ -113,6 +117,7 @@ impl<H: Backend> HostOptimizer<H> {
             nvme,
             grads,
             staging,
+            incoming: None,
             norms,
         })
     }
@@ -197,13 +202,24 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         local: usize,
         alpha: f32,
     ) -> Result<()> {
+        let staging = if reduced.dtype() == ds_core::DeviceBuffer::dtype(&self.staging) {
+            &mut self.staging
+        } else {
+            let len = ds_core::DeviceBuffer::len(&self.staging);
+            if self.incoming.is_none() {
+                self.incoming = Some(self.host.alloc(reduced.dtype(), len)?);
+            }
+            self.incoming.as_mut().ok_or_else(|| {
+                Error::invalid("offload", "incoming", "internal: no staging buffer")
+            })?
+        };
         for c in chunks(0, reduced.len()) {
             let n = c.len();
             let from = reduced.sub(c.clone());
-            to_host(dev, from, &self.host, self.staging.range_mut(0..n))?;
+            to_host(dev, from, &self.host, staging.range_mut(0..n))?;
             self.host.axpy(
                 alpha,
-                self.staging.range(0..n),
+                staging.range(0..n),
                 self.grads.0.range_mut(local + c.start..local + c.end),
             )?;
         }

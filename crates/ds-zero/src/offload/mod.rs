@@ -30,7 +30,7 @@ pub(crate) use host::HostOptimizer;
 pub(crate) use params::{HostParams, HostPartition, SwapPartition};
 pub(crate) use transfer::{to_device, with_host_bytes};
 
-use crate::config::{Config, OptimizerConfig, OptimizerKind};
+use crate::config::{Config, GradDtypes, OptimizerConfig, OptimizerKind};
 use crate::layout::Layout;
 use crate::optimizer::{StateKind, StepInputs};
 use crate::store::ParamStore;
@@ -195,7 +195,7 @@ pub fn plan(config: &Config) -> serde_json::Value {
             "nvme_path": o.nvme_path,
             "in_swap_file": "fp32 master weights and optimizer moments, one file per rank",
             "on_host": format!(
-                "gradient partition (training dtype), {} swap buffers of {} f32",
+                "gradient partition (accumulation dtype), {} swap buffers of {} f32",
                 o.buffer_count, o.buffer_size
             ),
             "pipeline_read": o.pipeline_read,
@@ -205,7 +205,7 @@ pub fn plan(config: &Config) -> serde_json::Value {
         }),
         Some(o) => json!({
             "device": o.device,
-            "on_host": "fp32 master weights, optimizer moments, gradient partition (training dtype)",
+            "on_host": "fp32 master weights, optimizer moments, gradient partition (accumulation dtype)",
             "step": "on the host backend's fused kernels, bucket by bucket",
             "pin_memory": o.pin_memory,
         }),
@@ -246,14 +246,15 @@ pub(crate) trait HostSide<B: Backend> {
         nvme: Option<&NvmeSettings>,
     ) -> Result<Box<dyn HostParams<B>>>;
 
-    /// The offloaded optimizer over the owned elements of `params`.
+    /// The offloaded optimizer over the owned elements of `params`, its gradient partition in
+    /// `dtypes.accumulate`.
     fn optimizer(
         self: Box<Self>,
         dev: &Device<B>,
         config: OptimizerConfig,
         layout: &Layout,
         params: &ParamStore<B>,
-        dtype: DType,
+        dtypes: GradDtypes,
     ) -> Result<Box<dyn Offload<B>>>;
 }
 
@@ -293,9 +294,17 @@ impl<B: Backend, H: Backend> HostSide<B> for HostBackend<H> {
         config: OptimizerConfig,
         layout: &Layout,
         params: &ParamStore<B>,
-        dtype: DType,
+        dtypes: GradDtypes,
     ) -> Result<Box<dyn Offload<B>>> {
-        let h = HostOptimizer::new(dev, self.host, self.settings, config, layout, params, dtype)?;
+        let h = HostOptimizer::new(
+            dev,
+            self.host,
+            self.settings,
+            config,
+            layout,
+            params,
+            dtypes,
+        )?;
         Ok(Box::new(h))
     }
 }
