@@ -88,10 +88,30 @@ struct BlockSaved<B: Backend> {
 }
 
 /// What forward keeps of a block for backward: everything, or (activation checkpointing) only
-/// its input, from which backward recomputes the rest.
+/// its input, from which backward recomputes the rest, on the device or (`cpu_checkpointing`)
+/// in host memory.
 enum Stored<B: Backend> {
     Full(BlockSaved<B>),
     Input(B::Buffer),
+    /// The input's bytes in host memory, and its dtype and length.
+    HostInput(Vec<u8>, DType, usize),
+}
+
+impl<B: Backend> Stored<B> {
+    /// The checkpoint of input `x`: kept on the device, or moved to host memory (the device
+    /// buffer is freed as it is dropped here).
+    fn input(dev: &Device<B>, x: B::Buffer, on_host: bool) -> Result<Self> {
+        if !on_host {
+            return Ok(Stored::Input(x));
+        }
+        let (dtype, len) = (
+            ds_core::DeviceBuffer::dtype(&x),
+            ds_core::DeviceBuffer::len(&x),
+        );
+        let mut bytes = vec![0u8; len * dtype.size_bytes()];
+        dev.download_bytes(x.all(), &mut bytes)?;
+        Ok(Stored::HostInput(bytes, dtype, len))
+    }
 }
 
 struct Saved<B: Backend> {
@@ -123,6 +143,8 @@ pub struct Gpt<B: Backend> {
     /// Blocks whose activations are recomputed in backward (activation checkpointing), the
     /// first ones.
     checkpointed: usize,
+    /// Whether their inputs wait for backward in host memory (`cpu_checkpointing`).
+    checkpoints_on_host: bool,
     saved: Option<Saved<B>>,
 }
 
@@ -183,6 +205,7 @@ impl<B: Backend> Gpt<B> {
             ln_f_group,
             ln_f,
             checkpointed: 0,
+            checkpoints_on_host: false,
             saved: None,
         })
     }
@@ -198,6 +221,18 @@ impl<B: Backend> Gpt<B> {
     /// How many blocks are checkpointed.
     pub fn checkpointed_blocks(&self) -> usize {
         self.checkpointed
+    }
+
+    /// DeepSpeed's `cpu_checkpointing`: the checkpointed blocks' inputs are copied to host
+    /// memory in forward (freeing their device buffers) and back in backward, so the device
+    /// holds no checkpoint between the two; the same bits, for two transfers per block.
+    pub fn set_checkpoints_on_host(&mut self, on_host: bool) {
+        self.checkpoints_on_host = on_host;
+    }
+
+    /// Whether checkpoints are kept in host memory.
+    pub fn checkpoints_on_host(&self) -> bool {
+        self.checkpoints_on_host
     }
 
     /// One block's forward from `x`: what its backward needs (taking `x`) and its output.
@@ -352,7 +387,9 @@ impl<B: Backend> Model<B> for Gpt<B> {
             if i < self.checkpointed {
                 // Keep the input only; the block's activations are dropped here.
                 let (saved, x2) = self.block_forward(blk, dev, params, x, t)?;
-                blocks.push(Stored::Input(saved.x));
+                let input = saved.x;
+                drop((saved.ln1, saved.attn, saved.x1, saved.ln2, saved.f, saved.g));
+                blocks.push(Stored::input(dev, input, self.checkpoints_on_host)?);
                 x = x2;
             } else {
                 let (saved, x2) = self.block_forward(blk, dev, params, x, t)?;
@@ -441,6 +478,12 @@ impl<B: Backend> Model<B> for Gpt<B> {
                 Stored::Full(saved) => saved,
                 // Recompute the block's activations from its input (its output is not needed).
                 Stored::Input(x) => self.block_forward(blk, dev, params, x, t)?.0,
+                Stored::HostInput(bytes, dtype, len) => {
+                    let mut x = dev.alloc(dtype, len)?;
+                    dev.upload_bytes(&bytes, x.all_mut())?;
+                    drop(bytes);
+                    self.block_forward(blk, dev, params, x, t)?.0
+                }
             };
             // x2 = x1 + proj(gelu(fc(ln2(x1)))).
             let dg = blk

@@ -3,9 +3,9 @@
 //! DeepSpeed's block configures `deepspeed.checkpointing`, which a model calls around its
 //! layers; ds-nn's models do the same when the block is present (`ds train` passes it to the
 //! GPT). `number_checkpoints` is how many blocks are checkpointed (default: all of them).
-//! `partition_activations` (splitting checkpoints over model-parallel ranks) and
-//! `cpu_checkpointing` (keeping them in host memory) are refused by name when on: ds has no
-//! model parallelism, and no model of its keeps checkpoints on the host yet.
+//! `cpu_checkpointing` keeps the checkpointed inputs in host memory between forward and
+//! backward. `partition_activations` (splitting checkpoints over model-parallel ranks) is
+//! refused by name when on: ds has no model parallelism.
 //! `contiguous_memory_optimization`, `synchronize_checkpoint_boundary` and `profile` are
 //! accepted: ds's allocator caches buffers already, and its kernels are synchronous.
 
@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 pub struct ActivationCheckpointing {
     /// How many blocks are checkpointed; `None` (the default): every block.
     pub number_checkpoints: Option<u64>,
+    /// Keep the checkpoints in host memory (`cpu_checkpointing`, default false).
+    pub cpu_checkpointing: bool,
 }
 
 impl ActivationCheckpointing {
@@ -29,7 +31,10 @@ impl ActivationCheckpointing {
     }
 
     pub(crate) fn to_json(self) -> Value {
-        json!({"number_checkpoints": self.number_checkpoints.map_or(json!("every block"), |n| json!(n))})
+        json!({
+            "number_checkpoints": self.number_checkpoints.map_or(json!("every block"), |n| json!(n)),
+            "cpu_checkpointing": self.cpu_checkpointing,
+        })
     }
 }
 
@@ -53,16 +58,14 @@ pub(super) fn resolve(top: &mut Obj<'_>) -> Result<Option<ActivationCheckpointin
             feature: "partitioning activation checkpoints over model-parallel ranks".into(),
         });
     }
-    if o.bool("cpu_checkpointing")?.unwrap_or(false) {
-        return Err(ConfigError::Unsupported {
-            key: o.key("cpu_checkpointing"),
-            feature: "activation checkpoints kept in host memory".into(),
-        });
-    }
+    let cpu_checkpointing = o.bool("cpu_checkpointing")?.unwrap_or(false);
     let number_checkpoints = o.u64("number_checkpoints")?;
     let _ = o.bool("contiguous_memory_optimization")?;
     let _ = o.bool("synchronize_checkpoint_boundary")?;
     let _ = o.bool("profile")?;
     o.finish(&KEYS, &[])?;
-    Ok(Some(ActivationCheckpointing { number_checkpoints }))
+    Ok(Some(ActivationCheckpointing {
+        number_checkpoints,
+        cpu_checkpointing,
+    }))
 }

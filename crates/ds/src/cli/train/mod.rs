@@ -286,11 +286,17 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
     let mut gpt = Gpt::<B>::new(shape, dtype).map_err(|e| e.to_string())?;
     if let Some(ac) = config.activation_checkpointing {
         gpt.set_checkpointed_blocks(ac.blocks(args.layers));
+        gpt.set_checkpoints_on_host(ac.cpu_checkpointing);
         if lead {
             println!(
-                "[ds] activation checkpointing: {} of {} blocks recompute their activations in backward",
+                "[ds] activation checkpointing: {} of {} blocks recompute their activations in backward{}",
                 gpt.checkpointed_blocks(),
-                args.layers
+                args.layers,
+                if ac.cpu_checkpointing {
+                    ", their inputs kept in host memory (cpu_checkpointing)"
+                } else {
+                    ""
+                }
             );
         }
     }
