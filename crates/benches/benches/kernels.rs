@@ -11,9 +11,12 @@ use benches::setup::{cpu, filled, threads, varied};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ds_core::cpu::{CpuBackend, CpuBuffer, roofline};
 use ds_core::kernels::{
-    AdamArgs, AttentionArgs, AttentionBackwardArgs, LayerNormArgs, LayerNormBackwardArgs, SgdArgs,
+    AdagradArgs, AdamArgs, AttentionArgs, AttentionBackwardArgs, LayerNormArgs,
+    LayerNormBackwardArgs, LionArgs, SgdArgs,
 };
-use ds_core::params::{AdamParams, AttentionShape, GemmSpec, LambParams, SgdParams, Shape2};
+use ds_core::params::{
+    AdagradParams, AdamParams, AttentionShape, GemmSpec, LambParams, LionParams, SgdParams, Shape2,
+};
 use ds_core::{BufferExt, DType, Device};
 use std::time::Duration;
 
@@ -219,6 +222,37 @@ fn optimizer(c: &mut Criterion) {
                         },
                     )
                     .expect("sgd")
+                })
+            });
+            // Adagrad and Lion move what momentum SGD moves: weights and one state read and
+            // written, the gradient read (20 B/param).
+            g.throughput(Throughput::Bytes(20 * n as u64));
+            g.bench_function(BenchmarkId::new("adagrad_f32", &label), |b| {
+                b.iter(|| {
+                    dev.adagrad_step(
+                        &AdagradParams::default(),
+                        AdagradArgs {
+                            param: p.all_mut(),
+                            grad: grad.all(),
+                            exp_avg_sq: v.all_mut(),
+                            param_copy: None,
+                        },
+                    )
+                    .expect("adagrad")
+                })
+            });
+            g.bench_function(BenchmarkId::new("lion_f32", &label), |b| {
+                b.iter(|| {
+                    dev.lion_step(
+                        &LionParams::default(),
+                        LionArgs {
+                            param: p.all_mut(),
+                            grad: grad.all(),
+                            exp_avg: m.all_mut(),
+                            param_copy: None,
+                        },
+                    )
+                    .expect("lion")
                 })
             });
             g.throughput(Throughput::Bytes(40 * n as u64));

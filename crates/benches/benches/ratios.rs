@@ -6,6 +6,8 @@
 //!   both move 28 bytes per parameter, so the ratio is the step's share of the machine's
 //!   bandwidth for that access pattern;
 //! - the same with a bf16 copy of the weights written in the pass;
+//! - fused Adagrad and Lion (20 B/param: weights and one state read and written, the gradient
+//!   read) over the same bandwidth kernel's bytes/s;
 //! - the fused unscale-and-check and the f32 to f16 cast over 64M values, in milliseconds,
 //!   beside a copy of the same bytes;
 //! - f32 GEMM 1024^3 over the measured FMA peak, and bf16 GEMM over f32.
@@ -19,8 +21,8 @@ use benches::setup::{cpu, filled, rounds, threads, varied};
 use benches::timing::{interleaved, median, paired_speed};
 use ds_core::cpu::CpuBackend;
 use ds_core::cpu::roofline;
-use ds_core::kernels::AdamArgs;
-use ds_core::params::{AdamParams, GemmSpec};
+use ds_core::kernels::{AdagradArgs, AdamArgs, LionArgs};
+use ds_core::params::{AdagradParams, AdamParams, GemmSpec, LionParams};
 use ds_core::{BufferExt, DType, Device, Result};
 
 const M: usize = 1 << 20;
@@ -113,6 +115,38 @@ fn bandwidth(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
         median(&s[1]) * 1e3,
         100.0 * (30.0 / 28.0) * paired_speed(&s[0], &s[1])
     );
+
+    let dev_c = dev.clone();
+    let mut adagrad = || {
+        let args = AdagradArgs {
+            param: p.all_mut(),
+            grad: g.all(),
+            exp_avg_sq: v.all_mut(),
+            param_copy: None,
+        };
+        dev_c.adagrad_step(&AdagradParams::default(), args)
+    };
+    let dev_d = dev.clone();
+    let mut lp = varied(dev, DType::F32, n)?;
+    let mut lion = || {
+        let args = LionArgs {
+            param: lp.all_mut(),
+            grad: g.all(),
+            exp_avg: m.all_mut(),
+            param_copy: None,
+        };
+        dev_d.lion_step(&LionParams::default(), args)
+    };
+    let mut roof3 =
+        || roofline::inplace_4r3w(&be, rp.all_mut(), rg.all(), rm.all_mut(), rv.all_mut());
+    let s = interleaved(rounds, &mut [&mut roof3, &mut adagrad, &mut lion])?;
+    for (name, i) in [("adagrad_step", 1), ("lion_step", 2)] {
+        println!(
+            "  ds {name} (20 B/param)         {:>8.2} ms  {:.1}% of the bandwidth kernel's bytes/s",
+            median(&s[i]) * 1e3,
+            100.0 * (20.0 / 28.0) * paired_speed(&s[0], &s[i])
+        );
+    }
 
     let mut x = varied(dev, DType::F32, n)?;
     let y = varied(dev, DType::F32, n)?;

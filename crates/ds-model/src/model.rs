@@ -1,7 +1,7 @@
 //! The trainable-model trait.
 
 use crate::{GradSink, ParamGroup, ParamSpec, Params};
-use ds_core::{Backend, Device, Result};
+use ds_core::{Backend, Device, Error, Result};
 
 /// A trainable model.
 pub trait Model<B: Backend> {
@@ -43,4 +43,21 @@ pub trait Model<B: Backend> {
         grads: &mut dyn GradSink<B>,
         scale: f32,
     ) -> Result<()>;
+
+    /// DeepSpeed's legacy curriculum learning (`curriculum_type: "seqlen"`): the engine calls
+    /// this before each forward with the schedule's current sequence length, and the model
+    /// trains on the first `seqlen` positions of each sequence (Megatron's `curriculum_seqlen`).
+    /// A model that cannot keeps this default, which refuses, so `initialize` names it.
+    ///
+    /// # Errors
+    /// The model does not take a curriculum sequence length.
+    fn set_curriculum_seqlen(&mut self, seqlen: usize) -> Result<()> {
+        let _ = seqlen;
+        Err(Error::invalid(
+            "Model::set_curriculum_seqlen",
+            "curriculum_learning",
+            "this model does not take a curriculum sequence length (curriculum_type \"seqlen\"); \
+             remove curriculum_learning or implement Model::set_curriculum_seqlen",
+        ))
+    }
 }

@@ -436,6 +436,82 @@ fn fp16_auto_cast_is_what_ds_models_do_already() {
 }
 
 #[test]
+fn curriculum_schedules_follow_deepspeeds_curriculum_scheduler() {
+    use ds_zero::config::Curriculum;
+    let curriculum = |block: &str| {
+        parse(
+            &format!(r#"{{"train_batch_size": 8, "curriculum_learning": {block}}}"#),
+            1,
+        )
+        .map(|c| c.curriculum)
+    };
+    // Megatron-DeepSpeed's test config: 8 to 128 over 30 steps in multiples of 4.
+    let linear = curriculum(
+        r#"{"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 8, "max_difficulty": 128,
+            "schedule_type": "fixed_linear", "schedule_config": {"total_curriculum_step": 30, "difficulty_step": 4}}"#,
+    )
+    .expect("linear")
+    .expect("enabled");
+    // floor(s/30 * 120 + 8) = 4s + 8 up to step 30, then held at 128.
+    let at: Vec<u64> = [1, 15, 19, 30, 31]
+        .iter()
+        .map(|&s| linear.difficulty_at(s))
+        .collect();
+    assert_eq!(at, [12, 68, 84, 128, 128]);
+    let root = curriculum(
+        r#"{"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 16, "max_difficulty": 80,
+            "schedule_type": "fixed_root", "schedule_config": {"total_curriculum_step": 100, "difficulty_step": 8, "root_degree": 2}}"#,
+    )
+    .expect("root")
+    .expect("enabled");
+    // sqrt(25/100) = 0.5: 0.5 * 64 + 16 = 48; sqrt(10/100) * 64 + 16 = 36.2 -> 36, less its
+    // remainder by 8: 32.
+    assert_eq!((root.difficulty_at(25), root.difficulty_at(10)), (48, 32));
+    let discrete = curriculum(
+        r#"{"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 2, "max_difficulty": 6,
+            "schedule_type": "fixed_discrete", "schedule_config": {"difficulty": [2, 6, 3], "max_step": [5, 10]}}"#,
+    )
+    .expect("discrete")
+    .expect("enabled");
+    let at: Vec<u64> = [1, 5, 6, 10, 11]
+        .iter()
+        .map(|&s| discrete.difficulty_at(s))
+        .collect();
+    assert_eq!(at, [2, 2, 6, 6, 3]);
+    // Once at max_difficulty the scheduler stops updating (DeepSpeed's update_difficulty), and
+    // a resumed run replays the steps to the same state.
+    let mut c = Curriculum::new(discrete.clone());
+    let seen: Vec<u64> = (1..=12).map(|s| c.update(s)).collect();
+    assert_eq!(seen, [2, 2, 2, 2, 2, 6, 6, 6, 6, 6, 6, 6]);
+    assert_eq!(Curriculum::after(discrete, 11).current(), 6);
+    // Disabled blocks are ignored; what ds cannot run is refused by name.
+    assert_eq!(
+        curriculum(r#"{"enabled": false, "curriculum_type": "vocab"}"#).expect("off"),
+        None
+    );
+    let err = |block: &str| curriculum(block).expect_err(block).to_string();
+    let e = err(
+        r#"{"enabled": true, "curriculum_type": "vocab", "min_difficulty": 1, "max_difficulty": 2}"#,
+    );
+    assert!(
+        e.contains("curriculum_learning.curriculum_type") && e.contains("does not implement"),
+        "{e}"
+    );
+    let e = err(
+        r#"{"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 8, "max_difficulty": 64,
+            "schedule_type": "custom", "schedule_config": {}}"#,
+    );
+    assert!(e.contains("schedule_type") && e.contains("custom"), "{e}");
+    let e = err(r#"{"enabled": true, "curriculum_type": "seqlen", "max_difficulty": 64}"#);
+    assert!(e.contains("min_difficulty"), "{e}");
+    let e = err(
+        r#"{"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 8, "max_difficulty": 64,
+            "schedule_type": "fixed_discrete", "schedule_config": {"difficulty": [8, 64], "max_step": [1, 2]}}"#,
+    );
+    assert!(e.contains("one more entry"), "{e}");
+}
+
+#[test]
 fn gradient_dtypes_follow_deepspeeds_get_data_types() {
     use ds_core::DType::{BF16, F16, F32};
     let dtypes = |json: &str| {

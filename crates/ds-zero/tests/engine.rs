@@ -639,3 +639,19 @@ fn lion_follows_its_formula_step_by_step_and_leaves_idle_weights_alone() {
     let initial: Vec<f32> = W0.iter().copied().chain([B0; 3]).collect();
     assert_eq!(after_steps(plain, 2, 0.0), initial);
 }
+
+#[test]
+fn curriculum_learning_on_a_model_without_a_sequence_length_is_refused_at_initialize() {
+    let json = r#"{"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "curriculum_learning": {"enabled": true, "curriculum_type": "seqlen", "min_difficulty": 8,
+          "max_difficulty": 64, "schedule_type": "fixed_linear",
+          "schedule_config": {"total_curriculum_step": 10, "difficulty_step": 8}}}"#;
+    let err = linear_engine(json, Box::new(SingleRank), &[])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("curriculum_learning") && err.contains("set_curriculum_seqlen"),
+        "{err}"
+    );
+}

@@ -145,6 +145,9 @@ pub struct Gpt<B: Backend> {
     checkpointed: usize,
     /// Whether their inputs wait for backward in host memory (`cpu_checkpointing`).
     checkpoints_on_host: bool,
+    /// Curriculum learning's sequence length: training uses the first this many positions of
+    /// each sequence (`usize::MAX`: all of them).
+    curriculum_seqlen: usize,
     saved: Option<Saved<B>>,
 }
 
@@ -206,6 +209,7 @@ impl<B: Backend> Gpt<B> {
             ln_f,
             checkpointed: 0,
             checkpoints_on_host: false,
+            curriculum_seqlen: usize::MAX,
             saved: None,
         })
     }
@@ -233,6 +237,12 @@ impl<B: Backend> Gpt<B> {
     /// Whether checkpoints are kept in host memory.
     pub fn checkpoints_on_host(&self) -> bool {
         self.checkpoints_on_host
+    }
+
+    /// The curriculum sequence length training uses (`usize::MAX`: whole sequences), set by
+    /// the engine through `Model::set_curriculum_seqlen`.
+    pub fn curriculum_seqlen(&self) -> usize {
+        self.curriculum_seqlen
     }
 
     /// One block's forward from `x`: what its backward needs (taking `x`) and its output.
@@ -285,18 +295,21 @@ impl<B: Backend> Gpt<B> {
         let Some(first) = batch.first() else {
             return bad("the batch is empty".into());
         };
-        let seq = first.len().saturating_sub(1);
-        if seq == 0 || seq > self.config.context {
+        let whole = first.len().saturating_sub(1);
+        if whole == 0 || whole > self.config.context {
             return bad(format!(
                 "sequences of {} tokens: need 2 to context + 1 = {}",
                 first.len(),
                 self.config.context + 1
             ));
         }
+        // Curriculum learning trains on each sequence's first positions (Megatron truncates
+        // tokens and labels alike).
+        let seq = whole.min(self.curriculum_seqlen);
         let mut inputs = Vec::with_capacity(batch.len() * seq);
         let mut targets = Vec::with_capacity(batch.len() * seq);
         for s in batch {
-            if s.len() != seq + 1 {
+            if s.len() != whole + 1 {
                 return bad(format!(
                     "sequences differ in length ({} and {})",
                     first.len(),
@@ -313,7 +326,7 @@ impl<B: Backend> Gpt<B> {
                 ));
             }
             inputs.extend_from_slice(&s[..seq]);
-            targets.extend_from_slice(&s[1..]);
+            targets.extend_from_slice(&s[1..=seq]);
         }
         Ok((
             Tokens {
@@ -336,7 +349,11 @@ impl<B: Backend> Gpt<B> {
         params: &mut Params<'_, B>,
         batch: &[Vec<i32>],
     ) -> Result<Vec<f32>> {
-        self.forward(dev, params, &batch.to_vec())?;
+        // Generation reads whole prompts whatever a training curriculum has reached.
+        let seqlen = std::mem::replace(&mut self.curriculum_seqlen, usize::MAX);
+        let forward = self.forward(dev, params, &batch.to_vec());
+        self.curriculum_seqlen = seqlen;
+        forward?;
         let saved = self
             .saved
             .take()
@@ -423,6 +440,18 @@ impl<B: Backend> Model<B> for Gpt<B> {
             logits,
         });
         Ok(loss)
+    }
+
+    fn set_curriculum_seqlen(&mut self, seqlen: usize) -> Result<()> {
+        if seqlen == 0 {
+            return Err(Error::invalid(
+                "Gpt::set_curriculum_seqlen",
+                "seqlen",
+                "a curriculum sequence length must be at least 1",
+            ));
+        }
+        self.curriculum_seqlen = seqlen;
+        Ok(())
     }
 
     fn backward(

@@ -393,6 +393,13 @@ impl Restored {
         e.schedule_iter = self.schedule_iter;
         e.scaler = self.scaler;
         e.counters = self.counters;
+        // The curriculum's difficulty follows from the steps taken (replayed exactly).
+        if let Some(c) = &e.config.curriculum {
+            e.curriculum = Some(crate::config::Curriculum::after(
+                c.clone(),
+                self.counters.global_steps,
+            ));
+        }
         e.reset_window()?;
         Ok(())
     }

@@ -18,6 +18,7 @@ mod aio;
 mod auto;
 mod batch;
 mod checkpointing;
+mod curriculum;
 mod data_types;
 mod inert;
 mod json;
@@ -33,6 +34,7 @@ pub use aio::AioConfig;
 pub use auto::{AutoFill, FILLABLE, Resolved};
 pub use batch::Batch;
 pub use checkpointing::ActivationCheckpointing;
+pub use curriculum::{Curriculum, CurriculumConfig, CurriculumSchedule};
 pub use data_types::{DataTypes, GradDtypes};
 pub use offload::{OffloadConfig, OffloadKind};
 pub use optimizer::{OptimizerConfig, OptimizerKind};
@@ -117,7 +119,7 @@ impl ConfigError {
 }
 
 /// Top-level keys ds reads.
-const TOP_KEYS: [&str; 28] = [
+const TOP_KEYS: [&str; 29] = [
     "train_batch_size",
     "train_micro_batch_size_per_gpu",
     "gradient_accumulation_steps",
@@ -146,10 +148,11 @@ const TOP_KEYS: [&str; 28] = [
     "activation_checkpointing",
     "data_types",
     "communication_data_type",
+    "curriculum_learning",
 ];
 
 /// Top-level keys of DeepSpeed features ds does not implement, with what they configure.
-const UNSUPPORTED_TOP: [(&str, &str); 38] = [
+const UNSUPPORTED_TOP: [(&str, &str); 37] = [
     ("amp", "NVIDIA Apex AMP"),
     ("autotuning", "DeepSpeed's autotuner"),
     (
@@ -163,7 +166,6 @@ const UNSUPPORTED_TOP: [(&str, &str); 38] = [
         "data_efficiency",
         "data efficiency (curriculum learning, data routing)",
     ),
-    ("curriculum_learning", "curriculum learning"),
     ("elasticity", "elastic training"),
     ("tensorboard", "TensorBoard monitoring"),
     ("wandb", "Weights & Biases monitoring"),
@@ -240,6 +242,8 @@ pub struct Config {
     /// `data_types.grad_accum_dtype` and `communication_data_type` as asked; resolved for the
     /// stage by [`Config::grad_dtypes`].
     pub data_types: DataTypes,
+    /// `curriculum_learning` when enabled (the model applies the sequence length).
+    pub curriculum: Option<CurriculumConfig>,
 }
 
 impl Config {
@@ -359,6 +363,7 @@ impl Config {
         let seed = top.u64("seed")?.unwrap_or(1234);
         let activation_checkpointing = checkpointing::resolve(&mut top)?;
         let data_types = data_types::resolve(&mut top, precision.dtype())?;
+        let curriculum = curriculum::resolve(&mut top)?;
         top.finish(&TOP_KEYS, &UNSUPPORTED_TOP)?;
         Ok(Config {
             batch,
@@ -376,6 +381,7 @@ impl Config {
             seed,
             activation_checkpointing,
             data_types,
+            curriculum,
         })
     }
 
@@ -405,6 +411,7 @@ impl Config {
             "seed": self.seed,
             "activation_checkpointing": self.activation_checkpointing.map_or(Value::Null, ActivationCheckpointing::to_json),
             "data_types": self.data_types.to_json(self.grad_dtypes()),
+            "curriculum_learning": self.curriculum.as_ref().map_or(Value::Null, CurriculumConfig::to_json),
         })
     }
 }

@@ -122,7 +122,7 @@ fn build<B, M, D>(
     device: Device<B>,
     host: Option<Box<dyn HostSide<B>>>,
     comm: Box<dyn Collectives<B>>,
-    model: M,
+    mut model: M,
     dataset: D,
 ) -> Result<Initialized<B, M, D>>
 where
@@ -130,6 +130,14 @@ where
     M: Model<B>,
     D: Dataset,
 {
+    // A model that cannot shorten its sequences is refused first, by name, not at a step.
+    let curriculum = match &config.curriculum {
+        Some(c) => {
+            model.set_curriculum_seqlen(usize::try_from(c.min_difficulty).unwrap_or(usize::MAX))?;
+            Some(crate::config::Curriculum::new(c.clone()))
+        }
+        None => None,
+    };
     let (world, rank) = (comm.world_size(), comm.rank());
     if config.batch.world_size != world as u64 {
         return Err(Error::Usage(format!(
@@ -253,6 +261,7 @@ where
         step_gathered: 0,
         log: LogState::new(),
         save_fault: None,
+        curriculum,
     };
     Ok(Initialized {
         engine,

@@ -131,6 +131,8 @@ pub struct Engine<B: Backend, M: Model<B>> {
     pub(crate) step_gathered: u64,
     pub(crate) log: log::LogState,
     pub(crate) save_fault: Option<usize>,
+    /// `curriculum_learning`'s state, when enabled.
+    pub(crate) curriculum: Option<crate::config::Curriculum>,
 }
 
 impl<B: Backend, M: Model<B>> Engine<B, M> {
@@ -147,7 +149,12 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
                 "evaluate between training steps: after step(), before the next forward".into(),
             ));
         }
-        let loss = self.forward(batch)?;
+        // Curriculum learning shortens training sequences only (DeepSpeed applies it when the
+        // module is training): evaluation sees them whole.
+        if self.curriculum.is_some() {
+            self.model.set_curriculum_seqlen(usize::MAX)?;
+        }
+        let loss = self.forward_model(batch)?;
         self.phase = Phase::Ready;
         Ok(loss.value)
     }
@@ -167,6 +174,17 @@ impl<B: Backend, M: Model<B>> Engine<B, M> {
             Phase::Broken => return Err(broken()),
             Phase::Ready | Phase::Forwarded(_) => {}
         }
+        if let Some(c) = &mut self.curriculum {
+            // DeepSpeed's engine: the difficulty of step global_steps + 1, before each forward.
+            let seqlen = c.update(self.counters.global_steps + 1);
+            self.model
+                .set_curriculum_seqlen(usize::try_from(seqlen).unwrap_or(usize::MAX))?;
+        }
+        self.forward_model(batch)
+    }
+
+    /// The model's forward on `batch`, gathering (stage 3) what it reads.
+    fn forward_model(&mut self, batch: &M::Batch) -> Result<Loss> {
         let t = std::time::Instant::now();
         self.params.begin_forward();
         let (dev, comm, model) = (&self.dev, self.comm.as_ref(), &mut self.model);

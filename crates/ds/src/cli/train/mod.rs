@@ -300,6 +300,12 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
             );
         }
     }
+    if let (Some(c), true) = (&config.curriculum, lead) {
+        println!(
+            "[ds] curriculum learning: training sequences of {} to {} tokens (of the context's {}), lengthened on its schedule",
+            c.min_difficulty, c.max_difficulty, args.context
+        );
+    }
     let table = ParamTable::of(&gpt).map_err(|e| e.to_string())?;
     let states = model_states(&config, &table, world.world_size, config.zero.stage);
     let micro_tokens = config.batch.micro_batch_per_gpu as usize * args.context;
