@@ -79,13 +79,16 @@ pub type ViewMut<'a, B> = SliceMut<'a, <B as Memory>::Buffer>;
 
 /// fill, cast, scale, axpy, add, mul.
 pub trait ElementwiseKernels: Memory {
-    /// `dst[i] = value` rounded to dst's dtype.
+    /// `dst[i] = value` rounded to dst's dtype. `dst` may be an integer buffer (i32, u8): the
+    /// front door has checked that `value` is an integer in its range.
     fn fill(&self, dst: ViewMut<'_, Self>, value: f64, _: Validated) -> Result<()>;
     /// `dst[i] = src[i]` converted with round-to-nearest-even.
     fn cast(&self, src: View<'_, Self>, dst: ViewMut<'_, Self>, _: Validated) -> Result<()>;
     /// `x[i] *= alpha`.
     fn scale(&self, x: ViewMut<'_, Self>, alpha: f32, _: Validated) -> Result<()>;
-    /// `y[i] += alpha * x[i]`.
+    /// `y[i] += alpha * x[i]`, computed in f32. `x` and `y` may differ in dtype (16-bit
+    /// gradients accumulated into an f32 buffer, or the reverse): read each in its own dtype and
+    /// round the sum to `y`'s.
     fn axpy(&self, alpha: f32, x: View<'_, Self>, y: ViewMut<'_, Self>, _: Validated)
     -> Result<()>;
     /// `out[i] = a[i] + b[i]`.
@@ -435,14 +438,18 @@ pub trait NnKernels: Memory {
         dtable: ViewMut<'_, Self>,
         _: Validated,
     ) -> Result<()>;
-    /// Causal softmax attention.
+    /// Causal softmax attention, token-major `[batch, seq, heads, head_dim]`: for each query
+    /// position i, `out[i] = sum_{j<=i} softmax_j(scale * q_i . k_j) v_j`, and
+    /// `lse[i] = log sum_{j<=i} exp(scale * q_i . k_j)` in f32 for backward (formulas and
+    /// layout on [`crate::Device::attention`] and [`AttentionShape`]).
     fn attention(
         &self,
         shape: &AttentionShape,
         args: AttentionArgs<'_, Self::Buffer>,
         _: Validated,
     ) -> Result<()>;
-    /// Causal softmax attention's gradients.
+    /// Causal softmax attention's gradients `dq`, `dk`, `dv` from `dout`, recomputing the
+    /// probabilities from the saved `lse` (see [`crate::Device::attention_backward`]).
     fn attention_backward(
         &self,
         shape: &AttentionShape,

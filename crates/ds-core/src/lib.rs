@@ -54,7 +54,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use info::{Capabilities, DeviceInfo, KernelFamily};
 pub use kernel::Kernel;
-pub use kernels::{Backend, Validated};
+pub use kernels::{Backend, Memory, Validated};
 pub use memory::MemoryStats;
 pub use slice::{BufferExt, DeviceBuffer, Slice, SliceMut};
 

@@ -9,36 +9,49 @@ use ds_core::{Backend, Device, Error, Result};
 use std::fmt;
 use std::str::FromStr;
 
-/// The backends ds knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
+/// Declares [`BackendKind`] and its table from one list, so a backend added to the enum is in
+/// [`BackendKind::ALL`] (the report, the `--backend` errors and help) by construction.
+macro_rules! backends {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// The backends ds knows.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum BackendKind {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl BackendKind {
+            /// Every backend, in report order.
+            pub const ALL: &'static [BackendKind] = &[$(BackendKind::$variant,)+];
+
+            /// The name used on the command line and in configs.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(BackendKind::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+backends! {
     /// The CPU backend (always compiled, the default).
-    Cpu,
+    Cpu => "cpu",
     /// NVIDIA GPUs through CUDA.
-    Cuda,
+    Cuda => "cuda",
     /// AMD GPUs through ROCm.
-    Rocm,
+    Rocm => "rocm",
     /// Any Vulkan, Metal or DX12 adapter through wgpu.
-    Wgpu,
+    Wgpu => "wgpu",
 }
 
 impl BackendKind {
-    /// Every backend, in report order.
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::Cpu,
-        BackendKind::Cuda,
-        BackendKind::Rocm,
-        BackendKind::Wgpu,
-    ];
-
-    /// The name used on the command line and in configs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Cuda => "cuda",
-            BackendKind::Rocm => "rocm",
-            BackendKind::Wgpu => "wgpu",
-        }
+    /// The names, comma-separated (for help and errors).
+    pub fn names() -> String {
+        BackendKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Whether this build contains the backend.
@@ -63,13 +76,17 @@ impl FromStr for BackendKind {
 
     fn from_str(s: &str) -> Result<Self> {
         BackendKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.name() == s.to_ascii_lowercase())
             .ok_or_else(|| {
                 Error::invalid(
                     "backend",
                     "name",
-                    format!("unknown backend `{s}`; expected one of cpu, cuda, rocm, wgpu"),
+                    format!(
+                        "unknown backend `{s}`; expected one of {}",
+                        BackendKind::names()
+                    ),
                 )
             })
     }

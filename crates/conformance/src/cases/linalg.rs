@@ -23,7 +23,7 @@ pub(super) fn gemm<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> C
         prop::sample::select(vec![1usize, 2, 3]),
         prop::sample::select(vec![0usize, 5]),
     );
-    prop(
+    prop!(
         cfg,
         (
             shape,

@@ -20,7 +20,7 @@ use ds_core::kernels::View;
 use ds_core::{Backend, BufferExt, DType, Device, DeviceBuffer, Error, Kernel, bf16, f16};
 use proptest::prelude::*;
 use proptest::test_runner::{
-    Config as ProptestConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
+    Config as ProptestConfig, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
 };
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
@@ -78,11 +78,21 @@ impl From<String> for CaseError {
 
 pub(crate) type CaseResult = Result<usize, CaseError>;
 
+/// `prop!(cfg, strategy, |pattern| body)`: [`prop_run`] with the closure's pattern as the
+/// inputs' names, so a failure reads `(n, seed, pad) = (12, 7, Pad { .. })`.
+macro_rules! prop {
+    ($cfg:expr, $strategy:expr, |$pat:pat_param| $body:block $(,)?) => {
+        $crate::cases::prop_run($cfg, $strategy, stringify!($pat), |$pat| $body)
+    };
+}
+pub(crate) use prop;
+
 /// Runs `body` over `cfg.cases` inputs from `strategy` with a fixed seed (reproducible), and
-/// adds up the values checked.
-pub(crate) fn prop<S>(
+/// adds up the values checked; a failure names the minimal failing input with `labels`.
+pub(crate) fn prop_run<S>(
     cfg: &Config,
     strategy: S,
+    labels: &str,
     body: impl Fn(S::Value) -> CaseResult,
 ) -> CaseResult
 where
@@ -115,6 +125,9 @@ where
     }
     match result {
         Ok(()) => Ok(checked.get()),
+        Err(TestError::Fail(why, input)) => Err(CaseError::Fail(format!(
+            "{why}; minimal failing input {labels} = {input:?}"
+        ))),
         Err(e) => Err(CaseError::Fail(e.to_string())),
     }
 }

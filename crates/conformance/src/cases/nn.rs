@@ -19,34 +19,34 @@ fn rows_cols() -> impl Strategy<Value = (usize, usize)> {
 }
 
 pub(super) fn bias_add<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
-    prop(
-        cfg,
-        (rows_cols(), any::<u64>(), pads()),
-        |((rows, cols), seed, pad)| {
-            let mut rng = Rng::new(seed);
-            let x = values(&mut rng, rows * cols, Values::Normal, dtype);
-            let b = values(&mut rng, cols, Values::Normal, dtype);
-            let (mut xb, xr) = placed(dev, dtype, &x, pad)?;
-            let (bb, br) = placed(dev, dtype, &b, pad)?;
-            dev.bias_add(
-                Shape2::new(rows, cols),
-                xb.range_mut(xr.clone()),
-                bb.range(br),
-            )?;
-            expect(
-                dev,
-                &xb,
-                xr,
-                &oracle::bias_add(&x, &b, cols, dtype),
-                Tolerance::new(dtype, 2.0),
-                "x",
-            )
-        },
-    )
+    prop!(cfg, (rows_cols(), any::<u64>(), pads()), |(
+        (rows, cols),
+        seed,
+        pad,
+    )| {
+        let mut rng = Rng::new(seed);
+        let x = values(&mut rng, rows * cols, Values::Normal, dtype);
+        let b = values(&mut rng, cols, Values::Normal, dtype);
+        let (mut xb, xr) = placed(dev, dtype, &x, pad)?;
+        let (bb, br) = placed(dev, dtype, &b, pad)?;
+        dev.bias_add(
+            Shape2::new(rows, cols),
+            xb.range_mut(xr.clone()),
+            bb.range(br),
+        )?;
+        expect(
+            dev,
+            &xb,
+            xr,
+            &oracle::bias_add(&x, &b, cols, dtype),
+            Tolerance::new(dtype, 2.0),
+            "x",
+        )
+    },)
 }
 
 pub(super) fn bias_grad<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
-    prop(
+    prop!(
         cfg,
         (rows_cols(), any::<u64>(), pads(), prop::bool::ANY),
         |((rows, cols), seed, pad, acc)| {
@@ -83,56 +83,57 @@ pub(super) fn activation<B: Backend>(
     act: Act,
 ) -> CaseResult {
     let kind = prop::sample::select(vec![Values::Normal, Values::Special, Values::Tiny]);
-    prop(
-        cfg,
-        (sizes(), any::<u64>(), pads(), kind),
-        |(n, seed, pad, kind)| {
-            let mut rng = Rng::new(seed);
-            let x: Vec<f64> = values(&mut rng, n, kind, dtype)
-                .iter()
-                .map(|v| round_to(dtype, v * 3.0))
-                .collect();
-            let dy = values(&mut rng, n, Values::Normal, dtype);
-            let (xb, xr) = placed(dev, dtype, &x, pad)?;
-            let (dyb, dyr) = placed(dev, dtype, &dy, pad)?;
-            let (mut yb, yr) = placed(dev, dtype, &vec![0.0; n], pad)?;
-            let (xv, dyv, yv) = (xb.range(xr), dyb.range(dyr), yb.range_mut(yr.clone()));
-            let (want, tol) = match act {
-                Act::Gelu => {
-                    dev.gelu(xv, yv)?;
-                    (oracle::gelu(&x, dtype), Tolerance::new(dtype, 16.0))
-                }
-                Act::GeluBackward => {
-                    dev.gelu_backward(xv, dyv, yv)?;
-                    (
-                        oracle::gelu_backward(&x, &dy, dtype),
-                        Tolerance::new(dtype, 24.0),
-                    )
-                }
-                Act::Relu => {
-                    dev.relu(xv, yv)?;
-                    (
-                        Expected {
-                            value: oracle::relu(&x, dtype),
-                            mag: vec![],
-                        },
-                        Tolerance::EXACT,
-                    )
-                }
-                Act::ReluBackward => {
-                    dev.relu_backward(xv, dyv, yv)?;
-                    (
-                        Expected {
-                            value: oracle::relu_backward(&x, &dy, dtype),
-                            mag: vec![],
-                        },
-                        Tolerance::EXACT,
-                    )
-                }
-            };
-            expect(dev, &yb, yr, &want, tol, "out")
-        },
-    )
+    prop!(cfg, (sizes(), any::<u64>(), pads(), kind), |(
+        n,
+        seed,
+        pad,
+        kind,
+    )| {
+        let mut rng = Rng::new(seed);
+        let x: Vec<f64> = values(&mut rng, n, kind, dtype)
+            .iter()
+            .map(|v| round_to(dtype, v * 3.0))
+            .collect();
+        let dy = values(&mut rng, n, Values::Normal, dtype);
+        let (xb, xr) = placed(dev, dtype, &x, pad)?;
+        let (dyb, dyr) = placed(dev, dtype, &dy, pad)?;
+        let (mut yb, yr) = placed(dev, dtype, &vec![0.0; n], pad)?;
+        let (xv, dyv, yv) = (xb.range(xr), dyb.range(dyr), yb.range_mut(yr.clone()));
+        let (want, tol) = match act {
+            Act::Gelu => {
+                dev.gelu(xv, yv)?;
+                (oracle::gelu(&x, dtype), Tolerance::new(dtype, 16.0))
+            }
+            Act::GeluBackward => {
+                dev.gelu_backward(xv, dyv, yv)?;
+                (
+                    oracle::gelu_backward(&x, &dy, dtype),
+                    Tolerance::new(dtype, 24.0),
+                )
+            }
+            Act::Relu => {
+                dev.relu(xv, yv)?;
+                (
+                    Expected {
+                        value: oracle::relu(&x, dtype),
+                        mag: vec![],
+                    },
+                    Tolerance::EXACT,
+                )
+            }
+            Act::ReluBackward => {
+                dev.relu_backward(xv, dyv, yv)?;
+                (
+                    Expected {
+                        value: oracle::relu_backward(&x, &dy, dtype),
+                        mag: vec![],
+                    },
+                    Tolerance::EXACT,
+                )
+            }
+        };
+        expect(dev, &yb, yr, &want, tol, "out")
+    },)
 }
 
 fn ln_shape() -> impl Strategy<Value = (usize, usize)> {
@@ -158,51 +159,52 @@ fn ln_inputs(seed: u64, rows: usize, cols: usize, dtype: DType) -> (Vec<f64>, Ve
 
 pub(super) fn layer_norm<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let eps = prop::sample::select(vec![1e-5f32, 1e-3]);
-    prop(
-        cfg,
-        (ln_shape(), any::<u64>(), pads(), eps),
-        |((rows, cols), seed, pad, eps)| {
-            let (x, gamma, beta) = ln_inputs(seed, rows, cols, dtype);
-            let (xb, xr) = placed(dev, dtype, &x, pad)?;
-            let (gb, gr) = placed(dev, dtype, &gamma, pad)?;
-            let (bb, br) = placed(dev, dtype, &beta, pad)?;
-            let (mut yb, yr) = placed(dev, dtype, &vec![0.0; x.len()], pad)?;
-            let (mut mb, mr) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
-            let (mut rb, rr) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
-            dev.layer_norm(
-                Shape2::new(rows, cols),
-                eps,
-                LayerNormArgs {
-                    x: xb.range(xr),
-                    gamma: gb.range(gr),
-                    beta: bb.range(br),
-                    y: yb.range_mut(yr.clone()),
-                    mean: mb.range_mut(mr.clone()),
-                    rstd: rb.range_mut(rr.clone()),
-                },
-            )?;
-            let want = oracle::layer_norm(&x, &gamma, &beta, cols, f64::from(eps), dtype);
-            let ops = 8.0 + 2.0 * (cols as f64).sqrt();
-            let mut checked = expect(dev, &yb, yr, &want.y, Tolerance::new(dtype, ops), "y")?;
-            checked += expect(
-                dev,
-                &mb,
-                mr,
-                &want.mean,
-                Tolerance::new(DType::F32, ops),
-                "mean",
-            )?;
-            checked += expect(
-                dev,
-                &rb,
-                rr,
-                &want.rstd,
-                Tolerance::new(DType::F32, ops),
-                "rstd",
-            )?;
-            Ok(checked)
-        },
-    )
+    prop!(cfg, (ln_shape(), any::<u64>(), pads(), eps), |(
+        (rows, cols),
+        seed,
+        pad,
+        eps,
+    )| {
+        let (x, gamma, beta) = ln_inputs(seed, rows, cols, dtype);
+        let (xb, xr) = placed(dev, dtype, &x, pad)?;
+        let (gb, gr) = placed(dev, dtype, &gamma, pad)?;
+        let (bb, br) = placed(dev, dtype, &beta, pad)?;
+        let (mut yb, yr) = placed(dev, dtype, &vec![0.0; x.len()], pad)?;
+        let (mut mb, mr) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
+        let (mut rb, rr) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
+        dev.layer_norm(
+            Shape2::new(rows, cols),
+            eps,
+            LayerNormArgs {
+                x: xb.range(xr),
+                gamma: gb.range(gr),
+                beta: bb.range(br),
+                y: yb.range_mut(yr.clone()),
+                mean: mb.range_mut(mr.clone()),
+                rstd: rb.range_mut(rr.clone()),
+            },
+        )?;
+        let want = oracle::layer_norm(&x, &gamma, &beta, cols, f64::from(eps), dtype);
+        let ops = 8.0 + 2.0 * (cols as f64).sqrt();
+        let mut checked = expect(dev, &yb, yr, &want.y, Tolerance::new(dtype, ops), "y")?;
+        checked += expect(
+            dev,
+            &mb,
+            mr,
+            &want.mean,
+            Tolerance::new(DType::F32, ops),
+            "mean",
+        )?;
+        checked += expect(
+            dev,
+            &rb,
+            rr,
+            &want.rstd,
+            Tolerance::new(DType::F32, ops),
+            "rstd",
+        )?;
+        Ok(checked)
+    },)
 }
 
 pub(super) fn layer_norm_backward<B: Backend>(
@@ -210,73 +212,72 @@ pub(super) fn layer_norm_backward<B: Backend>(
     dtype: DType,
     cfg: &Config,
 ) -> CaseResult {
-    prop(
-        cfg,
-        (ln_shape(), any::<u64>(), prop::bool::ANY),
-        |((rows, cols), seed, acc)| {
-            let (x, gamma, _) = ln_inputs(seed, rows, cols, dtype);
-            let mut rng = Rng::new(seed ^ 1);
-            let dy = values(&mut rng, rows * cols, Values::Normal, dtype);
-            let old_g = values(&mut rng, cols, Values::Normal, dtype);
-            let old_b = values(&mut rng, cols, Values::Normal, dtype);
-            let fwd = oracle::layer_norm(&x, &gamma, &vec![0.0; cols], cols, 1e-5, dtype);
-            let (xb, gb, dyb) = (
-                upload(dev, dtype, &x)?,
-                upload(dev, dtype, &gamma)?,
-                upload(dev, dtype, &dy)?,
-            );
-            let (mb, rb) = (
-                upload(dev, DType::F32, &fwd.mean.value)?,
-                upload(dev, DType::F32, &fwd.rstd.value)?,
-            );
-            let mut dxb = upload(dev, dtype, &vec![0.0; x.len()])?;
-            let mut dgb = upload(dev, dtype, &old_g)?;
-            let mut dbb = upload(dev, dtype, &old_b)?;
-            dev.layer_norm_backward(
-                Shape2::new(rows, cols),
-                acc,
-                LayerNormBackwardArgs {
-                    x: xb.all(),
-                    gamma: gb.all(),
-                    mean: mb.all(),
-                    rstd: rb.all(),
-                    dy: dyb.all(),
-                    dx: dxb.all_mut(),
-                    dgamma: dgb.all_mut(),
-                    dbeta: dbb.all_mut(),
-                },
-            )?;
-            let old = acc.then_some((old_g.as_slice(), old_b.as_slice()));
-            let want = oracle::layer_norm_backward(
-                &x,
-                &gamma,
-                &fwd.mean.value,
-                &fwd.rstd.value,
-                &dy,
-                cols,
-                old,
-                dtype,
-            );
-            let ops_row = 8.0 + 2.0 * (cols as f64).sqrt();
-            let mut checked =
-                expect_all(dev, &dxb, &want.dx, Tolerance::new(dtype, ops_row), "dx")?;
-            checked += expect_all(
-                dev,
-                &dgb,
-                &want.dgamma,
-                Tolerance::reduction(dtype, rows),
-                "dgamma",
-            )?;
-            checked += expect_all(
-                dev,
-                &dbb,
-                &want.dbeta,
-                Tolerance::reduction(dtype, rows),
-                "dbeta",
-            )?;
-            Ok(checked)
-        },
-    )
+    prop!(cfg, (ln_shape(), any::<u64>(), prop::bool::ANY), |(
+        (rows, cols),
+        seed,
+        acc,
+    )| {
+        let (x, gamma, _) = ln_inputs(seed, rows, cols, dtype);
+        let mut rng = Rng::new(seed ^ 1);
+        let dy = values(&mut rng, rows * cols, Values::Normal, dtype);
+        let old_g = values(&mut rng, cols, Values::Normal, dtype);
+        let old_b = values(&mut rng, cols, Values::Normal, dtype);
+        let fwd = oracle::layer_norm(&x, &gamma, &vec![0.0; cols], cols, 1e-5, dtype);
+        let (xb, gb, dyb) = (
+            upload(dev, dtype, &x)?,
+            upload(dev, dtype, &gamma)?,
+            upload(dev, dtype, &dy)?,
+        );
+        let (mb, rb) = (
+            upload(dev, DType::F32, &fwd.mean.value)?,
+            upload(dev, DType::F32, &fwd.rstd.value)?,
+        );
+        let mut dxb = upload(dev, dtype, &vec![0.0; x.len()])?;
+        let mut dgb = upload(dev, dtype, &old_g)?;
+        let mut dbb = upload(dev, dtype, &old_b)?;
+        dev.layer_norm_backward(
+            Shape2::new(rows, cols),
+            acc,
+            LayerNormBackwardArgs {
+                x: xb.all(),
+                gamma: gb.all(),
+                mean: mb.all(),
+                rstd: rb.all(),
+                dy: dyb.all(),
+                dx: dxb.all_mut(),
+                dgamma: dgb.all_mut(),
+                dbeta: dbb.all_mut(),
+            },
+        )?;
+        let old = acc.then_some((old_g.as_slice(), old_b.as_slice()));
+        let want = oracle::layer_norm_backward(
+            &x,
+            &gamma,
+            &fwd.mean.value,
+            &fwd.rstd.value,
+            &dy,
+            cols,
+            old,
+            dtype,
+        );
+        let ops_row = 8.0 + 2.0 * (cols as f64).sqrt();
+        let mut checked = expect_all(dev, &dxb, &want.dx, Tolerance::new(dtype, ops_row), "dx")?;
+        checked += expect_all(
+            dev,
+            &dgb,
+            &want.dgamma,
+            Tolerance::reduction(dtype, rows),
+            "dgamma",
+        )?;
+        checked += expect_all(
+            dev,
+            &dbb,
+            &want.dbeta,
+            Tolerance::reduction(dtype, rows),
+            "dbeta",
+        )?;
+        Ok(checked)
+    },)
 }
 
 const IGNORE: i32 = -100;
@@ -307,57 +308,58 @@ fn xent_shape() -> impl Strategy<Value = (usize, usize)> {
 }
 
 pub(super) fn xent<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
-    prop(
-        cfg,
-        (xent_shape(), any::<u64>(), pads()),
-        |((rows, classes), seed, pad)| {
-            let (logits, labels) = xent_inputs(seed, rows, classes, dtype);
-            let (lb, lr) = placed(dev, dtype, &logits, pad)?;
-            let yb = upload_i32(dev, &labels)?;
-            let (mut ob, or) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
-            dev.softmax_cross_entropy(
-                Shape2::new(rows, classes),
-                IGNORE,
-                lb.range(lr),
-                yb.all(),
-                ob.range_mut(or.clone()),
-            )?;
-            let want = oracle::xent(&logits, &labels, classes, IGNORE);
-            expect(
-                dev,
-                &ob,
-                or,
-                &want,
-                Tolerance::new(DType::F32, 8.0 + 2.0 * (classes as f64).sqrt()),
-                "losses",
-            )
-        },
-    )
+    prop!(cfg, (xent_shape(), any::<u64>(), pads()), |(
+        (rows, classes),
+        seed,
+        pad,
+    )| {
+        let (logits, labels) = xent_inputs(seed, rows, classes, dtype);
+        let (lb, lr) = placed(dev, dtype, &logits, pad)?;
+        let yb = upload_i32(dev, &labels)?;
+        let (mut ob, or) = placed(dev, DType::F32, &vec![0.0; rows], pad)?;
+        dev.softmax_cross_entropy(
+            Shape2::new(rows, classes),
+            IGNORE,
+            lb.range(lr),
+            yb.all(),
+            ob.range_mut(or.clone()),
+        )?;
+        let want = oracle::xent(&logits, &labels, classes, IGNORE);
+        expect(
+            dev,
+            &ob,
+            or,
+            &want,
+            Tolerance::new(DType::F32, 8.0 + 2.0 * (classes as f64).sqrt()),
+            "losses",
+        )
+    },)
 }
 
 pub(super) fn xent_backward<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let scale = prop::sample::select(vec![1.0f32, 0.1, 1.0 / 64.0]);
-    prop(
-        cfg,
-        (xent_shape(), any::<u64>(), pads(), scale),
-        |((rows, classes), seed, pad, scale)| {
-            let (logits, labels) = xent_inputs(seed, rows, classes, dtype);
-            let (lb, lr) = placed(dev, dtype, &logits, pad)?;
-            let yb = upload_i32(dev, &labels)?;
-            let (mut db, dr) = placed(dev, dtype, &vec![0.0; logits.len()], pad)?;
-            dev.softmax_cross_entropy_backward(
-                Shape2::new(rows, classes),
-                IGNORE,
-                scale,
-                lb.range(lr),
-                yb.all(),
-                db.range_mut(dr.clone()),
-            )?;
-            let want =
-                oracle::xent_backward(&logits, &labels, classes, IGNORE, f64::from(scale), dtype);
-            expect(dev, &db, dr, &want, Tolerance::new(dtype, 16.0), "dlogits")
-        },
-    )
+    prop!(cfg, (xent_shape(), any::<u64>(), pads(), scale), |(
+        (rows, classes),
+        seed,
+        pad,
+        scale,
+    )| {
+        let (logits, labels) = xent_inputs(seed, rows, classes, dtype);
+        let (lb, lr) = placed(dev, dtype, &logits, pad)?;
+        let yb = upload_i32(dev, &labels)?;
+        let (mut db, dr) = placed(dev, dtype, &vec![0.0; logits.len()], pad)?;
+        dev.softmax_cross_entropy_backward(
+            Shape2::new(rows, classes),
+            IGNORE,
+            scale,
+            lb.range(lr),
+            yb.all(),
+            db.range_mut(dr.clone()),
+        )?;
+        let want =
+            oracle::xent_backward(&logits, &labels, classes, IGNORE, f64::from(scale), dtype);
+        expect(dev, &db, dr, &want, Tolerance::new(dtype, 16.0), "dlogits")
+    },)
 }
 
 /// Ids into a `vocab` table: repeats on purpose, occasionally one out of range.
@@ -374,7 +376,7 @@ fn ids(rng: &mut Rng, n: usize, vocab: usize) -> Vec<i32> {
 }
 
 pub(super) fn embedding<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
-    prop(
+    prop!(
         cfg,
         ((dims(), dims(), dims()), any::<u64>(), pads()),
         |((vocab, dim, n), seed, pad)| {
@@ -407,7 +409,7 @@ pub(super) fn embedding_backward<B: Backend>(
     dtype: DType,
     cfg: &Config,
 ) -> CaseResult {
-    prop(
+    prop!(
         cfg,
         ((dims(), dims(), dims()), any::<u64>(), prop::bool::ANY),
         |((vocab, dim, n), seed, acc)| {
@@ -455,7 +457,7 @@ fn attention_shape() -> impl Strategy<Value = AttentionShape> {
 }
 
 pub(super) fn attention<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
-    prop(cfg, (attention_shape(), any::<u64>()), |(sh, seed)| {
+    prop!(cfg, (attention_shape(), any::<u64>()), |(sh, seed)| {
         let mut rng = Rng::new(seed);
         let n = sh.qkv_len();
         let (q, k, v) = (
@@ -495,7 +497,7 @@ pub(super) fn attention_backward<B: Backend>(
     dtype: DType,
     cfg: &Config,
 ) -> CaseResult {
-    prop(cfg, (attention_shape(), any::<u64>()), |(sh, seed)| {
+    prop!(cfg, (attention_shape(), any::<u64>()), |(sh, seed)| {
         let mut rng = Rng::new(seed);
         let n = sh.qkv_len();
         let (q, k, v) = (

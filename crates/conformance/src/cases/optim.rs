@@ -103,7 +103,7 @@ fn adam_params() -> impl Strategy<Value = AdamParams> {
 
 pub(super) fn adam<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let copy = prop::sample::select(copies(dtype));
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), adam_params(), copy),
         |(n, seed, pad, hp, copy)| {
@@ -179,7 +179,7 @@ fn sgd_params() -> impl Strategy<Value = SgdParams> {
 
 pub(super) fn sgd<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let copy = prop::sample::select(copies(dtype));
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), sgd_params(), copy),
         |(n, seed, pad, hp, copy)| {
@@ -260,7 +260,7 @@ fn lamb_params() -> impl Strategy<Value = LambParams> {
 
 pub(super) fn lamb<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let copy = prop::sample::select(copies(dtype));
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), lamb_params(), copy),
         |(n, seed, pad, hp, copy)| {

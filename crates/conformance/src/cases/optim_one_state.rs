@@ -28,7 +28,7 @@ fn adagrad_params() -> impl Strategy<Value = AdagradParams> {
 
 pub(super) fn adagrad<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let copy = prop::sample::select(copies(dtype));
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), adagrad_params(), copy),
         |(n, seed, pad, hp, copy)| {
@@ -99,7 +99,7 @@ fn with_idle_weights(mut s: State) -> State {
 
 pub(super) fn lion<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -> CaseResult {
     let copy = prop::sample::select(copies(dtype));
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), lion_params(), copy),
         |(n, seed, pad, hp, copy)| {

@@ -19,7 +19,7 @@ pub(super) fn sum<B: Backend>(
         Values::Special,
         Values::Tiny,
     ]);
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), kind, 0usize..3),
         |(n, seed, pad, kind, at)| {
@@ -98,7 +98,7 @@ pub(super) fn non_finite<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config
         Values::Extreme,
         Values::Tiny,
     ]);
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), kind, flag_setups()),
         |(n, seed, pad, kind, (fdt, before))| {
@@ -119,7 +119,7 @@ pub(super) fn unscale<B: Backend>(dev: &Device<B>, dtype: DType, cfg: &Config) -
         Values::Tiny,
     ]);
     let inv = prop::sample::select(vec![1.0f32, 0.5, 2.0, 3.0, 1.0 / 65536.0, 1.0 / 1024.0]);
-    prop(
+    prop!(
         cfg,
         (sizes(), any::<u64>(), pads(), kind, inv, flag_setups()),
         |(n, seed, pad, kind, inv, (fdt, before))| {

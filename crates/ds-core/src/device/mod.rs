@@ -148,6 +148,7 @@ impl<B: Backend> Device<B> {
         check.bounds("src", &src)?;
         check.like("dst", &dst, "src", &src)?;
         check.same_len("dst", &dst, "src", &src)?;
+        check.supported(self.info(), Kernel::Copy, src.dtype())?;
         self.backend.copy(src, dst, Validated::new())
     }
 

@@ -20,8 +20,8 @@ enum Command {
     /// Run the conformance suite on a backend and print the coverage matrix, or (`--comm mpi`,
     /// under mpirun) the collective cases on the MPI world.
     Conformance {
-        /// Backend to check: cpu, cuda, rocm or wgpu.
-        #[arg(long, default_value = "cpu")]
+        /// The backend to check (its help lists every backend ds knows).
+        #[arg(long, default_value = "cpu", help = format!("Backend to check: {}", ds::backends::BackendKind::names()))]
         backend: String,
         /// Random inputs per kernel and dtype (default: DS_CONFORMANCE_CASES or 24).
         #[arg(long)]

@@ -100,7 +100,7 @@ pub fn render() -> String {
     let _ = writeln!(s, "{}", "-".repeat(60));
     let _ = writeln!(s, "{:<8} {:<10} status", "backend", "compiled");
     let mut devices = Vec::new();
-    for kind in BackendKind::ALL {
+    for &kind in BackendKind::ALL {
         let compiled = if kind.compiled() { "yes" } else { "no" };
         match with_backend(kind, Describe) {
             Ok(desc) => {

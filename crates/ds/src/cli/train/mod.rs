@@ -60,8 +60,8 @@ pub struct TrainArgs {
     /// project's documentation, built into ds).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Backend: cpu, cuda, rocm or wgpu (those compiled in).
-    #[arg(long, default_value = "cpu")]
+    /// The backend to train on (its help lists every backend ds knows).
+    #[arg(long, default_value = "cpu", help = format!("Backend: {} (those compiled in)", crate::backends::BackendKind::names()))]
     pub backend: String,
     /// Train on this many ranks as threads of this process, each with its own device (ZeRO's
     /// partitioning on one machine without MPI; under mpirun leave it at 1).
