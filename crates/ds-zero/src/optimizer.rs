@@ -31,6 +31,23 @@ pub enum StateKind {
     ExpAvgSq,
 }
 
+/// `views` (one per kind of `kinds`, in that order) by kind: master, first moment (or
+/// momentum), second moment (or Adagrad's sum of squares).
+pub(crate) fn views_by_kind<'s, T>(
+    kinds: &[StateKind],
+    views: &'s mut [T],
+) -> (Option<&'s mut T>, Option<&'s mut T>, Option<&'s mut T>) {
+    let (mut master, mut m, mut v) = (None, None, None);
+    for (kind, view) in kinds.iter().zip(views) {
+        match kind {
+            StateKind::Master => master = Some(view),
+            StateKind::ExpAvg => m = Some(view),
+            StateKind::ExpAvgSq => v = Some(view),
+        }
+    }
+    (master, m, v)
+}
+
 /// One step's hyper-parameters, prepared once and applied bucket by bucket.
 #[derive(Debug, Clone)]
 pub(crate) enum Prepared {
@@ -42,21 +59,6 @@ pub(crate) enum Prepared {
 }
 
 impl Prepared {
-    /// The moment views that follow the master weights (in [`Optimizer::kinds_with_master`]
-    /// order) as `(exp_avg, exp_avg_sq)`: a single one is Adagrad's sum of squares or the
-    /// others' first moment.
-    pub(crate) fn moments<'s, T>(
-        &self,
-        rest: &'s mut [T],
-    ) -> (Option<&'s mut T>, Option<&'s mut T>) {
-        match (self, rest) {
-            (_, [m, v]) => (Some(m), Some(v)),
-            (Prepared::Adagrad(_), [v]) => (None, Some(v)),
-            (_, [m]) => (Some(m), None),
-            _ => (None, None),
-        }
-    }
-
     /// The elementwise update of one range from `grad`: `param` (the fp32 master, or the fp32
     /// parameters themselves), its rounded copy, and the moments the optimizer keeps. Every
     /// optimizer but Lamb.

@@ -36,6 +36,7 @@ impl<B: Backend> Wire<B> {
             .as_ref()
             .is_none_or(|s| ds_core::DeviceBuffer::len(s) < len);
         if short {
+            // Free the short one before allocating its replacement.
             self.scratch = None;
             self.scratch = Some(dev.alloc(self.dtype, len)?);
         }

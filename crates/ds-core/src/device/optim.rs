@@ -97,18 +97,14 @@ impl<B: Backend> Device<B> {
         check.within("eps", hp.eps, 0.0, f32::MAX)?;
         check.within("weight_decay", hp.weight_decay, 0.0, f32::MAX)?;
         check.finite("grad_scale", hp.grad_scale)?;
-        check.typed("param", &args.param, DType::F32)?;
-        check.float("grad", &args.grad)?;
-        check.same_len("grad", &args.grad, "param", &args.param)?;
-        check.typed("exp_avg_sq", &args.exp_avg_sq, DType::F32)?;
-        check.same_len("exp_avg_sq", &args.exp_avg_sq, "param", &args.param)?;
-        self.check_copy(
+        self.check_one_state_step(
             &check,
             Kernel::AdagradStep,
             &args.param,
+            &args.grad,
+            ("exp_avg_sq", &args.exp_avg_sq),
             args.param_copy.as_ref(),
         )?;
-        check.supported(self.info(), Kernel::AdagradStep, args.grad.dtype())?;
         self.backend.adagrad_step(hp, args, Validated::new())
     }
 
@@ -124,18 +120,14 @@ impl<B: Backend> Device<B> {
         check.within_open("beta2", hp.beta2, 0.0, 1.0)?;
         check.within("weight_decay", hp.weight_decay, 0.0, f32::MAX)?;
         check.finite("grad_scale", hp.grad_scale)?;
-        check.typed("param", &args.param, DType::F32)?;
-        check.float("grad", &args.grad)?;
-        check.same_len("grad", &args.grad, "param", &args.param)?;
-        check.typed("exp_avg", &args.exp_avg, DType::F32)?;
-        check.same_len("exp_avg", &args.exp_avg, "param", &args.param)?;
-        self.check_copy(
+        self.check_one_state_step(
             &check,
             Kernel::LionStep,
             &args.param,
+            &args.grad,
+            ("exp_avg", &args.exp_avg),
             args.param_copy.as_ref(),
         )?;
-        check.supported(self.info(), Kernel::LionStep, args.grad.dtype())?;
         self.backend.lion_step(hp, args, Validated::new())
     }
 
@@ -219,6 +211,26 @@ impl<B: Backend> Device<B> {
                 param_copy,
             },
         )
+    }
+
+    /// The views of a step with one fp32 state (Adagrad, Lion): fp32 `param`, a float `grad`
+    /// and the state of its length, the optional copy, and the gradient's dtype supported.
+    fn check_one_state_step(
+        &self,
+        check: &Check,
+        kernel: Kernel,
+        param: &ViewMut<'_, B>,
+        grad: &crate::kernels::View<'_, B>,
+        (state_name, state): (&'static str, &ViewMut<'_, B>),
+        copy: Option<&ViewMut<'_, B>>,
+    ) -> Result<()> {
+        check.typed("param", param, DType::F32)?;
+        check.float("grad", grad)?;
+        check.same_len("grad", grad, "param", param)?;
+        check.typed(state_name, state, DType::F32)?;
+        check.same_len(state_name, state, "param", param)?;
+        self.check_copy(check, kernel, param, copy)?;
+        check.supported(self.info(), kernel, grad.dtype())
     }
 
     fn check_copy(

@@ -13,7 +13,7 @@ use super::transfer::to_host;
 use super::{Offload, OffloadSettings};
 use crate::config::{GradDtypes, OptimizerConfig};
 use crate::layout::Layout;
-use crate::optimizer::{Optimizer, Prepared, StateKind, StepInputs};
+use crate::optimizer::{Optimizer, Prepared, StateKind, StepInputs, views_by_kind};
 use crate::owned::{OwnedElements, OwnedElementsMut, Partition};
 use crate::store::ParamStore;
 use ds_core::kernels::{View, ViewMut};
@@ -131,11 +131,13 @@ struct StepTargets<'a, B: Backend, H: Backend> {
     dev: &'a Device<B>,
     layout: &'a Layout,
     params: &'a mut ParamStore<B>,
+    /// The state kinds of the views `update` is given, in their order.
+    kinds: &'a [StateKind],
 }
 
 impl<B: Backend, H: Backend> StepTargets<'_, B, H> {
-    /// Steps partition elements `range`, whose state (master first, then the moments the
-    /// optimizer keeps) is `state`, indexed from `range.start`: chunk by chunk through the
+    /// Steps partition elements `range`, whose state (one view per kind of `kinds`) is
+    /// `state`, indexed from `range.start`: chunk by chunk through the
     /// staging buffer, each chunk's updated parameters written to the device (or the host
     /// partition under `offload_param`).
     fn update(
@@ -145,14 +147,13 @@ impl<B: Backend, H: Backend> StepTargets<'_, B, H> {
         state: &mut [ViewMut<'_, H>],
     ) -> Result<()> {
         let start = range.start;
-        let [master, rest @ ..] = state else {
+        let (Some(master), mut m, mut v) = views_by_kind(self.kinds, state) else {
             return Err(Error::invalid(
                 "offload",
                 "state",
                 "internal: no master weights",
             ));
         };
-        let (mut m, mut v) = hp.moments(rest);
         for (flat, local, len) in bucket_pieces(self.layout, range) {
             for c in chunks(0, len) {
                 let n = c.len();
@@ -260,6 +261,7 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
         inputs: StepInputs,
     ) -> Result<()> {
         let hp: Prepared = self.optimizer.begin_step(inputs);
+        let kinds = Optimizer::<H>::kinds_with_master(self.optimizer.config());
         let mut to = StepTargets {
             host: &self.host,
             grads: &self.grads,
@@ -267,6 +269,7 @@ impl<B: Backend, H: Backend> Offload<B> for HostOptimizer<H> {
             dev,
             layout,
             params,
+            kinds: &kinds,
         };
         match &mut self.nvme {
             Some(nvme) => nvme.step(|range, mut state| to.update(&hp, range, &mut state)),
