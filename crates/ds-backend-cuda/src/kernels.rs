@@ -1,4 +1,4 @@
-//! The CUDA C kernels: assembled from the repository's `kernels/` folder, compiled with NVRTC
+//! The CUDA C kernels: the shared sources of `ds-gpu`, compiled with NVRTC
 //! for the device's architecture on first use, and cached per process and device.
 
 use crate::context::CudaBackend;
@@ -9,31 +9,9 @@ use ds_core::{DType, Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The kernel sources in compilation order.
-const SOURCES: [(&str, &str); 6] = [
-    ("common.cuh", include_str!("../../../kernels/common.cuh")),
-    (
-        "elementwise.cu",
-        include_str!("../../../kernels/elementwise.cu"),
-    ),
-    ("reduce.cu", include_str!("../../../kernels/reduce.cu")),
-    ("optim.cu", include_str!("../../../kernels/optim.cu")),
-    ("nn.cu", include_str!("../../../kernels/nn.cu")),
-    (
-        "attention.cu",
-        include_str!("../../../kernels/attention.cu"),
-    ),
-];
-
 /// The whole program NVRTC compiles.
 pub(crate) fn source() -> String {
-    let mut s = String::new();
-    for (name, text) in SOURCES {
-        s.push_str(&format!("// ---- {name}\n"));
-        s.push_str(text);
-        s.push('\n');
-    }
-    s
+    ds_gpu::program()
 }
 
 /// NVRTC options for an architecture such as `sm_90`.
@@ -129,8 +107,8 @@ pub(crate) fn suffix(dtype: DType) -> &'static str {
     dtype.name()
 }
 
-/// Threads per block of every kernel (a power of two, as the block reductions need).
-pub(crate) const THREADS: u32 = 256;
+/// Threads per block of every kernel.
+pub(crate) use ds_gpu::THREADS;
 
 impl CudaBackend {
     /// A one-dimensional launch over `n` items: enough blocks to fill the device a few times
@@ -180,52 +158,4 @@ impl CudaBackend {
             .map(|_| ())
             .map_err(|e| error::driver(self.device(), &format!("launching {name}"), e))
     }
-}
-
-/// Every kernel name the backend launches.
-pub(crate) fn all_names() -> Vec<String> {
-    let f = ["f32", "f16", "bf16"];
-    let mut names = vec![
-        "ds_fill_i32".to_string(),
-        "ds_fill_u8".into(),
-        "ds_sum_finalize".into(),
-    ];
-    for a in f {
-        for op in [
-            "fill",
-            "scale",
-            "add",
-            "mul",
-            "sum_partials",
-            "non_finite",
-            "unscale",
-            "lamb_moments",
-            "lamb_apply",
-            "bias_add",
-            "bias_grad",
-            "gelu",
-            "gelu_backward",
-            "relu",
-            "relu_backward",
-            "layer_norm",
-            "layer_norm_dx",
-            "layer_norm_dparams",
-            "xent",
-            "xent_backward",
-            "embedding",
-            "embedding_backward",
-            "attention",
-            "attention_delta",
-            "attention_dq",
-            "attention_dkv",
-        ] {
-            names.push(format!("ds_{op}_{a}"));
-        }
-        for b in f {
-            for op in ["cast", "axpy", "adam", "sgd", "adagrad", "lion"] {
-                names.push(format!("ds_{op}_{a}_{b}"));
-            }
-        }
-    }
-    names
 }

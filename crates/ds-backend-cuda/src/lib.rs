@@ -1,8 +1,8 @@
 //! ds-backend-cuda: ds's backend for NVIDIA GPUs.
 //!
 //! - [`CudaBackend`] implements [`ds_core::Backend`]: a context and one stream per backend, a
-//!   caching memory pool with statistics, kernels written in CUDA C (the repository's
-//!   `kernels/` folder, shared with the ROCm backend) compiled with NVRTC on first use for the
+//!   caching memory pool with statistics, kernels written in CUDA C (`ds-gpu`'s sources,
+//!   shared with the ROCm backend) compiled with NVRTC on first use for the
 //!   device's architecture and cached per process, and GEMM through cuBLAS with f32
 //!   accumulation for every dtype.
 //! - [`NcclComm`] implements [`ds_core::Collectives`] on device buffers with NCCL.
@@ -25,14 +25,3 @@ pub use buffer::CudaBuffer;
 pub use context::CudaBackend;
 pub use kernels::compile_check;
 pub use nccl::{NcclComm, NcclId};
-
-/// The CUDA C sources of every kernel, in compilation order (also used by tests that compile
-/// them without a GPU).
-pub fn kernel_source() -> String {
-    kernels::source()
-}
-
-/// Every kernel name the backend may launch (tests check each exists in [`kernel_source`]).
-pub fn kernel_names() -> Vec<String> {
-    kernels::all_names()
-}

@@ -126,6 +126,17 @@ pub fn render() -> String {
         "yes",
         ds_zero::offload::swap::probe()
     );
+    #[cfg(feature = "rocm")]
+    {
+        let search = ds_backend_rocm::Search::from_env();
+        let _ = writeln!(
+            s,
+            "rocm libraries (searched {}; {} pins the folder):",
+            search.describe(),
+            ds_backend_rocm::LIBS_ENV
+        );
+        s.push_str(&ds_backend_rocm::probe::report(&search));
+    }
     #[cfg(feature = "wgpu")]
     {
         let _ = writeln!(
