@@ -87,20 +87,8 @@ impl Kernels {
     }
 }
 
-/// A kernel argument, held by value until the launch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
-    /// A device address (or 0 for a null pointer).
-    Ptr(u64),
-    /// A 64-bit count.
-    U64(u64),
-    /// A 32-bit unsigned value.
-    U32(u32),
-    /// A 32-bit signed value.
-    I32(i32),
-    /// A float.
-    F32(f32),
-}
+/// A kernel argument, typed as the launch table states it.
+pub(crate) use ds_gpu::Arg;
 
 /// The suffix of a float dtype in kernel names.
 pub(crate) fn suffix(dtype: DType) -> &'static str {
@@ -135,9 +123,14 @@ impl CudaBackend {
         })
     }
 
-    /// Launches kernel `name` with `args`, which must match its CUDA signature in order and
-    /// type; pointers must address memory valid for what the kernel touches.
+    /// Launches kernel `name` with `args`, checked against its entry in `ds-gpu`'s launch
+    /// table (a mismatch is an error, never a launch); pointers must address memory valid for
+    /// what the kernel touches.
     pub(crate) fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        ds_gpu::check(name, args).map_err(|message| Error::Device {
+            device: self.device().to_string(),
+            message,
+        })?;
         if cfg.grid_dim.0 == 0 {
             return Ok(());
         }
@@ -151,9 +144,10 @@ impl CudaBackend {
                 Arg::F32(v) => b.arg(v),
             };
         }
-        // SAFETY: every call site passes the arguments of the named kernel's signature (kernel
-        // and call are written together, see `all_names`), with device addresses of views that
-        // ds-core validated against their buffers and scratch buffers sized for the kernel.
+        // SAFETY: the arguments match the kernel's parameters in number and type (checked above
+        // against the launch table, which a test holds to the sources), and the device
+        // addresses are of views ds-core validated against their buffers, or scratch buffers
+        // sized for the kernel.
         unsafe { b.launch(cfg) }
             .map(|_| ())
             .map_err(|e| error::driver(self.device(), &format!("launching {name}"), e))

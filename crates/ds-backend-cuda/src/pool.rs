@@ -8,7 +8,8 @@
 //! driver (reserved: live plus cached).
 
 use crate::error;
-use cudarc::driver::{CudaSlice, CudaStream};
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 use ds_core::{Error, MemoryStats, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,11 @@ pub(crate) fn size_class(bytes: usize) -> usize {
     } else {
         bytes.div_ceil(LARGE) * LARGE
     }
+}
+
+/// Whether the driver's error is "out of memory", by its code.
+fn is_out_of_memory(e: &DriverError) -> bool {
+    e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY
 }
 
 /// The pool of one backend (one device, one stream).
@@ -90,7 +96,7 @@ impl Pool {
                         .mem_get_info()
                         .map(|(f, _)| f as u64)
                         .unwrap_or(0);
-                    if format!("{e:?}").contains("OUT_OF_MEMORY") {
+                    if is_out_of_memory(&e) {
                         Error::OutOfMemory {
                             device: self.device.clone(),
                             requested: class as u64,
@@ -145,7 +151,17 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use super::{CUresult, DriverError, is_out_of_memory, size_class};
+
+    #[test]
+    fn out_of_memory_is_known_by_its_code() {
+        assert!(is_out_of_memory(&DriverError(
+            CUresult::CUDA_ERROR_OUT_OF_MEMORY
+        )));
+        assert!(!is_out_of_memory(&DriverError(
+            CUresult::CUDA_ERROR_INVALID_VALUE
+        )));
+    }
 
     #[test]
     fn size_classes_round_up_and_bound_waste() {

@@ -2,12 +2,13 @@
 //!
 //! Not a backend (backends never import each other; both import this): it holds the kernel
 //! sources written in the common CUDA/HIP dialect (compiled at run time by NVRTC or hiprtc),
-//! the list of kernels a backend launches and the launch geometry every kernel assumes.
+//! the launch table stating every kernel's typed arguments once, and the launch geometry every
+//! kernel assumes.
 
-mod names;
+pub mod launch;
 mod sources;
 
-pub use names::kernel_names;
+pub use launch::{Arg, ArgKind, check, kernel_names};
 pub use sources::{SOURCES, program};
 
 /// Threads per block of every kernel: a power of two, as the shared-memory block reductions
