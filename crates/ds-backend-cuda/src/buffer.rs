@@ -1,7 +1,7 @@
 //! Device buffers: a block from the pool, its dtype and length, and its raw device address
 //! (kernels receive addresses plus element offsets of validated views).
 
-use crate::pool::Pool;
+use crate::pool::CudaPool;
 use cudarc::driver::CudaSlice;
 use ds_core::{DType, DeviceBuffer};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ pub struct CudaBuffer {
     pub(crate) bytes: usize,
     pub(crate) dtype: DType,
     pub(crate) len: usize,
-    pub(crate) pool: Arc<Pool>,
+    pub(crate) pool: Arc<CudaPool>,
 }
 
 impl CudaBuffer {

@@ -3,7 +3,7 @@
 
 use crate::buffer::CudaBuffer;
 use crate::kernels::Kernels;
-use crate::pool::Pool;
+use crate::pool::{CACHE_CAP_BYTES, CudaMemory, CudaPool};
 use crate::{error, probe};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUdevice_attribute;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Inner {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
-    pub(crate) pool: Arc<Pool>,
+    pub(crate) pool: Arc<CudaPool>,
     pub(crate) kernels: Arc<Kernels>,
     pub(crate) blas: Mutex<CudaBlas>,
     pub(crate) info: DeviceInfo,
@@ -79,7 +79,13 @@ impl CudaBackend {
             max_buffer_elements: None,
             capabilities: Capabilities::all_floats(),
         };
-        let pool = Arc::new(Pool::new(stream.clone(), device));
+        let pool = Arc::new(CudaPool::new(
+            CudaMemory {
+                stream: stream.clone(),
+                device: device.clone(),
+            },
+            CACHE_CAP_BYTES,
+        ));
         Ok(CudaBackend {
             inner: Arc::new(Inner {
                 ctx,
@@ -103,7 +109,8 @@ impl CudaBackend {
     /// # Errors
     /// When the pool's lock was poisoned.
     pub fn release_cached_memory(&self) -> Result<()> {
-        self.inner.pool.release_cache()
+        self.inner.pool.release_cache();
+        Ok(())
     }
 
     /// Compute capability (major, minor).
@@ -141,7 +148,13 @@ impl Memory for CudaBackend {
 
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CudaBuffer> {
         let bytes = len * dtype.size_bytes();
-        let (mut slice, class) = self.inner.pool.take(bytes)?;
+        // Zero bytes need no block (a null address the kernels never dereference).
+        let (mut slice, class) = if bytes == 0 {
+            (None, 0)
+        } else {
+            let taken = self.inner.pool.take(bytes)?;
+            (Some(taken.block), taken.class)
+        };
         let mut ptr = 0;
         if let Some(s) = slice.as_mut() {
             self.inner

@@ -1,107 +1,89 @@
-//! Device buffers and the caching pool they come from.
+//! Device buffers and the raw wgpu memory the shared pool caches.
 //!
 //! Creating a wgpu buffer allocates and zero-fills driver memory; a training step allocates and
-//! frees the same sizes every time. Freed buffers go back to per-size free lists and are reused
-//! (cleared on the device before they are handed out again, so `alloc` still returns zeros).
-//! Sizes are rounded to 256 bytes below 1 MiB and to 2 MiB above, which bounds waste; at most
-//! [`CACHE_CAP_BYTES`] are kept cached.
+//! frees the same sizes every time. ds-core's [`Pool`] keeps freed buffers by size class (256
+//! bytes below 1 MiB, 2 MiB above) up to [`CACHE_CAP_BYTES`]; a reused one is cleared on the
+//! device before it is handed out again, so `alloc` still returns zeros.
 
-use ds_core::{DType, DeviceBuffer, MemoryStats};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use ds_core::pool::{Pool, RawFailure, RawMemory, device_class};
+use ds_core::{DType, DeviceBuffer};
 use std::sync::{Arc, Mutex};
 
 /// The most bytes the pool keeps in freed buffers before it lets the driver have them back.
 pub(crate) const CACHE_CAP_BYTES: u64 = 1 << 30;
 
-/// The byte size a request of `bytes` is served with (at least 256: a binding needs bytes).
-pub(crate) fn size_class(bytes: u64) -> u64 {
-    const SMALL: u64 = 256;
-    const LARGE: u64 = 2 << 20;
-    if bytes < (1 << 20) {
-        bytes.max(1).div_ceil(SMALL) * SMALL
-    } else {
-        bytes.div_ceil(LARGE) * LARGE
+/// The smallest buffer (a binding needs bytes) and the step of small size classes.
+const SMALL: usize = 256;
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// One device's raw memory: wgpu buffers, created and destroyed.
+#[derive(Debug)]
+pub(crate) struct WgpuMemory {
+    pub(crate) device: wgpu::Device,
+    pub(crate) name: String,
+    /// The largest buffer the device allows.
+    pub(crate) max_buffer: u64,
+    /// The device's error slot (validation and out-of-memory errors land there).
+    pub(crate) error: Arc<Mutex<Option<String>>>,
+}
+
+impl RawMemory for WgpuMemory {
+    type Block = wgpu::Buffer;
+
+    fn device(&self) -> &str {
+        &self.name
+    }
+
+    fn class(&self, bytes: usize) -> usize {
+        device_class(bytes, SMALL)
+    }
+
+    fn alloc(&self, class: usize) -> Result<wgpu::Buffer, RawFailure> {
+        if class as u64 > self.max_buffer {
+            return Err(RawFailure::OutOfMemory);
+        }
+        let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class as u64,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        let refused = self
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some();
+        if refused {
+            return Err(RawFailure::OutOfMemory);
+        }
+        Ok(raw)
+    }
+
+    fn available(&self) -> u64 {
+        // wgpu has no free-memory query; the largest buffer is the one limit it states.
+        self.max_buffer
+    }
+
+    fn free(&self, block: wgpu::Buffer) {
+        block.destroy();
     }
 }
 
-/// Free lists and the statistics of one device.
-#[derive(Debug, Default)]
-pub(crate) struct Pool {
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
-    cached: AtomicU64,
-    in_use: AtomicU64,
-    peak: AtomicU64,
-    reserved: AtomicU64,
-}
-
-impl Pool {
-    /// A cached buffer of exactly `class` bytes, if one is free.
-    pub(crate) fn reuse(&self, class: u64) -> Option<wgpu::Buffer> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let buf = free.get_mut(&class).and_then(Vec::pop)?;
-        self.cached.fetch_sub(class, Ordering::Relaxed);
-        Some(buf)
-    }
-
-    /// Records a buffer of `class` bytes freshly created from the driver.
-    pub(crate) fn on_create(&self, class: u64) {
-        self.reserved.fetch_add(class, Ordering::Relaxed);
-    }
-
-    /// Records `bytes` handed out in a live buffer.
-    pub(crate) fn on_take(&self, bytes: u64) {
-        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-    }
-
-    /// Takes a buffer back: cached when there is room, else destroyed.
-    fn give_back(&self, buffer: wgpu::Buffer, class: u64, bytes: u64) {
-        self.in_use.fetch_sub(bytes, Ordering::Relaxed);
-        if self.cached.load(Ordering::Relaxed) + class <= CACHE_CAP_BYTES {
-            self.cached.fetch_add(class, Ordering::Relaxed);
-            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            free.entry(class).or_default().push(buffer);
-        } else {
-            self.reserved.fetch_sub(class, Ordering::Relaxed);
-            buffer.destroy();
-        }
-    }
-
-    /// Destroys every cached buffer (before retrying an allocation the driver refused).
-    pub(crate) fn release_cache(&self) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        for (class, list) in free.drain() {
-            for b in list {
-                self.reserved.fetch_sub(class, Ordering::Relaxed);
-                self.cached.fetch_sub(class, Ordering::Relaxed);
-                b.destroy();
-            }
-        }
-    }
-
-    pub(crate) fn stats(&self) -> MemoryStats {
-        MemoryStats {
-            in_use: self.in_use.load(Ordering::Relaxed),
-            peak: self.peak.load(Ordering::Relaxed),
-            reserved: self.reserved.load(Ordering::Relaxed),
-        }
-    }
-
-    pub(crate) fn reset_peak(&self) {
-        self.peak
-            .store(self.in_use.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
+/// The pool of one wgpu device.
+pub(crate) type WgpuPool = Pool<WgpuMemory>;
 
 /// A buffer in device memory. Dropping it returns the memory to the backend's pool.
 #[derive(Debug)]
 pub struct WgpuBuffer {
     pub(crate) raw: Option<wgpu::Buffer>,
-    pub(crate) class: u64,
+    pub(crate) class: usize,
     pub(crate) dtype: DType,
     pub(crate) len: usize,
-    pub(crate) pool: Arc<Pool>,
+    pub(crate) pool: Arc<WgpuPool>,
 }
 
 impl WgpuBuffer {
@@ -132,22 +114,8 @@ impl DeviceBuffer for WgpuBuffer {
 impl Drop for WgpuBuffer {
     fn drop(&mut self) {
         if let Some(raw) = self.raw.take() {
-            let bytes = self.bytes();
+            let bytes = self.bytes() as usize;
             self.pool.give_back(raw, self.class, bytes);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::size_class;
-
-    #[test]
-    fn classes_round_up_and_never_hold_zero_bytes() {
-        assert_eq!(size_class(0), 256);
-        assert_eq!(size_class(1), 256);
-        assert_eq!(size_class(257), 512);
-        assert_eq!(size_class((1 << 20) + 1), 2 << 20);
-        assert_eq!(size_class(3 << 20), 4 << 20);
     }
 }

@@ -1,7 +1,7 @@
 //! The backend: one wgpu device and queue, its pool, its pipeline cache and its error slot.
 
 use crate::adapter::{self, AdapterChoice};
-use crate::buffer::Pool;
+use crate::buffer::{CACHE_CAP_BYTES, WgpuMemory, WgpuPool};
 use crate::shader::Store;
 use ds_core::{Capabilities, DType, DeviceInfo, Error, Result};
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ pub(crate) struct Inner {
     /// Binding offsets must be multiples of this.
     pub(crate) offset_align: u64,
     pub(crate) max_groups: u32,
-    pub(crate) pool: Arc<Pool>,
+    pub(crate) pool: Arc<WgpuPool>,
     /// The memory budget, when one was set.
     pub(crate) capacity: Option<u64>,
     pub(crate) pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
@@ -185,6 +185,15 @@ impl WgpuBackend {
             max_buffer_elements: None,
             capabilities: Capabilities::all_floats(),
         };
+        let pool = Arc::new(WgpuPool::new(
+            WgpuMemory {
+                device: device.clone(),
+                name: info.name.clone(),
+                max_buffer: limits.max_buffer_size,
+                error: error.clone(),
+            },
+            CACHE_CAP_BYTES,
+        ));
         Ok(WgpuBackend {
             inner: Arc::new(Inner {
                 device,
@@ -194,7 +203,7 @@ impl WgpuBackend {
                 max_binding: limits.max_storage_buffer_binding_size,
                 offset_align: u64::from(limits.min_storage_buffer_offset_alignment),
                 max_groups: limits.max_compute_workgroups_per_dimension,
-                pool: Arc::new(Pool::default()),
+                pool,
                 capacity: options.capacity,
                 pipelines: Mutex::new(HashMap::new()),
                 error,

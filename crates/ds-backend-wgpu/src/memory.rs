@@ -4,16 +4,12 @@
 //! the command encoder directly; a view of 16-bit or byte elements that starts or ends inside
 //! a word is moved by a small kernel that writes only its own elements.
 
-use crate::buffer::{WgpuBuffer, size_class};
+use crate::buffer::WgpuBuffer;
 use crate::context::WgpuBackend;
 use crate::launch::{Bind, Grid, Launch, Param};
 use ds_core::kernels::{Memory, Validated};
 use ds_core::{DType, DeviceInfo, Error, MemoryStats, Result, Slice, SliceMut};
 use std::sync::mpsc;
-
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
 
 /// Copies raw elements: `dst[i] = src[i]`.
 const COPY: &str = "
@@ -34,73 +30,36 @@ fn kernel(gi: u32, wg: u32, li: u32) {
 impl WgpuBackend {
     /// A buffer of `len` elements from the pool, zero-filled.
     pub(crate) fn alloc_buffer(&self, dtype: DType, len: usize) -> Result<WgpuBuffer> {
-        let bytes = (len as u64)
-            .checked_mul(dtype.size_bytes() as u64)
+        let bytes = len
+            .checked_mul(dtype.size_bytes())
             .ok_or_else(|| Error::invalid("alloc", "len", format!("{len} elements overflow")))?;
-        let class = size_class(bytes);
         let pool = &self.inner.pool;
         if let Some(cap) = self.inner.capacity {
             let in_use = pool.stats().in_use;
-            if in_use.saturating_add(bytes) > cap {
+            if in_use.saturating_add(bytes as u64) > cap {
                 return Err(Error::OutOfMemory {
                     device: self.inner.info.name.clone(),
-                    requested: bytes,
+                    requested: bytes as u64,
                     available: cap.saturating_sub(in_use),
                 });
             }
         }
-        let raw = match pool.reuse(class) {
-            Some(raw) => {
-                let mut enc = self
-                    .inner
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                enc.clear_buffer(&raw, 0, None);
-                self.inner.queue.submit([enc.finish()]);
-                raw
-            }
-            None => self.fresh(class)?,
-        };
-        pool.on_take(bytes);
+        let taken = pool.take(bytes)?;
+        if taken.reused {
+            let mut enc = self
+                .inner
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            enc.clear_buffer(&taken.block, 0, None);
+            self.inner.queue.submit([enc.finish()]);
+        }
         Ok(WgpuBuffer {
-            raw: Some(raw),
-            class,
+            raw: Some(taken.block),
+            class: taken.class,
             dtype,
             len,
             pool: pool.clone(),
         })
-    }
-
-    fn fresh(&self, class: u64) -> Result<wgpu::Buffer> {
-        let limit = self.inner.device.limits().max_buffer_size;
-        if class > limit {
-            return Err(Error::OutOfMemory {
-                device: self.inner.info.name.clone(),
-                requested: class,
-                available: limit,
-            });
-        }
-        let create = || {
-            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: class,
-                usage: USAGE,
-                mapped_at_creation: false,
-            })
-        };
-        let mut raw = create();
-        if self.check().is_err() {
-            // The driver refused: give back the cache and try once more.
-            self.inner.pool.release_cache();
-            raw = create();
-            self.check().map_err(|_| Error::OutOfMemory {
-                device: self.inner.info.name.clone(),
-                requested: class,
-                available: 0,
-            })?;
-        }
-        self.inner.pool.on_create(class);
-        Ok(raw)
     }
 
     /// Copies raw elements between views of equal length and element size with a kernel.

@@ -45,6 +45,7 @@ pub mod kernel;
 pub mod kernels;
 pub mod memory;
 pub mod params;
+pub mod pool;
 pub mod slice;
 mod validate;
 

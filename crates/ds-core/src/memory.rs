@@ -26,17 +26,37 @@ pub struct MemoryTracker {
 }
 
 impl MemoryTracker {
-    /// Records a new live buffer of `bytes` (also reserved).
+    /// Records a new live buffer of `bytes` taken straight from the system (also reserved).
     pub fn on_alloc(&self, bytes: u64) {
+        self.on_reserve(bytes);
+        self.on_take(bytes);
+    }
+
+    /// Records that a live buffer of `bytes` was released straight back to the system.
+    pub fn on_free(&self, bytes: u64) {
+        self.on_give_back(bytes);
+        self.on_release(bytes);
+    }
+
+    /// Records `bytes` more held from the system (a fresh block, live or cached).
+    pub fn on_reserve(&self, bytes: u64) {
         self.reserved.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records `bytes` given back to the system.
+    pub fn on_release(&self, bytes: u64) {
+        self.reserved.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Records `bytes` handed out in a live buffer.
+    pub fn on_take(&self, bytes: u64) {
         let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
     }
 
-    /// Records that a live buffer of `bytes` was released back to the system.
-    pub fn on_free(&self, bytes: u64) {
+    /// Records a live buffer of `bytes` returned (to a cache or the system).
+    pub fn on_give_back(&self, bytes: u64) {
         self.in_use.fetch_sub(bytes, Ordering::Relaxed);
-        self.reserved.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// The current counts.

@@ -11,8 +11,9 @@
 //! physical low bits equal too): the optimizer's four streams evict each other and the step
 //! runs at half the machine's bandwidth (measured: 131 ms against 34 ms for the same loop).
 //!
-//! Mappings of dropped buffers are kept (up to [`CACHE_LIMIT`]) and reused for the next buffer
-//! of the same mapped size: a training step allocates and frees the same activation sizes
+//! Mappings of dropped buffers are kept by the backend's [`Pool`] (ds-core's one pool, over
+//! [`HostMemory`], up to [`CACHE_LIMIT`]) and reused for the next buffer of the same mapped
+//! size: a training step allocates and frees the same activation sizes
 //! every step, and a fresh mapping costs system calls and a page fault per page (measured:
 //! the system time of a GPT training step equalled its user time before this cache). Buffers
 //! from [`CACHE_THRESHOLD`] up are mapped and cached this way (4 KiB pages below
@@ -25,7 +26,7 @@
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
-use crate::memory::MemoryTracker;
+use crate::pool::{Pool, RawFailure, RawMemory};
 use crate::slice::DeviceBuffer;
 use std::alloc::Layout;
 use std::ptr::NonNull;
@@ -48,37 +49,71 @@ const STAGGER_STEP: usize = 17 * 64;
 /// Distinct start offsets before they repeat.
 const STAGGER_SLOTS: usize = 16;
 
-/// The most bytes of released mappings kept for reuse (process-wide).
-const CACHE_LIMIT: usize = 1 << 30;
-
-/// Released mappings (start address, length) awaiting reuse, and their total length.
-static CACHE: std::sync::Mutex<(Vec<(usize, usize)>, usize)> =
-    std::sync::Mutex::new((Vec::new(), 0));
-
-/// A cached mapping of exactly `mapped` bytes, if one is free. Its contents are stale.
-fn reuse_mapping(mapped: usize) -> Option<NonNull<u8>> {
-    let mut cache = CACHE.lock().ok()?;
-    let i = cache.0.iter().position(|&(_, len)| len == mapped)?;
-    let (addr, len) = cache.0.swap_remove(i);
-    cache.1 -= len;
-    NonNull::new(addr as *mut u8)
-}
-
-/// Keeps a released mapping for reuse; false (the caller unmaps it) when the cache is full.
-fn keep_mapping(base: NonNull<u8>, mapped: usize) -> bool {
-    let Ok(mut cache) = CACHE.lock() else {
-        return false;
-    };
-    if cache.1 + mapped > CACHE_LIMIT {
-        return false;
-    }
-    cache.0.push((base.as_ptr() as usize, mapped));
-    cache.1 += mapped;
-    true
-}
+/// The most bytes of released mappings one backend keeps for reuse.
+pub(crate) const CACHE_LIMIT: u64 = 1 << 30;
 
 /// Counts mapped allocations to pick each one's start offset.
 static MAPPED_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The mapped size that serves a buffer of `bytes` (at least [`CACHE_THRESHOLD`]): room for
+/// every stagger offset, rounded to whole pages (huge pages from [`MAP_THRESHOLD`] up), so
+/// one size of buffer always maps, and reuses, one size.
+fn mapped_size(bytes: usize) -> usize {
+    let page = if bytes >= MAP_THRESHOLD {
+        HUGE_PAGE
+    } else {
+        PAGE
+    };
+    (bytes + STAGGER_SLOTS * STAGGER_STEP).div_ceil(page) * page
+}
+
+/// Whether a mapping of `mapped` bytes is for huge pages: buffers below [`MAP_THRESHOLD`] map
+/// less than `MAP_THRESHOLD + STAGGER_SLOTS * STAGGER_STEP` rounded to 4 KiB, under 4 MiB;
+/// huge ones map 4 MiB or more.
+fn is_huge(mapped: usize) -> bool {
+    mapped >= 2 * HUGE_PAGE
+}
+
+/// One anonymous mapping: its start and length.
+#[derive(Debug)]
+pub struct Mapping(NonNull<u8>, usize);
+
+// SAFETY: a mapping is plain process memory owned by whoever holds the value; nothing is tied
+// to the thread that made it.
+unsafe impl Send for Mapping {}
+
+/// The host's raw memory for the shared pool: anonymous mappings, cached by mapped size.
+#[derive(Debug, Default)]
+pub struct HostMemory;
+
+impl RawMemory for HostMemory {
+    type Block = Mapping;
+
+    fn device(&self) -> &str {
+        "cpu"
+    }
+
+    fn class(&self, bytes: usize) -> usize {
+        mapped_size(bytes)
+    }
+
+    fn alloc(&self, mapped: usize) -> std::result::Result<Mapping, RawFailure> {
+        if mapped as u64 > available_memory() {
+            return Err(RawFailure::OutOfMemory);
+        }
+        map_zeroed(mapped, is_huge(mapped))
+            .map(|base| Mapping(base, mapped))
+            .ok_or(RawFailure::OutOfMemory)
+    }
+
+    fn available(&self) -> u64 {
+        available_memory()
+    }
+
+    fn free(&self, block: Mapping) {
+        unmap(block.0, block.1);
+    }
+}
 
 #[derive(Debug)]
 enum Backing {
@@ -86,8 +121,8 @@ enum Backing {
     Empty,
     /// From the global allocator with this layout.
     Heap(Layout),
-    /// From `mmap`: the mapping's start and length (the data starts a stagger offset in).
-    Mapped(NonNull<u8>, usize),
+    /// A mapping from the pool (the data starts a stagger offset in), and its size class.
+    Mapped(Option<Mapping>, usize),
 }
 
 /// A zero-initialised host allocation holding `len` elements of one dtype.
@@ -98,7 +133,7 @@ pub struct CpuBuffer {
     dtype: DType,
     len: usize,
     backing: Backing,
-    tracker: Arc<MemoryTracker>,
+    pool: Arc<Pool<HostMemory>>,
 }
 
 // SAFETY: a CpuBuffer exclusively owns its allocation (like a Vec<u8>); shared references only
@@ -114,7 +149,7 @@ impl CpuBuffer {
     pub(crate) fn new(
         dtype: DType,
         len: usize,
-        tracker: Arc<MemoryTracker>,
+        pool: Arc<Pool<HostMemory>>,
         prepare: impl FnOnce(&mut [u8], bool),
     ) -> Result<Self> {
         let bytes = len
@@ -131,27 +166,13 @@ impl CpuBuffer {
         } else if bytes >= CACHE_THRESHOLD {
             let slot = MAPPED_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let offset = (slot % STAGGER_SLOTS) * STAGGER_STEP;
-            let huge = bytes >= MAP_THRESHOLD;
-            let page = if huge { HUGE_PAGE } else { PAGE };
-            let mapped = (bytes + STAGGER_SLOTS * STAGGER_STEP).div_ceil(page) * page;
-            let base = match reuse_mapping(mapped) {
-                Some(base) => {
-                    reused = true;
-                    base
-                }
-                None => {
-                    let available = available_memory();
-                    if mapped as u64 > available {
-                        return Err(oom(available));
-                    }
-                    map_zeroed(mapped, huge).ok_or_else(|| oom(available))?
-                }
-            };
-            // SAFETY: offset < STAGGER_SLOTS * STAGGER_STEP <= mapped - bytes, so base + offset
-            // stays inside the mapping (fresh or cached, it has exactly `mapped` bytes) and
+            let taken = pool.take(bytes)?;
+            reused = taken.reused;
+            // SAFETY: offset < STAGGER_SLOTS * STAGGER_STEP <= mapped_size(bytes) - bytes, so
+            // base + offset stays inside the mapping (its class is mapped_size(bytes)) and
             // leaves `bytes` bytes after it.
-            let data = unsafe { base.add(offset) };
-            (data, Backing::Mapped(base, mapped))
+            let data = unsafe { taken.block.0.add(offset) };
+            (data, Backing::Mapped(Some(taken.block), taken.class))
         } else {
             let layout = Layout::from_size_align(bytes, HEAP_ALIGN)
                 .map_err(|e| Error::invalid("alloc", "len", e.to_string()))?;
@@ -162,18 +183,20 @@ impl CpuBuffer {
                 Backing::Heap(layout),
             )
         };
+        if !matches!(backing, Backing::Mapped(..)) {
+            pool.tracker().on_alloc(bytes as u64);
+        }
         let mut buffer = CpuBuffer {
             ptr,
             bytes,
             dtype,
             len,
             backing,
-            tracker,
+            pool,
         };
         if matches!(buffer.backing, Backing::Mapped(..)) {
             prepare(buffer.bytes_mut(), reused);
         }
-        buffer.tracker.on_alloc(bytes as u64);
         Ok(buffer)
     }
 
@@ -213,19 +236,19 @@ impl DeviceBuffer for CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        match self.backing {
-            Backing::Empty => {}
+        match &mut self.backing {
+            Backing::Empty => self.pool.tracker().on_free(0),
             Backing::Heap(layout) => {
                 // SAFETY: ptr came from alloc_zeroed with exactly this layout and is freed once.
-                unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr(), *layout) };
+                self.pool.tracker().on_free(self.bytes as u64);
             }
-            Backing::Mapped(base, mapped) => {
-                if !keep_mapping(base, mapped) {
-                    unmap(base, mapped);
+            Backing::Mapped(mapping, class) => {
+                if let Some(m) = mapping.take() {
+                    self.pool.give_back(m, *class, self.bytes);
                 }
             }
         }
-        self.tracker.on_free(self.bytes as u64);
     }
 }
 

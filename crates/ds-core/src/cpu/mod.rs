@@ -33,7 +33,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::info::{Capabilities, DeviceInfo};
 use crate::kernels::{Memory, Validated, View, ViewMut};
-use crate::memory::{MemoryStats, MemoryTracker};
+use crate::memory::MemoryStats;
+use crate::pool::Pool;
 use std::sync::Arc;
 
 /// The environment variable that sets the CPU backend's default thread count.
@@ -43,7 +44,8 @@ pub const THREADS_ENV: &str = "DS_CPU_THREADS";
 struct Inner {
     pool: rayon::ThreadPool,
     info: DeviceInfo,
-    tracker: Arc<MemoryTracker>,
+    /// Host memory: mappings cached by the shared pool, small buffers counted by its tracker.
+    memory: Arc<Pool<buffer::HostMemory>>,
     /// A memory budget in bytes, when one was set ([`CpuBackend::with_capacity`]).
     capacity: Option<u64>,
     /// The CPUs the pool's workers are pinned to, held while the backend lives.
@@ -124,7 +126,7 @@ impl CpuBackend {
             inner: Arc::new(Inner {
                 pool,
                 info,
-                tracker: Arc::new(MemoryTracker::default()),
+                memory: Arc::new(Pool::new(buffer::HostMemory, buffer::CACHE_LIMIT)),
                 capacity: None,
                 _binding: binding,
             }),
@@ -176,7 +178,7 @@ impl Memory for CpuBackend {
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
         if let Some(capacity) = self.inner.capacity {
             let bytes = (len as u64).saturating_mul(dtype.size_bytes() as u64);
-            let in_use = self.inner.tracker.stats().in_use;
+            let in_use = self.inner.memory.stats().in_use;
             if in_use.saturating_add(bytes) > capacity {
                 return Err(Error::OutOfMemory {
                     device: "cpu".into(),
@@ -188,7 +190,7 @@ impl Memory for CpuBackend {
         CpuBuffer::new(
             dtype,
             len,
-            Arc::clone(&self.inner.tracker),
+            Arc::clone(&self.inner.memory),
             |bytes, reused| {
                 if bytes.len() < par::PARALLEL_BYTES {
                     par::prepare_mapping(bytes, reused);
@@ -223,11 +225,11 @@ impl Memory for CpuBackend {
     }
 
     fn memory_stats(&self) -> MemoryStats {
-        self.inner.tracker.stats()
+        self.inner.memory.stats()
     }
 
     fn reset_peak_memory(&self) {
-        self.inner.tracker.reset_peak();
+        self.inner.memory.reset_peak();
     }
 
     fn host_bytes<'a>(&self, view: View<'a, Self>) -> Option<&'a [u8]> {
