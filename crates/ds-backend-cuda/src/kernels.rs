@@ -1,11 +1,10 @@
 //! The CUDA C kernels: the shared sources of `ds-gpu`, compiled with NVRTC
 //! for the device's architecture on first use, and cached per process and device.
 
-use crate::context::CudaBackend;
 use crate::error;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
-use ds_core::{DType, Error, Result};
+use ds_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -70,7 +69,7 @@ impl Kernels {
         Ok(k)
     }
 
-    fn get(&self, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn get(&self, name: &str) -> Result<CudaFunction> {
         let mut f = self.functions.lock().map_err(|_| Error::Device {
             device: self.device.clone(),
             message: "the kernel table's lock was poisoned by a panic".into(),
@@ -84,72 +83,5 @@ impl Kernels {
             .map_err(|e| error::driver(&self.device, &format!("finding kernel {name}"), e))?;
         f.insert(name.to_string(), func.clone());
         Ok(func)
-    }
-}
-
-/// A kernel argument, typed as the launch table states it.
-pub(crate) use ds_gpu::Arg;
-
-/// The suffix of a float dtype in kernel names.
-pub(crate) fn suffix(dtype: DType) -> &'static str {
-    dtype.name()
-}
-
-/// Threads per block of every kernel.
-pub(crate) use ds_gpu::THREADS;
-
-impl CudaBackend {
-    /// A one-dimensional launch over `n` items: enough blocks to fill the device a few times
-    /// over, grid-stride loops doing the rest.
-    pub(crate) fn grid(&self, n: usize) -> LaunchConfig {
-        let want = n.div_ceil(THREADS as usize).max(1);
-        let cap = (self.inner.sm_count * 16) as usize;
-        LaunchConfig {
-            grid_dim: (want.min(cap) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
-    /// One block per row.
-    pub(crate) fn rows(&self, rows: usize, shared_mem_bytes: u32) -> Result<LaunchConfig> {
-        let blocks = u32::try_from(rows).map_err(|_| {
-            Error::invalid("cuda", "rows", format!("{rows} rows exceed one launch"))
-        })?;
-        Ok(LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes,
-        })
-    }
-
-    /// Launches kernel `name` with `args`, checked against its entry in `ds-gpu`'s launch
-    /// table (a mismatch is an error, never a launch); pointers must address memory valid for
-    /// what the kernel touches.
-    pub(crate) fn launch(&self, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
-        ds_gpu::check(name, args).map_err(|message| Error::Device {
-            device: self.device().to_string(),
-            message,
-        })?;
-        if cfg.grid_dim.0 == 0 {
-            return Ok(());
-        }
-        let func = self.inner.kernels.get(name)?;
-        let mut b = self.inner.stream.launch_builder(&func);
-        for a in args {
-            match a {
-                Arg::Ptr(v) | Arg::U64(v) => b.arg(v),
-                Arg::U32(v) => b.arg(v),
-                Arg::I32(v) => b.arg(v),
-                Arg::F32(v) => b.arg(v),
-            };
-        }
-        // SAFETY: the arguments match the kernel's parameters in number and type (checked above
-        // against the launch table, which a test holds to the sources), and the device
-        // addresses are of views ds-core validated against their buffers, or scratch buffers
-        // sized for the kernel.
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| error::driver(self.device(), &format!("launching {name}"), e))
     }
 }

@@ -1,10 +1,10 @@
-//! ds-backend-cuda: ds's backend for NVIDIA GPUs.
+//! ds-backend-cuda: ds's backend for NVIDIA GPUs, as the CUDA driver of the shared GPU layer.
 //!
-//! - [`CudaBackend`] implements [`ds_core::Backend`]: a context and one stream per backend, a
-//!   caching memory pool with statistics, kernels written in CUDA C (`ds-gpu`'s sources,
-//!   shared with the ROCm backend) compiled with NVRTC on first use for the
-//!   device's architecture and cached per process, and GEMM through cuBLAS with f32
-//!   accumulation for every dtype.
+//! - [`CudaBackend`] is `ds_gpu::GpuBackend<CudaDriver>`: the shared layer (ds-core's pool,
+//!   every kernel family, launches checked against the launch table) over [`CudaDriver`]: a
+//!   context and one stream per backend, `ds-gpu`'s kernel sources compiled with NVRTC on
+//!   first use for the device's architecture and cached per process, and GEMM through cuBLAS
+//!   with f32 accumulation for every dtype. The ROCm backend runs the same layer over HIP.
 //! - [`NcclComm`] implements [`ds_core::Collectives`] on device buffers with NCCL.
 //!
 //! Everything is loaded at run time through cudarc's dynamic loading, so building needs no CUDA
@@ -12,16 +12,18 @@
 //! turns absence into [`ds_core::Error::NoDevice`] naming the library and where it was looked
 //! for, so a machine without a GPU gets a clear error and never a panic.
 
-mod buffer;
-mod context;
+mod driver;
 mod error;
 mod kernels;
 mod nccl;
-mod ops;
-mod pool;
 pub mod probe;
 
-pub use buffer::CudaBuffer;
-pub use context::CudaBackend;
+pub use driver::CudaDriver;
 pub use kernels::compile_check;
 pub use nccl::{NcclComm, NcclId};
+
+/// A CUDA device: the shared GPU layer over the CUDA driver.
+pub type CudaBackend = ds_gpu::GpuBackend<CudaDriver>;
+
+/// A buffer in a CUDA device's memory.
+pub type CudaBuffer = ds_gpu::GpuBuffer<CudaDriver>;

@@ -10,8 +10,8 @@
 //! divide by the world size go through padded scratch buffers (NCCL's reduce-scatter and
 //! all-gather need equal parts).
 
-use crate::buffer::CudaBuffer;
-use crate::context::CudaBackend;
+use crate::CudaBackend;
+use crate::CudaBuffer;
 use crate::{error, probe};
 use cudarc::nccl::{result as nc, sys};
 use ds_core::collectives::{Collectives, ReduceOp, partition};
@@ -88,7 +88,7 @@ impl NcclComm {
                 .map_err(|_| Error::invalid("NcclComm::new", "world", "too large"))?,
         );
         backend
-            .inner
+            .driver()
             .ctx
             .bind_to_thread()
             .map_err(|e| error::driver(backend.device(), "binding the device for NCCL", e))?;
@@ -114,7 +114,7 @@ impl NcclComm {
     }
 
     fn stream(&self) -> sys::cudaStream_t {
-        self.backend.inner.stream.cu_stream() as _
+        self.backend.driver().stream.cu_stream() as _
     }
 
     /// Runs one NCCL call with the communicator.

@@ -1,13 +1,22 @@
 //! ds-gpu: what ds's GPU backends share, so the CUDA and ROCm backends run one code path.
 //!
-//! Not a backend (backends never import each other; both import this): it holds the kernel
-//! sources written in the common CUDA/HIP dialect (compiled at run time by NVRTC or hiprtc),
-//! the launch table stating every kernel's typed arguments once, and the launch geometry every
-//! kernel assumes.
+//! Not a backend of its own (backends never import each other; both import this): it holds
+//! [`GpuBackend`], ds's GPU backend written once over a small [`Driver`] interface (memory,
+//! one stream, kernel launch, strided-batched GEMM), with ds-core's shared pool, every kernel
+//! family and the launch geometry; the kernel sources in the common CUDA/HIP dialect (compiled
+//! at run time by NVRTC or hiprtc); and the launch table stating every kernel's typed
+//! arguments once. A vendor's crate implements [`Driver`] and names `GpuBackend<ItsDriver>`.
 
+mod backend;
+mod buffer;
+pub mod driver;
 pub mod launch;
+mod ops;
 mod sources;
 
+pub use backend::{DriverMemory, DriverPool, GpuBackend};
+pub use buffer::GpuBuffer;
+pub use driver::{Driver, Gemm, Grid};
 pub use launch::{Arg, ArgKind, check, kernel_names};
 pub use sources::{SOURCES, program};
 

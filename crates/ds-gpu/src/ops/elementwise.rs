@@ -1,12 +1,14 @@
 //! fill, cast, scale, axpy, add, mul.
 
+use super::suffix;
 use super::{count, ptr, ptr_mut};
-use crate::context::CudaBackend;
-use crate::kernels::{Arg, suffix};
+use crate::backend::GpuBackend;
+use crate::driver::Driver;
+use crate::launch::Arg;
 use ds_core::kernels::{ElementwiseKernels, Validated, View, ViewMut};
 use ds_core::{DType, Result};
 
-impl ElementwiseKernels for CudaBackend {
+impl<D: Driver> ElementwiseKernels for GpuBackend<D> {
     fn fill(&self, dst: ViewMut<'_, Self>, value: f64, _: Validated) -> Result<()> {
         let n = dst.len();
         // ds_fill_<T>(T* y, u64 n, float v); ds_fill_i32(int*, u64, int); ds_fill_u8(u8*, u64, u32)

@@ -1,14 +1,17 @@
 //! Reductions: per-block f64 partials in a scratch buffer, then one ordered final pass.
 
+use super::suffix;
 use super::{count, ptr, ptr_mut};
-use crate::context::CudaBackend;
-use crate::kernels::{Arg, suffix};
+use crate::backend::GpuBackend;
+use crate::buffer::GpuBuffer;
+use crate::driver::Driver;
+use crate::launch::Arg;
 use ds_core::kernels::{ReductionKernels, Validated, View, ViewMut};
 use ds_core::{DType, Device, Result};
 
-impl CudaBackend {
+impl<D: Driver> GpuBackend<D> {
     /// A scratch buffer of `len` f64-sized slots (as raw 8-byte elements).
-    pub(crate) fn scratch(&self, len: usize) -> Result<crate::CudaBuffer> {
+    pub(crate) fn scratch(&self, len: usize) -> Result<GpuBuffer<D>> {
         // Two f32 per f64 slot; the kernels only see the address.
         Device::new(self.clone()).alloc(DType::F32, 2 * len.max(1))
     }
@@ -17,7 +20,7 @@ impl CudaBackend {
     fn reduce_sum(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, square: bool) -> Result<()> {
         let n = x.len();
         let cfg = self.grid(n);
-        let blocks = cfg.grid_dim.0.max(1);
+        let blocks = cfg.blocks.max(1);
         let partials = self.scratch(blocks as usize)?;
         let pp = Arg::Ptr(partials.addr(0));
         // ds_sum_partials_<T>(const T* x, u64 n, double* partials, int square)
@@ -44,7 +47,7 @@ impl CudaBackend {
     }
 }
 
-impl ReductionKernels for CudaBackend {
+impl<D: Driver> ReductionKernels for GpuBackend<D> {
     fn sum(&self, x: View<'_, Self>, out: ViewMut<'_, Self>, _: Validated) -> Result<()> {
         self.reduce_sum(x, out, false)
     }

@@ -1,10 +1,13 @@
 //! Neural-network kernels.
 
+use super::suffix;
 use super::{count, ptr, ptr_mut};
-use crate::buffer::CudaBuffer;
-use crate::context::CudaBackend;
-use crate::kernels::{Arg, THREADS, suffix};
-use cudarc::driver::LaunchConfig;
+use crate::THREADS;
+use crate::backend::GpuBackend;
+use crate::buffer::GpuBuffer;
+use crate::driver::Driver;
+use crate::driver::Grid;
+use crate::launch::Arg;
 use ds_core::id_groups::IdGroups;
 use ds_core::kernels::{
     AttentionArgs, AttentionBackwardArgs, LayerNormArgs, LayerNormBackwardArgs, NnKernels,
@@ -17,12 +20,12 @@ fn f32_arg(v: f32) -> Arg {
     Arg::F32(v)
 }
 
-impl CudaBackend {
+impl<D: Driver> GpuBackend<D> {
     /// One block per row with `extra` floats of dynamic shared memory.
-    fn row_blocks(&self, rows: usize, extra_floats: usize) -> Result<LaunchConfig> {
+    fn row_blocks(&self, rows: usize, extra_floats: usize) -> Result<Grid> {
         let bytes = u32::try_from(extra_floats * 4).map_err(|_| {
             Error::invalid(
-                "cuda",
+                D::BACKEND,
                 "shape",
                 "a row needs more shared memory than a block has",
             )
@@ -50,7 +53,7 @@ impl CudaBackend {
             return Ok(());
         }
         // u32 index arrays travel as raw bytes in f32-typed buffers: the kernel sees addresses.
-        let to_buf = |v: &[u32]| -> Result<CudaBuffer> {
+        let to_buf = |v: &[u32]| -> Result<GpuBuffer<D>> {
             let mut b = dev.alloc(DType::F32, v.len())?;
             let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             dev.upload_bytes(&bytes, b.all_mut())?;
@@ -81,7 +84,7 @@ impl CudaBackend {
     }
 }
 
-impl NnKernels for CudaBackend {
+impl<D: Driver> NnKernels for GpuBackend<D> {
     fn bias_add(
         &self,
         shape: Shape2,
@@ -180,7 +183,7 @@ impl NnKernels for CudaBackend {
         &self,
         shape: Shape2,
         eps: f32,
-        args: LayerNormArgs<'_, CudaBuffer>,
+        args: LayerNormArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         if shape.rows == 0 || shape.cols == 0 {
@@ -208,7 +211,7 @@ impl NnKernels for CudaBackend {
         &self,
         shape: Shape2,
         accumulate: bool,
-        args: LayerNormBackwardArgs<'_, CudaBuffer>,
+        args: LayerNormBackwardArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let t = suffix(args.x.dtype());
@@ -342,7 +345,7 @@ impl NnKernels for CudaBackend {
     fn attention(
         &self,
         sh: &AttentionShape,
-        args: AttentionArgs<'_, CudaBuffer>,
+        args: AttentionArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let rows = sh.batch * sh.heads * sh.seq;
@@ -371,7 +374,7 @@ impl NnKernels for CudaBackend {
     fn attention_backward(
         &self,
         sh: &AttentionShape,
-        args: AttentionBackwardArgs<'_, CudaBuffer>,
+        args: AttentionBackwardArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let rows = sh.batch * sh.heads * sh.seq;

@@ -1,9 +1,11 @@
 //! Fused Adam/AdamW, SGD, Lamb, Adagrad and Lion steps.
 
+use super::suffix;
 use super::{count, ptr, ptr_mut};
-use crate::buffer::CudaBuffer;
-use crate::context::CudaBackend;
-use crate::kernels::{Arg, suffix};
+use crate::backend::GpuBackend;
+use crate::buffer::GpuBuffer;
+use crate::driver::Driver;
+use crate::launch::Arg;
 use ds_core::SliceMut;
 use ds_core::kernels::{
     AdagradArgs, AdamArgs, LambApplyArgs, LambMomentArgs, LionArgs, OptimizerKernels, SgdArgs,
@@ -13,18 +15,18 @@ use ds_core::params::{AdagradParams, AdamParams, LambParams, LionParams, SgdPara
 use ds_core::{DType, Result};
 
 /// The copy-out's address (null when absent) and the dtype its kernel is instantiated for.
-fn copy_arg(copy: &Option<SliceMut<'_, CudaBuffer>>) -> (Arg, DType) {
+fn copy_arg<D: Driver>(copy: &Option<SliceMut<'_, GpuBuffer<D>>>) -> (Arg, DType) {
     match copy {
         Some(c) => (ptr_mut(c), c.dtype()),
         None => (Arg::Ptr(0), DType::F32),
     }
 }
 
-impl OptimizerKernels for CudaBackend {
+impl<D: Driver> OptimizerKernels for GpuBackend<D> {
     fn adam_step(
         &self,
         hp: &AdamParams,
-        args: AdamArgs<'_, CudaBuffer>,
+        args: AdamArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let n = args.param.len();
@@ -58,7 +60,12 @@ impl OptimizerKernels for CudaBackend {
         )
     }
 
-    fn sgd_step(&self, hp: &SgdParams, args: SgdArgs<'_, CudaBuffer>, _: Validated) -> Result<()> {
+    fn sgd_step(
+        &self,
+        hp: &SgdParams,
+        args: SgdArgs<'_, GpuBuffer<D>>,
+        _: Validated,
+    ) -> Result<()> {
         let n = args.param.len();
         let (copy, cdt) = copy_arg(&args.param_copy);
         let buf = match (&args.momentum, hp.momentum > 0.0) {
@@ -91,7 +98,7 @@ impl OptimizerKernels for CudaBackend {
     fn adagrad_step(
         &self,
         hp: &AdagradParams,
-        args: AdagradArgs<'_, CudaBuffer>,
+        args: AdagradArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let n = args.param.len();
@@ -119,7 +126,7 @@ impl OptimizerKernels for CudaBackend {
     fn lion_step(
         &self,
         hp: &LionParams,
-        args: LionArgs<'_, CudaBuffer>,
+        args: LionArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let n = args.param.len();
@@ -150,12 +157,12 @@ impl OptimizerKernels for CudaBackend {
     fn lamb_moments(
         &self,
         hp: &LambParams,
-        args: LambMomentArgs<'_, CudaBuffer>,
+        args: LambMomentArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let n = args.param.len();
         let cfg = self.grid(n);
-        let blocks = cfg.grid_dim.0.max(1);
+        let blocks = cfg.blocks.max(1);
         let partials = self.scratch(2 * blocks as usize)?;
         let pp = Arg::Ptr(partials.addr(0));
         // ds_lamb_moments_<G>(const float* p, const G* g, float* m, float* v, u64 n, float b1,
@@ -188,7 +195,7 @@ impl OptimizerKernels for CudaBackend {
     fn lamb_apply(
         &self,
         hp: &LambParams,
-        args: LambApplyArgs<'_, CudaBuffer>,
+        args: LambApplyArgs<'_, GpuBuffer<D>>,
         _: Validated,
     ) -> Result<()> {
         let n = args.param.len();
