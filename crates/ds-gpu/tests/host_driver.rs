@@ -379,13 +379,8 @@ fn every_kernel_family_launches_with_the_arguments_the_table_states() {
     let table = f(8 * cols);
     let mut dtable = f(8 * cols);
     let ids = dev.alloc_from(&[1i32, 7, 1, 2]).expect("ids");
-    dev.embedding(
-        Shape2::new(8, cols),
-        ids.all(),
-        table.all(),
-        out.all_mut(),
-    )
-    .expect("embedding");
+    dev.embedding(Shape2::new(8, cols), ids.all(), table.all(), out.all_mut())
+        .expect("embedding");
     dev.embedding_backward(
         Shape2::new(8, cols),
         false,

@@ -126,7 +126,9 @@ pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Outp
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(unavailable(kind)),
         #[cfg(feature = "rocm")]
-        BackendKind::Rocm => Err(rocm_not_runnable(ordinal("DS_ROCM_DEVICE")?)),
+        BackendKind::Rocm => Ok(task.run(Device::new(ds_backend_rocm::RocmBackend::new(
+            ordinal("DS_ROCM_DEVICE")?,
+        )?))),
         #[cfg(not(feature = "rocm"))]
         BackendKind::Rocm => Err(unavailable(kind)),
         #[cfg(feature = "wgpu")]
@@ -147,23 +149,6 @@ fn ordinal(var: &'static str) -> Result<usize> {
             .parse()
             .map_err(|_| Error::invalid("backend", var, format!("`{v}` is not a device ordinal"))),
         Err(_) => Ok(0),
-    }
-}
-
-/// Why `--backend rocm` cannot run yet: the probe's own error (no HIP runtime, with the paths
-/// searched; no ROCm device), or, with a device, that this version does not run kernels on it.
-#[cfg(feature = "rocm")]
-fn rocm_not_runnable(ordinal: usize) -> Error {
-    match ds_backend_rocm::probe::device(ordinal) {
-        Err(e) => e,
-        Ok(d) => Error::NoDevice {
-            backend: "rocm",
-            reason: format!(
-                "found device {}: {} ({}), but this version's ROCm backend only finds devices \
-                 and compiles ds's kernels with hiprtc; it does not run them yet; use --backend cpu",
-                d.ordinal, d.name, d.arch
-            ),
-        },
     }
 }
 

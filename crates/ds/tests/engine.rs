@@ -1,7 +1,8 @@
 //! The engine on every backend this build compiles, against the CPU backend at stage 0 (the
 //! body is `ds::engine_check`): always the CPU backend; WGPU with `--features wgpu` (on
 //! lavapipe in CI); CUDA with `--features cuda`, ignored unless asked for (the GPU check runs
-//! it with `--ignored` on a machine with an NVIDIA GPU and NCCL).
+//! it with `--ignored` on a machine with an NVIDIA GPU and NCCL); ROCm with `--features rocm`,
+//! likewise ignored without an AMD GPU.
 
 ds::engine_tests!(cpu, ds::core::cpu::CpuBackend::new());
 
@@ -18,6 +19,14 @@ ds::engine_tests!(
             .map(|c| Box::new(c) as Box<dyn ds::Collectives<ds_backend_cuda::CudaBackend>>)
             .map_err(|e| e.to_string())
     }
+);
+
+// ROCm: single rank only until RCCL collectives exist (the engine runs with `SingleRank`).
+#[cfg(feature = "rocm")]
+ds::engine_tests!(
+    #[ignore = "needs an AMD GPU with ROCm 6 (HIP, rocBLAS): not run on machines without one"]
+    rocm,
+    ds_backend_rocm::RocmBackend::new(0)
 );
 
 /// Offload's capability on the backends whose memory can be capped.
