@@ -5,7 +5,8 @@
 //!   context and one stream per backend, `ds-gpu`'s kernel sources compiled with NVRTC on
 //!   first use for the device's architecture and cached per process, and GEMM through cuBLAS
 //!   with f32 accumulation for every dtype. The ROCm backend runs the same layer over HIP.
-//! - [`NcclComm`] implements [`ds_core::Collectives`] on device buffers with NCCL.
+//! - [`NcclComm`] implements [`ds_core::Collectives`] on device buffers with NCCL (the shared
+//!   communicator of `ds-gpu` over NCCL's calls).
 //!
 //! Everything is loaded at run time through cudarc's dynamic loading, so building needs no CUDA
 //! toolkit. cudarc panics when a library is missing; [`probe`] checks each library first and
@@ -20,10 +21,16 @@ pub mod probe;
 
 pub use driver::CudaDriver;
 pub use kernels::compile_check;
-pub use nccl::{NcclComm, NcclId};
+pub use nccl::RawComm;
 
 /// A CUDA device: the shared GPU layer over the CUDA driver.
 pub type CudaBackend = ds_gpu::GpuBackend<CudaDriver>;
+
+/// One rank of an NCCL communicator over CUDA buffers (`ds_gpu::GpuComm` on NCCL).
+pub type NcclComm = ds_gpu::GpuComm<CudaDriver>;
+
+/// An NCCL unique id.
+pub type NcclId = ds_gpu::CommId;
 
 /// A buffer in a CUDA device's memory.
 pub type CudaBuffer = ds_gpu::GpuBuffer<CudaDriver>;

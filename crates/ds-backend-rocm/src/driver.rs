@@ -81,8 +81,13 @@ impl HipDriver {
         self.hip.check(what, code).map_err(|m| self.err(m))
     }
 
+    /// The stream all of this driver's work is queued on.
+    pub(crate) fn stream_handle(&self) -> Handle {
+        self.stream.0
+    }
+
     /// Selects this driver's device on the calling thread (HIP's current device is per thread).
-    fn select(&self) -> Result<()> {
+    pub(crate) fn select(&self) -> Result<()> {
         // SAFETY: a plain call with an ordinal HIP reported.
         let code = unsafe { (self.hip.set_device)(self.ordinal) };
         self.check("hipSetDevice", code)

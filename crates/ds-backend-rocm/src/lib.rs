@@ -11,8 +11,8 @@
 //!   checked against comgr's list ([`hiprtc`]).
 //!
 //! Building needs no ROCm; a machine without it gets [`ds_core::Error::NoDevice`] naming every
-//! path tried, never a panic. The device driver has never run on an AMD GPU (none was
-//! available); RCCL collectives are not built yet.
+//! path tried, never a panic. [`RcclComm`] runs ds's collectives on RCCL (the communicator
+//! shared with NCCL). None of the device code has run on an AMD GPU (none was available).
 
 mod calls;
 mod driver;
@@ -20,6 +20,7 @@ mod hip;
 pub mod hiprtc;
 mod loader;
 pub mod probe;
+pub mod rccl;
 
 pub use driver::{HipBlock, HipDriver};
 pub use hip::HipDevice;
@@ -27,6 +28,9 @@ pub use loader::{LIBS_ENV, Search};
 
 /// An AMD device: the shared GPU layer over the HIP driver.
 pub type RocmBackend = ds_gpu::GpuBackend<HipDriver>;
+
+/// One rank of an RCCL communicator over ROCm buffers (`ds_gpu::GpuComm` on RCCL).
+pub type RcclComm = ds_gpu::GpuComm<HipDriver>;
 
 /// A buffer in an AMD device's memory.
 pub type RocmBuffer = ds_gpu::GpuBuffer<HipDriver>;

@@ -9,6 +9,7 @@
 
 mod backend;
 mod buffer;
+pub mod comm;
 pub mod driver;
 pub mod launch;
 mod ops;
@@ -16,6 +17,7 @@ mod sources;
 
 pub use backend::{DriverMemory, DriverPool, GpuBackend};
 pub use buffer::GpuBuffer;
+pub use comm::{CollectiveDriver, CommId, GpuComm};
 pub use driver::{Driver, Gemm, Grid};
 pub use launch::{Arg, ArgKind, check, kernel_names};
 pub use sources::{SOURCES, program};

@@ -21,12 +21,16 @@ ds::engine_tests!(
     }
 );
 
-// ROCm: single rank only until RCCL collectives exist (the engine runs with `SingleRank`).
 #[cfg(feature = "rocm")]
 ds::engine_tests!(
-    #[ignore = "needs an AMD GPU with ROCm 6 (HIP, rocBLAS): not run on machines without one"]
+    #[ignore = "needs an AMD GPU with ROCm 6 (HIP, rocBLAS, RCCL): not run on machines without one"]
     rocm,
-    ds_backend_rocm::RocmBackend::new(0)
+    ds_backend_rocm::RocmBackend::new(0),
+    |dev: &ds::Device<ds_backend_rocm::RocmBackend>| {
+        ds_backend_rocm::RcclComm::single(dev.backend())
+            .map(|c| Box::new(c) as Box<dyn ds::Collectives<ds_backend_rocm::RocmBackend>>)
+            .map_err(|e| e.to_string())
+    }
 );
 
 /// Offload's capability on the backends whose memory can be capped.
