@@ -9,9 +9,10 @@ use cudarc::driver::sys::{CUdevice_attribute, CUresult};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
+use ds_core::Collectives;
 use ds_core::pool::RawFailure;
 use ds_core::{Capabilities, DType, DeviceInfo, Error, Result};
-use ds_gpu::{Arg, Driver, Gemm, Grid};
+use ds_gpu::{Arg, Driver, Gemm, GpuBackend, Grid};
 use std::sync::{Arc, Mutex};
 
 /// Whether the driver's error is "out of memory", by its code.
@@ -217,6 +218,16 @@ impl Driver for CudaDriver {
         unsafe { b.launch(cfg) }
             .map(|_| ())
             .map_err(self.fail(&format!("launching {name}")))
+    }
+
+    fn native_collectives(
+        backend: &GpuBackend<Self>,
+        rank: usize,
+        world: usize,
+        share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn Collectives<GpuBackend<Self>>>>> {
+        // NCCL: one communicator per process, its id shared by the caller.
+        Some(ds_gpu::comm::bootstrap(backend, rank, world, share))
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {

@@ -7,9 +7,10 @@
 use crate::calls::{self, BlasCalls, Handle, HipCalls};
 use crate::loader::Search;
 use crate::{hiprtc, probe};
+use ds_core::Collectives;
 use ds_core::pool::RawFailure;
 use ds_core::{Capabilities, DType, DeviceInfo, Error, Result};
-use ds_gpu::{Arg, Driver, Gemm, Grid};
+use ds_gpu::{Arg, Driver, Gemm, GpuBackend, Grid};
 use std::collections::HashMap;
 use std::ffi::{CString, c_int, c_void};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -362,6 +363,16 @@ impl Driver for HipDriver {
             )
         };
         self.check(&format!("launching {name}"), code)
+    }
+
+    fn native_collectives(
+        backend: &GpuBackend<Self>,
+        rank: usize,
+        world: usize,
+        share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn Collectives<GpuBackend<Self>>>>> {
+        // RCCL: one communicator per process, its id shared by the caller.
+        Some(ds_gpu::comm::bootstrap(backend, rank, world, share))
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {

@@ -66,6 +66,22 @@ pub trait Memory: Clone + Send + Sync + 'static {
     fn host_bytes<'a>(&self, _view: Slice<'a, Self::Buffer>) -> Option<&'a [u8]> {
         None
     }
+    /// Collectives native to this backend's devices (NCCL on CUDA, RCCL on ROCm) for `rank` of
+    /// `world` processes, one device each. Rank 0 makes the communicator's 128-byte id and
+    /// `share` hands it to every rank (rank 0 passes `Some(id)`, the others `None`; each gets
+    /// rank 0's id back), e.g. over MPI. `None`: the backend has no collectives of its own and
+    /// the caller's (MPI, threads) serve it.
+    fn native_collectives(
+        &self,
+        _rank: usize,
+        _world: usize,
+        _share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn crate::Collectives<Self>>>>
+    where
+        Self: crate::Backend,
+    {
+        None
+    }
     /// Writable form of [`Memory::host_bytes`].
     fn host_bytes_mut<'a>(&self, _view: SliceMut<'a, Self::Buffer>) -> Option<&'a mut [u8]> {
         None

@@ -5,7 +5,7 @@ use crate::driver::{Driver, Grid};
 use crate::launch::{self, Arg};
 use ds_core::kernels::{Memory, Validated, View, ViewMut};
 use ds_core::pool::{Pool, RawFailure, RawMemory, device_class};
-use ds_core::{DType, DeviceInfo, Error, MemoryStats, Result};
+use ds_core::{Collectives, DType, DeviceInfo, Error, MemoryStats, Result};
 use std::sync::Arc;
 
 /// The step of small size classes (the runtimes' own allocation granularity).
@@ -223,5 +223,14 @@ impl<D: Driver> Memory for GpuBackend<D> {
 
     fn reset_peak_memory(&self) {
         self.pool.reset_peak();
+    }
+
+    fn native_collectives(
+        &self,
+        rank: usize,
+        world: usize,
+        share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn Collectives<Self>>>> {
+        D::native_collectives(self, rank, world, share)
     }
 }

@@ -105,6 +105,27 @@ impl CommId {
     }
 }
 
+/// The communicator of `rank` of `world` processes: rank 0 makes the id, `share` hands it to
+/// every rank (over MPI, say), each joins. What a driver with NCCL-shaped calls answers to
+/// [`crate::Driver::native_collectives`].
+///
+/// # Errors
+/// The library's (a missing library is `Error::NoDevice`), or `share`'s.
+pub fn bootstrap<D: CollectiveDriver>(
+    backend: &GpuBackend<D>,
+    rank: usize,
+    world: usize,
+    share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+) -> Result<Box<dyn Collectives<GpuBackend<D>>>> {
+    let mine = if rank == 0 {
+        Some(CommId::new::<D>()?.to_bytes())
+    } else {
+        None
+    };
+    let id = CommId::from_bytes(share(mine)?);
+    Ok(Box::new(GpuComm::new(backend, rank, world, &id)?))
+}
+
 /// One rank of a communicator over a GPU backend's buffers.
 #[derive(Debug)]
 pub struct GpuComm<D: CollectiveDriver> {

@@ -4,9 +4,10 @@
 //! mapping) is written once in this crate; a driver (CUDA through cudarc, HIP through its
 //! runtime-loaded libraries) maps these calls to its API and nothing else.
 
+use crate::backend::GpuBackend;
 use crate::launch::Arg;
 use ds_core::pool::RawFailure;
-use ds_core::{DType, DeviceInfo, Result};
+use ds_core::{Collectives, DType, DeviceInfo, Result};
 
 /// A launch's geometry: one-dimensional grids of one-dimensional blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +142,18 @@ pub trait Driver: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// # Errors
     /// Driver errors (a missing kernel, a launch failure).
     unsafe fn launch(&self, name: &str, grid: Grid, args: &[Arg]) -> Result<()>;
+
+    /// The device's own collectives, bootstrapped by `share` (see
+    /// `ds_core::Memory::native_collectives`); `None` when the driver has none. Drivers with
+    /// NCCL-shaped calls answer with [`crate::comm::bootstrap`].
+    fn native_collectives(
+        _backend: &GpuBackend<Self>,
+        _rank: usize,
+        _world: usize,
+        _share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn Collectives<GpuBackend<Self>>>>> {
+        None
+    }
 
     /// Queues one strided-batched GEMM (cuBLAS / rocBLAS `gemm_strided_batched_ex`).
     ///

@@ -3,7 +3,7 @@
 //! row-major-to-BLAS mapping (the driver computes the column-major product it is handed), and
 //! every kernel family's launch, whose arguments must pass the launch table (the driver
 //! records each launch; it runs no kernel, so the values kernels would write are not checked
-//! here: the conformance suite does that on a GPU).
+//! here: the conformance suite does that on a GPU), and the shared communicator at one rank.
 
 use ds_core::kernels::{
     AdagradArgs, AdamArgs, AttentionArgs, AttentionBackwardArgs, LambApplyArgs, LambMomentArgs,
@@ -140,6 +140,15 @@ impl Driver for HostDriver {
             .unwrap_or_else(|p| p.into_inner())
             .push((name.to_string(), kinds));
         Ok(())
+    }
+
+    fn native_collectives(
+        backend: &GpuBackend<Self>,
+        rank: usize,
+        world: usize,
+        share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
+    ) -> Option<Result<Box<dyn ds_core::Collectives<GpuBackend<Self>>>>> {
+        Some(ds_gpu::comm::bootstrap(backend, rank, world, share))
     }
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
@@ -517,4 +526,83 @@ fn every_kernel_family_launches_with_the_arguments_the_table_states() {
         stems, every,
         "every kernel but the integer fills was launched once at least"
     );
+}
+
+/// A world of one over the host driver: the reductions leave data in place (the sum over one
+/// rank is the data) and the gather copies this rank's bytes into its slot, which is what a
+/// one-rank NCCL does.
+impl ds_gpu::CollectiveDriver for HostDriver {
+    type Comm = usize;
+
+    fn unique_id() -> Result<[u8; 128]> {
+        Ok([7; 128])
+    }
+
+    fn comm_init(&self, world: i32, id: &[u8; 128], rank: i32) -> Result<usize> {
+        assert_eq!((world, rank), (1, 0), "the host driver is a world of one");
+        assert_eq!(id, &[7; 128], "the id rank 0 made, as shared");
+        Ok(1)
+    }
+
+    fn comm_destroy(&self, comm: &mut usize) {
+        *comm = 0;
+    }
+
+    unsafe fn all_reduce(
+        &self,
+        _: &usize,
+        _: u64,
+        _: usize,
+        _: DType,
+        _: ds_core::ReduceOp,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    unsafe fn all_gather(&self, _: &usize, send: u64, recv: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the layer hands a live send block of `bytes` and a receive block of
+        // world * `bytes` = `bytes`; they may be the same memory (in place), hence `copy`.
+        unsafe { std::ptr::copy(send as *const u8, recv as *mut u8, bytes) };
+        Ok(())
+    }
+
+    unsafe fn broadcast(&self, _: &usize, _: u64, _: usize, _: i32) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_shared_communicator_bootstraps_its_id_and_keeps_the_collective_contract_at_one_rank() {
+    use conformance::cases::collectives::{CollectiveOp, LENGTHS, collective_body};
+    use ds_core::Memory;
+    let backend = Host::new(0).expect("open");
+    let mut shared = Vec::new();
+    let mut share = |id: Option<[u8; 128]>| -> Result<[u8; 128]> {
+        shared.push(id);
+        id.ok_or_else(|| Error::invalid("share", "id", "rank 0 passes its id"))
+    };
+    let comm = match backend.native_collectives(0, 1, &mut share) {
+        Some(Ok(comm)) => comm,
+        other => panic!(
+            "expected the driver's communicator, got {:?}",
+            other.map(|r| r.err())
+        ),
+    };
+    assert_eq!(
+        shared,
+        vec![Some([7; 128])],
+        "rank 0 makes the id and shares it once"
+    );
+    let dev = Device::new(backend);
+    let mut checked = 0;
+    // f32 only: 16-bit sums widen through the cast kernel, which the host driver does not run.
+    for op in CollectiveOp::ALL {
+        for (i, &len) in LENGTHS.iter().enumerate() {
+            match collective_body(&dev, comm.as_ref(), op, DType::F32, len, 100 + i as u64) {
+                Ok(n) => checked += n,
+                Err(e) => panic!("{op} len {len}: {e}"),
+            }
+        }
+    }
+    assert!(checked > 0);
 }

@@ -140,7 +140,8 @@ pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Outp
 
 /// The GPU to open: `var` (`DS_CUDA_DEVICE`, `DS_ROCM_DEVICE`), an ordinal among the devices
 /// the vendor's visibility variable (`CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`) leaves
-/// visible, or 0.
+/// visible; else this process's rank on its machine when a launcher started it (one GPU per
+/// rank under `mpirun`); else 0.
 #[cfg(any(feature = "cuda", feature = "rocm"))]
 fn ordinal(var: &'static str) -> Result<usize> {
     match std::env::var(var) {
@@ -148,8 +149,22 @@ fn ordinal(var: &'static str) -> Result<usize> {
             .trim()
             .parse()
             .map_err(|_| Error::invalid("backend", var, format!("`{v}` is not a device ordinal"))),
-        Err(_) => Ok(0),
+        Err(_) => Ok(local_rank()),
     }
+}
+
+/// This process's rank among the ranks on its machine, as Open MPI, MPICH (Hydra) or Slurm
+/// state it; 0 without a launcher.
+#[cfg(any(feature = "cuda", feature = "rocm"))]
+fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+    .unwrap_or(0)
 }
 
 /// Whether MPI support is compiled in, and which launcher (if any) started this process.

@@ -70,16 +70,61 @@ impl World {
             .collect()
     }
 
-    /// The collectives, for backend `B`.
-    pub fn collectives<B: Backend>(self) -> Box<dyn Collectives<B>> {
+    /// The collectives, for backend `backend`: under `mpirun` with several ranks, the
+    /// backend's own (NCCL on CUDA, RCCL on ROCm: one GPU per rank, the communicator's id
+    /// broadcast from rank 0 over MPI) when it has them and [`DEVICE_COLLECTIVES_ENV`] is not
+    /// `mpi`; otherwise MPI's, threads' or a single rank's.
+    ///
+    /// # Errors
+    /// A one-line message when the backend's collectives cannot start.
+    pub fn collectives<B: Backend>(self, backend: &B) -> Result<Box<dyn Collectives<B>>, String> {
+        let _ = backend;
         match self.inner {
-            Inner::Threads(c) => Box::new(c),
+            Inner::Threads(c) => Ok(Box::new(c)),
             #[cfg(not(feature = "mpi"))]
-            Inner::Single => Box::new(SingleRank),
+            Inner::Single => Ok(Box::new(SingleRank)),
             #[cfg(feature = "mpi")]
-            Inner::Mpi(c) => Box::new(c),
+            Inner::Mpi(c) => {
+                let native = self.world_size > 1
+                    && std::env::var(DEVICE_COLLECTIVES_ENV).map_or(true, |v| v != "mpi");
+                if native {
+                    let mut share = |id| share_over_mpi(&c, id);
+                    match backend.native_collectives(self.rank, self.world_size, &mut share) {
+                        Some(Ok(comm)) => return Ok(comm),
+                        Some(Err(e)) => {
+                            return Err(format!(
+                                "the {} backend's collectives did not start: {e} \
+                                 ({DEVICE_COLLECTIVES_ENV}=mpi runs them over MPI instead)",
+                                backend.info().backend
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                Ok(Box::new(c))
+            }
         }
     }
+}
+
+/// `mpi` makes GPU ranks under `mpirun` reduce over MPI (staged through host memory) instead of
+/// their own library (NCCL, RCCL).
+pub const DEVICE_COLLECTIVES_ENV: &str = "DS_DEVICE_COLLECTIVES";
+
+/// Broadcasts rank 0's 128-byte id to every rank over MPI (as 32 f32 values of host memory:
+/// MPI moves them bit for bit).
+#[cfg(feature = "mpi")]
+fn share_over_mpi(comm: &ds_comm_mpi::Comm, id: Option<[u8; 128]>) -> ds_core::Result<[u8; 128]> {
+    use ds_core::{BufferExt, DType, Device};
+    let cpu = Device::new(ds_core::cpu::CpuBackend::with_threads(1)?);
+    let mut buf = cpu.alloc(DType::F32, 32)?;
+    if let Some(bytes) = id {
+        cpu.upload_bytes(&bytes, buf.all_mut())?;
+    }
+    Collectives::<ds_core::cpu::CpuBackend>::broadcast(comm, &cpu, buf.all_mut(), 0)?;
+    let mut out = [0u8; 128];
+    cpu.download_bytes(buf.all(), &mut out)?;
+    Ok(out)
 }
 
 /// Whether a launcher (Open MPI's or a PMI one) started this process as one of several ranks.

@@ -367,11 +367,12 @@ fn train_gpt<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
     }
     let client = json!({"model": {"kind": "gpt", "vocab": vocab, "context": args.context,
         "layers": args.layers, "heads": args.heads, "dim": args.dim}});
+    let comm = world.collectives(device.backend())?;
     let Initialized {
         mut engine,
         mut data_loader,
         ..
-    } = initialize_with_host(&config, device, host()?, world.collectives(), gpt, data)
+    } = initialize_with_host(&config, device, host()?, comm, gpt, data)
         .map_err(|e| e.to_string())?;
     if lead && !val.is_empty() {
         println!(
@@ -445,11 +446,12 @@ fn train_mlp<B: Backend>(task: Task<'_>, device: Device<B>) -> Result<(), String
     let client = json!({"model": {"kind": "mlp", "hidden": args.hidden}});
     let tokens_per_step = config.batch.train_batch_size as f64;
     let lead = world.rank == 0;
+    let comm = world.collectives(device.backend())?;
     let Initialized {
         mut engine,
         mut data_loader,
         ..
-    } = initialize_with_host(&config, device, host()?, world.collectives(), model, data)
+    } = initialize_with_host(&config, device, host()?, comm, model, data)
         .map_err(|e| e.to_string())?;
     let started = train_loop(
         args,
