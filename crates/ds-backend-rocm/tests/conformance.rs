@@ -3,7 +3,7 @@
 //! `cargo test -p ds-backend-rocm --test conformance -- --ignored`.
 
 conformance::backend_tests!(
-    #[ignore = "needs an AMD GPU with ROCm 6 (HIP, rocBLAS): not run on machines without one"]
+    #[ignore = "not run: no ROCm device (needs an AMD GPU with ROCm 6, HIP and rocBLAS; run with --ignored on one)"]
     rocm,
     ds_backend_rocm::RocmBackend::new(0)
 );

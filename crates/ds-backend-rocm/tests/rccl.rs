@@ -7,7 +7,7 @@ use ds_backend_rocm::{RcclComm, RocmBackend};
 use ds_core::{DType, Device};
 
 #[test]
-#[ignore = "needs an AMD GPU with ROCm 6 and RCCL: not run on machines without one"]
+#[ignore = "not run: no ROCm device (needs an AMD GPU with ROCm 6 and RCCL; run with --ignored on one)"]
 fn single_rank_rccl_meets_the_collective_contract() {
     let backend = RocmBackend::new(0).expect("ROCm device");
     let comm = RcclComm::single(&backend).expect("RCCL communicator");

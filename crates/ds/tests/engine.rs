@@ -23,7 +23,7 @@ ds::engine_tests!(
 
 #[cfg(feature = "rocm")]
 ds::engine_tests!(
-    #[ignore = "needs an AMD GPU with ROCm 6 (HIP, rocBLAS, RCCL): not run on machines without one"]
+    #[ignore = "not run: no ROCm device (needs an AMD GPU with ROCm 6, HIP, rocBLAS, RCCL; run with --ignored on one)"]
     rocm,
     ds_backend_rocm::RocmBackend::new(0),
     |dev: &ds::Device<ds_backend_rocm::RocmBackend>| {
