@@ -573,7 +573,7 @@ impl ds_gpu::CollectiveDriver for HostDriver {
 
 #[test]
 fn the_shared_communicator_bootstraps_its_id_and_keeps_the_collective_contract_at_one_rank() {
-    use conformance::cases::collectives::{CollectiveOp, LENGTHS, collective_body};
+    use conformance::cases::collectives::communicator_sweep;
     use ds_core::Memory;
     let backend = Host::new(0).expect("open");
     let mut shared = Vec::new();
@@ -594,15 +594,8 @@ fn the_shared_communicator_bootstraps_its_id_and_keeps_the_collective_contract_a
         "rank 0 makes the id and shares it once"
     );
     let dev = Device::new(backend);
-    let mut checked = 0;
     // f32 only: 16-bit sums widen through the cast kernel, which the host driver does not run.
-    for op in CollectiveOp::ALL {
-        for (i, &len) in LENGTHS.iter().enumerate() {
-            match collective_body(&dev, comm.as_ref(), op, DType::F32, len, 100 + i as u64) {
-                Ok(n) => checked += n,
-                Err(e) => panic!("{op} len {len}: {e}"),
-            }
-        }
-    }
+    let checked =
+        communicator_sweep(&dev, comm.as_ref(), &[DType::F32]).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 0);
 }

@@ -257,3 +257,25 @@ pub fn threaded_sweep<B: Backend>(
     }
     Ok(checked)
 }
+
+/// One communicator's whole sweep: every operation, every dtype in `dtypes`, every length in
+/// [`LENGTHS`] (a GPU library's single-rank path, for instance). The number of values checked.
+///
+/// # Errors
+/// The first failing operation, dtype and length.
+pub fn communicator_sweep<B: Backend, C: Collectives<B> + ?Sized>(
+    dev: &Device<B>,
+    comm: &C,
+    dtypes: &[DType],
+) -> Result<usize, String> {
+    let mut checked = 0;
+    for op in CollectiveOp::ALL {
+        for &dtype in dtypes {
+            for (i, &len) in LENGTHS.iter().enumerate() {
+                checked += collective_body(dev, comm, op, dtype, len, 100 + i as u64)
+                    .map_err(|e| format!("{op} {dtype} len {len}: {e}"))?;
+            }
+        }
+    }
+    Ok(checked)
+}
