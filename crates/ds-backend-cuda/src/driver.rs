@@ -121,6 +121,10 @@ impl Driver for CudaDriver {
         })
     }
 
+    fn device_count() -> Result<usize> {
+        probe::check()
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }

@@ -34,7 +34,6 @@ type LaunchKernel = unsafe extern "C" fn(
     *mut *mut c_void,
     *mut *mut c_void,
 ) -> hipError_t;
-type NoArgs = unsafe extern "C" fn() -> hipError_t;
 type ErrorString = unsafe extern "C" fn(hipError_t) -> *const c_char;
 
 /// HIP's device-side calls.
@@ -51,7 +50,6 @@ pub(crate) struct HipCalls {
     pub(crate) module_load_data: ModuleLoadData,
     pub(crate) module_get_function: ModuleGetFunction,
     pub(crate) launch_kernel: LaunchKernel,
-    pub(crate) get_last_error: NoArgs,
     error_string: ErrorString,
 }
 
@@ -79,7 +77,6 @@ impl HipCalls {
                 module_load_data: lib.get(b"hipModuleLoadData\0")?,
                 module_get_function: lib.get(b"hipModuleGetFunction\0")?,
                 launch_kernel: lib.get(b"hipModuleLaunchKernel\0")?,
-                get_last_error: lib.get(b"hipGetLastError\0")?,
                 error_string: lib.get(b"hipGetErrorString\0")?,
             })
         }

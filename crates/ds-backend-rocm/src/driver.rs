@@ -53,7 +53,8 @@ impl Drop for HipBlock {
 pub struct HipDriver {
     hip: Arc<HipCalls>,
     blas: BlasCalls,
-    blas_handle: Shared,
+    /// rocBLAS handles hold a workspace and are not documented safe for concurrent calls.
+    blas_handle: Mutex<Shared>,
     stream: Shared,
     module: Shared,
     functions: Mutex<HashMap<String, Shared>>,
@@ -191,7 +192,7 @@ impl Driver for HipDriver {
         Ok(HipDriver {
             hip,
             blas,
-            blas_handle: Shared(handle),
+            blas_handle: Mutex::new(Shared(handle)),
             stream: Shared(stream),
             module,
             functions: Mutex::new(HashMap::new()),
@@ -207,6 +208,11 @@ impl Driver for HipDriver {
                 capabilities: Capabilities::all_floats(),
             },
         })
+    }
+
+    fn device_count() -> Result<usize> {
+        let rt = probe::runtime(&Search::from_env())?;
+        rt.devices.map(|d| d.len()).map_err(no_device)
     }
 
     fn info(&self) -> &DeviceInfo {
@@ -319,11 +325,11 @@ impl Driver for HipDriver {
     fn sync(&self) -> Result<()> {
         self.select()?;
         // SAFETY: the stream belongs to this device.
+        // hipStreamSynchronize reports the errors of the work queued on the stream. Not
+        // hipGetLastError: it also returns errors of calls already answered (an out-of-memory
+        // the pool recovered from), which would fail the next sync.
         let code = unsafe { (self.hip.stream_sync)(self.stream.0) };
-        self.check("synchronizing", code)?;
-        // SAFETY: a plain call.
-        let code = unsafe { (self.hip.get_last_error)() };
-        self.check("an earlier asynchronous operation", code)
+        self.check("synchronizing (and the work queued before)", code)
     }
 
     unsafe fn launch(&self, name: &str, grid: Grid, args: &[Arg]) -> Result<()> {
@@ -377,13 +383,14 @@ impl Driver for HipDriver {
 
     unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
         self.select()?;
+        let handle = self.blas_handle.lock().unwrap_or_else(|p| p.into_inner());
         let dt = blas_type(g.dtype);
         // SAFETY: the caller guarantees the operands hold what the batch reaches; the handle is
         // bound to this driver's stream; alpha and beta are f32 as the f32 compute type needs
         // and live across the call; D is C (in place), as cuBLAS's form has it.
         let status = unsafe {
             (self.blas.gemm_strided_batched_ex)(
-                self.blas_handle.0,
+                handle.0,
                 blas_op(g.trans_a),
                 blas_op(g.trans_b),
                 g.m,

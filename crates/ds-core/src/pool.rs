@@ -11,7 +11,8 @@
 //!
 //! A backend supplies the raw layer ([`RawMemory`]): its size classes, fresh blocks, how much
 //! is still available, and freeing. Zero-filling stays with the backend, which knows whether a
-//! block is fresh (already zero on every system ds uses) or reused ([`Taken::reused`]).
+//! block is fresh or reused ([`Taken::reused`]): fresh host mappings are zero already, reused
+//! ones are cleared; GPU memory is zeroed either way.
 
 use crate::error::{Error, Result};
 use crate::memory::{MemoryStats, MemoryTracker};

@@ -69,6 +69,17 @@ impl<D: Driver> GpuBackend<D> {
         Ok(Self::from_driver(D::open(ordinal)?))
     }
 
+    /// The device of the process that is `local_rank` on its machine (one GPU per rank under a
+    /// launcher): that ordinal among the visible devices, modulo their number, so ranks that
+    /// each see only their own GPU all open device 0.
+    ///
+    /// # Errors
+    /// As [`GpuBackend::new`].
+    pub fn for_local_rank(local_rank: usize) -> Result<Self> {
+        let count = D::device_count()?.max(1);
+        Self::new(local_rank % count)
+    }
+
     /// A backend over an opened driver. The pool has no cap of its own: it releases its cache
     /// and retries before reporting out of memory.
     pub fn from_driver(driver: D) -> Self {
@@ -163,7 +174,10 @@ impl<D: Driver> Memory for GpuBackend<D> {
         } else {
             let mut taken = self.pool.take(bytes)?;
             // Fresh or reused, the whole block is zeroed before any view of it exists.
-            self.driver.zero(&mut taken.block)?;
+            if let Err(e) = self.driver.zero(&mut taken.block) {
+                self.pool.give_back(taken.block, taken.class, bytes);
+                return Err(e);
+            }
             let ptr = self.driver.addr(&taken.block);
             (Some(taken.block), taken.class, ptr)
         };

@@ -105,6 +105,10 @@ impl CommId {
     }
 }
 
+/// What rank 0 shares when it could not make an id: NCCL's and RCCL's ids carry a random magic
+/// and an address, never 128 zero bytes.
+const FAILED: [u8; 128] = [0; 128];
+
 /// The communicator of `rank` of `world` processes: rank 0 makes the id, `share` hands it to
 /// every rank (over MPI, say), each joins. What a driver with NCCL-shaped calls answers to
 /// [`crate::Driver::native_collectives`].
@@ -118,12 +122,31 @@ pub fn bootstrap<D: CollectiveDriver>(
     share: &mut dyn FnMut(Option<[u8; 128]>) -> Result<[u8; 128]>,
 ) -> Result<Box<dyn Collectives<GpuBackend<D>>>> {
     let mine = if rank == 0 {
-        Some(CommId::new::<D>()?.to_bytes())
+        match CommId::new::<D>() {
+            Ok(id) => Some(id.to_bytes()),
+            Err(e) => {
+                // Tell the other ranks, which wait in the broadcast, instead of leaving them.
+                let _ = share(Some(FAILED));
+                return Err(e);
+            }
+        }
     } else {
         None
     };
-    let id = CommId::from_bytes(share(mine)?);
-    Ok(Box::new(GpuComm::new(backend, rank, world, &id)?))
+    let got = share(mine)?;
+    if got == FAILED {
+        return Err(Error::Collective {
+            op: "init",
+            rank,
+            reason: "rank 0 could not make the communicator's id (its own error says why)".into(),
+        });
+    }
+    Ok(Box::new(GpuComm::new(
+        backend,
+        rank,
+        world,
+        &CommId::from_bytes(got),
+    )?))
 }
 
 /// One rank of a communicator over a GPU backend's buffers.

@@ -77,6 +77,12 @@ pub trait Driver: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// `Error::NoDevice` when the runtime or the device is missing; driver errors.
     fn open(ordinal: usize) -> Result<Self>;
 
+    /// How many devices are visible (after the vendor's visibility variables).
+    ///
+    /// # Errors
+    /// `Error::NoDevice` when the runtime is missing.
+    fn device_count() -> Result<usize>;
+
     /// The device's description (its capabilities included).
     fn info(&self) -> &DeviceInfo;
 

@@ -73,6 +73,10 @@ impl Driver for HostDriver {
         })
     }
 
+    fn device_count() -> Result<usize> {
+        Ok(1)
+    }
+
     fn info(&self) -> &DeviceInfo {
         &self.info
     }
@@ -598,4 +602,20 @@ fn the_shared_communicator_bootstraps_its_id_and_keeps_the_collective_contract_a
     let checked =
         communicator_sweep(&dev, comm.as_ref(), &[DType::F32]).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 0);
+}
+
+#[test]
+fn a_rank_told_that_rank_0_failed_to_make_the_id_says_so_instead_of_waiting() {
+    let backend = Host::new(0).expect("open");
+    let mut share = |id: Option<[u8; 128]>| -> Result<[u8; 128]> {
+        assert!(id.is_none(), "only rank 0 passes an id");
+        Ok([0; 128])
+    };
+    match ds_gpu::comm::bootstrap(&backend, 1, 2, &mut share) {
+        Err(Error::Collective { op, rank, reason }) => {
+            assert_eq!((op, rank), ("init", 1));
+            assert!(reason.contains("rank 0 could not make"), "{reason}");
+        }
+        other => panic!("expected a collective error, got {:?}", other.err()),
+    }
 }

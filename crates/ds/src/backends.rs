@@ -120,15 +120,17 @@ pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Outp
     match kind {
         BackendKind::Cpu => Ok(task.run(Device::new(CpuBackend::new()?))),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(task.run(Device::new(ds_backend_cuda::CudaBackend::new(
-            ordinal("DS_CUDA_DEVICE")?,
-        )?))),
+        BackendKind::Cuda => Ok(task.run(Device::new(match ordinal("DS_CUDA_DEVICE")? {
+            Some(n) => ds_backend_cuda::CudaBackend::new(n)?,
+            None => ds_backend_cuda::CudaBackend::for_local_rank(local_rank())?,
+        }))),
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => Err(unavailable(kind)),
         #[cfg(feature = "rocm")]
-        BackendKind::Rocm => Ok(task.run(Device::new(ds_backend_rocm::RocmBackend::new(
-            ordinal("DS_ROCM_DEVICE")?,
-        )?))),
+        BackendKind::Rocm => Ok(task.run(Device::new(match ordinal("DS_ROCM_DEVICE")? {
+            Some(n) => ds_backend_rocm::RocmBackend::new(n)?,
+            None => ds_backend_rocm::RocmBackend::for_local_rank(local_rank())?,
+        }))),
         #[cfg(not(feature = "rocm"))]
         BackendKind::Rocm => Err(unavailable(kind)),
         #[cfg(feature = "wgpu")]
@@ -138,18 +140,19 @@ pub fn with_backend<T: DeviceTask>(kind: BackendKind, task: T) -> Result<T::Outp
     }
 }
 
-/// The GPU to open: `var` (`DS_CUDA_DEVICE`, `DS_ROCM_DEVICE`), an ordinal among the devices
-/// the vendor's visibility variable (`CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`) leaves
-/// visible; else this process's rank on its machine when a launcher started it (one GPU per
-/// rank under `mpirun`); else 0.
+/// The GPU asked for by `var` (`DS_CUDA_DEVICE`, `DS_ROCM_DEVICE`): an ordinal among the
+/// devices the vendor's visibility variable (`CUDA_VISIBLE_DEVICES`, `HIP_VISIBLE_DEVICES`)
+/// leaves visible. Unset: the process's rank on its machine picks one (one GPU per rank under
+/// `mpirun`; device 0 without a launcher).
 #[cfg(any(feature = "cuda", feature = "rocm"))]
-fn ordinal(var: &'static str) -> Result<usize> {
+fn ordinal(var: &'static str) -> Result<Option<usize>> {
     match std::env::var(var) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| Error::invalid("backend", var, format!("`{v}` is not a device ordinal"))),
-        Err(_) => Ok(local_rank()),
+        Ok(v) => {
+            v.trim().parse().map(Some).map_err(|_| {
+                Error::invalid("backend", var, format!("`{v}` is not a device ordinal"))
+            })
+        }
+        Err(_) => Ok(None),
     }
 }
 
