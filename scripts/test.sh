@@ -25,6 +25,17 @@ fi
 need_component fmt rustfmt
 need_component clippy clippy
 
+# apt_install WHY PACKAGE...: installs with apt (as root, or through sudo without a password)
+# and says why; fails when apt or the rights to use it are missing, or the install fails.
+apt_install() {
+  local why=$1 sudo=""
+  shift
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
+  command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; } || return 1
+  echo "installing $* ($why)"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 # ds-comm-mpi builds against MPI (rsmpi: headers, mpicc, and libclang for its bindings) and its
 # tests launch `mpirun`. Install Open MPI and libclang with apt when they are missing.
 need_mpi() {
@@ -34,13 +45,7 @@ need_mpi() {
   ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
     || missing+=(libclang-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
-    echo "installing ${missing[*]} (MPI for ds-comm-mpi)"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-      openmpi-bin libopenmpi-dev libclang-dev >/dev/null && return 0
-  fi
+  apt_install "MPI for ds-comm-mpi" openmpi-bin libopenmpi-dev libclang-dev && return 0
   echo "error: ds-comm-mpi needs Open MPI and libclang, and they are missing (${missing[*]});" \
     "install them (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev libclang-dev;" \
     "Fedora: dnf install openmpi-devel clang-devel) and run this again" >&2
@@ -56,13 +61,7 @@ need_vulkan() {
   if [ -n "$icds" ] && ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
     return 0
   fi
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
-    echo "installing mesa-vulkan-drivers libvulkan1 (lavapipe, for the WGPU backend's tests)"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-      mesa-vulkan-drivers libvulkan1 >/dev/null && return 0
-  fi
+  apt_install "lavapipe, for the WGPU backend's tests" mesa-vulkan-drivers libvulkan1 && return 0
   echo "error: the WGPU backend's tests need a Vulkan driver and none is installed;" \
     "install Mesa's (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1;" \
     "Fedora: dnf install mesa-vulkan-drivers vulkan-loader) and run this again" >&2
@@ -78,13 +77,8 @@ need_hip() {
   if ldconfig -p 2>/dev/null | grep -q 'libamdhip64\.so' && ldconfig -p | grep -q 'libamd_comgr\.so'; then
     hip_ok=1; return 0
   fi
-  local sudo=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo -n"
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$sudo" ]; }; then
-    echo "installing libamdhip64-5 (Debian's HIP runtime and comgr, for the ROCm backend's tests)"
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-      libamdhip64-5 >/dev/null && hip_ok=1 && return 0
-  fi
+  apt_install "Debian's HIP runtime and comgr, for the ROCm backend's tests" libamdhip64-5 \
+    && hip_ok=1 && return 0
   echo "note: Debian's HIP runtime (libamdhip64-5) could not be installed; its tests will be NOT RUN"
 }
 need_hip

@@ -8,11 +8,6 @@ use ds_core::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The whole program NVRTC compiles.
-pub(crate) fn source() -> String {
-    ds_gpu::program()
-}
-
 /// NVRTC options for an architecture such as `sm_90`.
 fn options(arch: &str) -> CompileOptions {
     CompileOptions {
@@ -26,8 +21,8 @@ fn options(arch: &str) -> CompileOptions {
 /// # Errors
 /// NVRTC's log when compilation fails.
 pub fn compile_check(arch: &str) -> Result<usize> {
-    let ptx =
-        compile_ptx_with_opts(source(), options(arch)).map_err(|e| error::compile(arch, e))?;
+    let ptx = compile_ptx_with_opts(ds_gpu::program(), options(arch))
+        .map_err(|e| error::compile(arch, e))?;
     Ok(ptx.to_src().len())
 }
 
@@ -55,7 +50,7 @@ impl Kernels {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| error::driver(device, "reading the compute capability", e))?;
-        let ptx = compile_ptx_with_opts(source(), options(&format!("sm_{major}{minor}")))
+        let ptx = compile_ptx_with_opts(ds_gpu::program(), options(&format!("sm_{major}{minor}")))
             .map_err(|e| error::compile(device, e))?;
         let module = ctx
             .load_module(ptx)

@@ -62,7 +62,7 @@ impl CollectiveDriver for CudaDriver {
         // SAFETY: `comm` is a valid out-pointer; the id came from ncclGetUniqueId; NCCL uses the
         // device bound to this thread just above.
         unsafe { nc::comm_init_rank(&mut comm, world, id, rank) }
-            .map_err(|e| error::nccl("init", rank as usize, e))?;
+            .map_err(|e| error::nccl("init", 0, e))?;
         Ok(RawComm(comm))
     }
 

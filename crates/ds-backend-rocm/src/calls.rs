@@ -4,7 +4,7 @@
 
 use crate::loader::{Opened, Search};
 use cubecl_hip_sys::{hipError_t, hipMemcpyKind};
-use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_void};
 
 /// An opaque HIP or rocBLAS handle (stream, module, function, BLAS handle).
 pub(crate) type Handle = *mut c_void;
@@ -34,7 +34,6 @@ type LaunchKernel = unsafe extern "C" fn(
     *mut *mut c_void,
     *mut *mut c_void,
 ) -> hipError_t;
-type ErrorString = unsafe extern "C" fn(hipError_t) -> *const c_char;
 
 /// HIP's device-side calls.
 #[derive(Debug)]
@@ -50,7 +49,7 @@ pub(crate) struct HipCalls {
     pub(crate) module_load_data: ModuleLoadData,
     pub(crate) module_get_function: ModuleGetFunction,
     pub(crate) launch_kernel: LaunchKernel,
-    error_string: ErrorString,
+    error_string: crate::hip::ErrorString,
 }
 
 impl HipCalls {
@@ -84,15 +83,7 @@ impl HipCalls {
 
     /// `code` as a message, or `Ok` for success.
     pub(crate) fn check(&self, what: &str, code: hipError_t) -> Result<(), String> {
-        if code == cubecl_hip_sys::hipError_t_hipSuccess {
-            return Ok(());
-        }
-        // SAFETY: hipGetErrorString returns a static NUL-terminated string for every code.
-        let text = unsafe { CStr::from_ptr((self.error_string)(code)) };
-        Err(format!(
-            "{what}: {} (HIP error {code})",
-            text.to_string_lossy()
-        ))
+        crate::hip::check(self.error_string, what, code)
     }
 }
 

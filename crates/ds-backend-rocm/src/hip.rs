@@ -18,7 +18,8 @@ const SUCCESS: hipError_t = cubecl_hip_sys::hipError_t_hipSuccess;
 const NO_DEVICE: hipError_t = cubecl_hip_sys::hipError_t_hipErrorNoDevice;
 
 type GetInt = unsafe extern "C" fn(*mut c_int) -> hipError_t;
-type ErrorString = unsafe extern "C" fn(hipError_t) -> *const c_char;
+/// `hipGetErrorString`'s type.
+pub(crate) type ErrorString = unsafe extern "C" fn(hipError_t) -> *const c_char;
 type DeviceName = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> hipError_t;
 type TotalMem = unsafe extern "C" fn(*mut usize, c_int) -> hipError_t;
 type Attribute = unsafe extern "C" fn(*mut c_int, hipDeviceAttribute_t, c_int) -> hipError_t;
@@ -77,15 +78,7 @@ impl Hip {
     }
 
     fn check(&self, what: &str, code: hipError_t) -> Result<(), String> {
-        if code == SUCCESS {
-            return Ok(());
-        }
-        // SAFETY: hipGetErrorString returns a static NUL-terminated string for every code.
-        let text = unsafe { CStr::from_ptr((self.error_string)(code)) };
-        Err(format!(
-            "{what}: {} (HIP error {code})",
-            text.to_string_lossy()
-        ))
+        check(self.error_string, what, code)
     }
 
     /// The runtime's version as HIP encodes it (major * 10^7 + minor * 10^5 + patch).
@@ -160,6 +153,19 @@ impl Hip {
             warp_size,
         })
     }
+}
+
+/// `Ok` for HIP's success code, else `what` with HIP's message and code.
+pub(crate) fn check(error_string: ErrorString, what: &str, code: hipError_t) -> Result<(), String> {
+    if code == SUCCESS {
+        return Ok(());
+    }
+    // SAFETY: hipGetErrorString returns a static NUL-terminated string for every code.
+    let text = unsafe { CStr::from_ptr(error_string(code)) };
+    Err(format!(
+        "{what}: {} (HIP error {code})",
+        text.to_string_lossy()
+    ))
 }
 
 /// A NUL-terminated C string in a fixed buffer, lossily as UTF-8.

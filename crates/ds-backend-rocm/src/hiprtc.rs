@@ -18,7 +18,8 @@ const FILES: [&str; 4] = [
     "libhiprtc.so.5",
 ];
 /// The code object manager, which lists the ISAs this ROCm can target.
-const COMGR_FILES: [&str; 3] = ["libamd_comgr.so", "libamd_comgr.so.3", "libamd_comgr.so.2"];
+pub(crate) const COMGR_FILES: [&str; 3] =
+    ["libamd_comgr.so", "libamd_comgr.so.3", "libamd_comgr.so.2"];
 
 type Program = *mut std::ffi::c_void;
 type Status = c_int;

@@ -5,21 +5,11 @@ use crate::loader::Search;
 use ds_core::Error;
 use std::fmt::Write as _;
 
-/// The libraries the backend uses besides HIP, with their file names newest first.
+/// The libraries the backend uses besides HIP, with their file names newest first (the lists
+/// the loaders themselves use, so the report looks where the backend does).
 const LIBRARIES: [(&str, &[&str]); 4] = [
-    (
-        "comgr",
-        &["libamd_comgr.so", "libamd_comgr.so.3", "libamd_comgr.so.2"],
-    ),
-    (
-        "rocBLAS",
-        &[
-            "librocblas.so",
-            "librocblas.so.5",
-            "librocblas.so.4",
-            "librocblas.so.0",
-        ],
-    ),
+    ("comgr", &crate::hiprtc::COMGR_FILES),
+    ("rocBLAS", &crate::calls::ROCBLAS_FILES),
     (
         "hipBLAS",
         &[
@@ -29,7 +19,7 @@ const LIBRARIES: [(&str, &[&str]); 4] = [
             "libhipblas.so.0",
         ],
     ),
-    ("RCCL", &["librccl.so", "librccl.so.1"]),
+    ("RCCL", &crate::rccl::FILES),
 ];
 
 /// The environment variables that choose which devices HIP shows.

@@ -141,14 +141,6 @@ impl CollectiveDriver for HipDriver {
         // the device selected on this thread just above.
         check(c, "init", unsafe {
             (c.comm_init_rank)(&mut comm, world, id, rank)
-        })
-        .map_err(|e| match e {
-            Error::Collective { op, reason, .. } => Error::Collective {
-                op,
-                rank: rank as usize,
-                reason,
-            },
-            other => other,
         })?;
         Ok(RcclComm(comm))
     }

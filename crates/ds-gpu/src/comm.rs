@@ -177,7 +177,10 @@ impl<D: CollectiveDriver> GpuComm<D> {
             i32::try_from(world)
                 .map_err(|_| Error::invalid("GpuComm::new", "world", "too large"))?,
         );
-        let comm = backend.driver().comm_init(w, &id.0, r)?;
+        let comm = backend
+            .driver()
+            .comm_init(w, &id.0, r)
+            .map_err(|e| at_rank(e, rank))?;
         Ok(GpuComm {
             comm: Mutex::new(comm),
             backend: backend.clone(),
@@ -198,15 +201,7 @@ impl<D: CollectiveDriver> GpuComm<D> {
     /// communicator shared between threads).
     fn with_comm(&self, f: impl FnOnce(&D, &D::Comm) -> Result<()>) -> Result<()> {
         let guard = self.comm.lock().unwrap_or_else(|p| p.into_inner());
-        // The driver does not know the rank; its errors get this rank's.
-        f(self.backend.driver(), &guard).map_err(|e| match e {
-            Error::Collective { op, reason, .. } => Error::Collective {
-                op,
-                rank: self.rank,
-                reason,
-            },
-            other => other,
-        })
+        f(self.backend.driver(), &guard).map_err(|e| at_rank(e, self.rank))
     }
 
     fn device(&self) -> Device<GpuBackend<D>> {
@@ -237,6 +232,14 @@ impl<D: CollectiveDriver> Drop for GpuComm<D> {
     fn drop(&mut self) {
         let mut guard = self.comm.lock().unwrap_or_else(|p| p.into_inner());
         self.backend.driver().comm_destroy(&mut guard);
+    }
+}
+
+/// A driver's collective error with this rank's number (the drivers do not know it).
+fn at_rank(e: Error, rank: usize) -> Error {
+    match e {
+        Error::Collective { op, reason, .. } => Error::Collective { op, rank, reason },
+        other => other,
     }
 }
 

@@ -203,15 +203,17 @@ pub fn signature(name: &str) -> Option<&'static Signature> {
 /// The kernel is not in the table, or the arguments differ in number or type.
 pub fn check(name: &str, args: &[Arg]) -> Result<(), String> {
     let sig = signature(name).ok_or_else(|| format!("kernel {name} is not in the launch table"))?;
-    let kinds: Vec<ArgKind> = args.iter().map(|a| a.kind()).collect();
-    if kinds == sig.args {
-        Ok(())
-    } else {
-        Err(format!(
-            "kernel {name} takes {:?} but was launched with {kinds:?}",
-            sig.args
-        ))
+    // Compared in place: this runs on every launch.
+    let same =
+        args.len() == sig.args.len() && args.iter().zip(sig.args).all(|(a, &k)| a.kind() == k);
+    if same {
+        return Ok(());
     }
+    let kinds: Vec<ArgKind> = args.iter().map(|a| a.kind()).collect();
+    Err(format!(
+        "kernel {name} takes {:?} but was launched with {kinds:?}",
+        sig.args
+    ))
 }
 
 /// Every kernel name a backend may launch, from [`KERNELS`].

@@ -77,8 +77,8 @@ impl World {
     ///
     /// # Errors
     /// A one-line message when the backend's collectives cannot start.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
     pub fn collectives<B: Backend>(self, backend: &B) -> Result<Box<dyn Collectives<B>>, String> {
-        let _ = backend;
         match self.inner {
             Inner::Threads(c) => Ok(Box::new(c)),
             #[cfg(not(feature = "mpi"))]
