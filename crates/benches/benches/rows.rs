@@ -13,7 +13,8 @@
 //!   in milliseconds: `scripts/peers/bench_torch_sdpa.py` times PyTorch's
 //!   `scaled_dot_product_attention` forward + backward at the same shapes.
 //!
-//! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench rows` (`ROUNDS=n`, default 15).
+//! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench rows` (`ROUNDS=n`, default 15); a
+//! trailing argument keeps the kernels whose name contains it (`-- layernorm`).
 
 use benches::setup::{cpu, filled, rounds, threads, varied};
 use benches::timing::{interleaved, median, paired_speed};
@@ -24,6 +25,15 @@ use ds_core::kernels::{
 use ds_core::params::{AttentionShape, Shape2};
 use ds_core::{BufferExt, DType, Device, Result};
 
+/// The kernels to run: those whose name contains the first argument that is not a flag
+/// (case-insensitive), or all.
+fn selected(name: &str) -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_none_or(|f| name.to_lowercase().contains(&f.to_lowercase()))
+}
+
 /// One kernel against a copy of `n` f32: prints its GB/s and its share of the copy's.
 fn against_copy(
     dev: &Device<CpuBackend>,
@@ -33,6 +43,9 @@ fn against_copy(
     bytes_per_element: f64,
     kernel: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
+    if !selected(name) {
+        return Ok(());
+    }
     let src = varied(dev, DType::F32, n)?;
     let mut dst = filled(dev, DType::F32, n, 0.0)?;
     let mut copy = || dev.copy(src.all(), dst.all_mut());
@@ -156,6 +169,9 @@ fn main() -> Result<()> {
 
     println!("\ncausal attention forward + backward (f32)");
     for (b, h, s, d) in [(32usize, 4usize, 64usize, 32usize), (8, 6, 256, 64)] {
+        if !selected("attention") {
+            break;
+        }
         let sh = AttentionShape::new(b, h, s, d);
         let n = sh.qkv_len();
         let (q, k, v, dout) = (

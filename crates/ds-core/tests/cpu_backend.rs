@@ -248,3 +248,145 @@ fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
         }
     }
 }
+
+/// `x` of `dtype` on the device, from f32 values.
+fn typed_input(dev: &Device<CpuBackend>, dtype: DType, host: &[f32]) -> ds_core::cpu::CpuBuffer {
+    let x = dev.alloc_from(host).expect("upload");
+    let mut t = dev.alloc(dtype, host.len()).expect("alloc");
+    dev.cast(x.all(), t.all_mut()).expect("cast");
+    t
+}
+
+/// The f32 bits of a buffer's values (16-bit values widen exactly).
+fn bits(dev: &Device<CpuBackend>, b: ds_core::Slice<'_, ds_core::cpu::CpuBuffer>) -> Vec<u32> {
+    let mut w = dev.alloc(DType::F32, b.len()).expect("alloc");
+    dev.cast(b, w.all_mut()).expect("widen");
+    let v: Vec<f32> = dev.to_vec(w.all()).expect("download");
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn large_gelu_outputs_are_streamed_with_the_same_bits_as_small_ones() {
+    let dev = dev();
+    let host: Vec<f32> = (0..LARGE).map(|i| (i as f32 * 0.377).sin() * 7.0).collect();
+    let dhost: Vec<f32> = (0..LARGE).map(|i| (i as f32 * 0.131).cos()).collect();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        let (x, dy) = (
+            typed_input(&dev, dtype, &host),
+            typed_input(&dev, dtype, &dhost),
+        );
+        let (mut y, mut dx) = (
+            dev.alloc(dtype, LARGE).unwrap(),
+            dev.alloc(dtype, LARGE).unwrap(),
+        );
+        dev.gelu(x.all(), y.all_mut()).expect("gelu");
+        dev.gelu_backward(x.all(), dy.all(), dx.all_mut())
+            .expect("gelu backward");
+        let (y, dx) = (bits(&dev, y.all()), bits(&dev, dx.all()));
+        // Windows below the streaming threshold, unaligned and at the end, computed alone.
+        for start in [0, 12_345, LARGE - 4099] {
+            let r = start..start + 4099;
+            let (mut ys, mut dxs) = (
+                dev.alloc(dtype, 4099).unwrap(),
+                dev.alloc(dtype, 4099).unwrap(),
+            );
+            dev.gelu(x.range(r.clone()), ys.all_mut()).expect("gelu");
+            dev.gelu_backward(x.range(r.clone()), dy.range(r.clone()), dxs.all_mut())
+                .expect("gelu backward");
+            assert_eq!(
+                bits(&dev, ys.all()),
+                y[r.clone()],
+                "{dtype:?} gelu at {start}"
+            );
+            assert_eq!(
+                bits(&dev, dxs.all()),
+                dx[r],
+                "{dtype:?} gelu backward at {start}"
+            );
+        }
+    }
+}
+
+#[test]
+fn large_layer_norm_outputs_are_streamed_with_the_same_bits_as_small_ones() {
+    use ds_core::kernels::{LayerNormArgs, LayerNormBackwardArgs};
+    use ds_core::params::Shape2;
+    let dev = dev();
+    let cols = 1000;
+    let rows = LARGE / cols + 1;
+    let n = rows * cols;
+    let host: Vec<f32> = (0..n)
+        .map(|i| (i as f32 * 0.377).sin() * 3.0 + 0.5)
+        .collect();
+    let dhost: Vec<f32> = (0..n).map(|i| (i as f32 * 0.131).cos()).collect();
+    let ghost: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / cols as f32).collect();
+    for dtype in [DType::F32, DType::BF16] {
+        let (x, dy) = (
+            typed_input(&dev, dtype, &host),
+            typed_input(&dev, dtype, &dhost),
+        );
+        let (gamma, beta) = (
+            typed_input(&dev, dtype, &ghost),
+            typed_input(&dev, dtype, &dhost[..cols]),
+        );
+        let run = |rows: usize, r: std::ops::Range<usize>| {
+            let e = r.start * cols..r.end * cols;
+            let mut y = dev.alloc(dtype, rows * cols).unwrap();
+            let mut dx = dev.alloc(dtype, rows * cols).unwrap();
+            let (mut mean, mut rstd) = (
+                dev.alloc(DType::F32, rows).unwrap(),
+                dev.alloc(DType::F32, rows).unwrap(),
+            );
+            let (mut dg, mut db) = (
+                dev.alloc(dtype, cols).unwrap(),
+                dev.alloc(dtype, cols).unwrap(),
+            );
+            let shape = Shape2::new(rows, cols);
+            dev.layer_norm(
+                shape,
+                1e-5,
+                LayerNormArgs {
+                    x: x.range(e.clone()),
+                    gamma: gamma.all(),
+                    beta: beta.all(),
+                    y: y.all_mut(),
+                    mean: mean.all_mut(),
+                    rstd: rstd.all_mut(),
+                },
+            )
+            .expect("layer norm");
+            dev.layer_norm_backward(
+                shape,
+                false,
+                LayerNormBackwardArgs {
+                    x: x.range(e.clone()),
+                    gamma: gamma.all(),
+                    mean: mean.all(),
+                    rstd: rstd.all(),
+                    dy: dy.range(e),
+                    dx: dx.all_mut(),
+                    dgamma: dg.all_mut(),
+                    dbeta: db.all_mut(),
+                },
+            )
+            .expect("layer norm backward");
+            (
+                bits(&dev, y.all()),
+                bits(&dev, mean.all()),
+                bits(&dev, dx.all()),
+            )
+        };
+        let (y, mean, dx) = run(rows, 0..rows);
+        for start in [0, 1234, rows - 9] {
+            let (ys, means, dxs) = run(9, start..start + 9);
+            let e = start * cols..(start + 9) * cols;
+            assert_eq!(ys, y[e.clone()], "{dtype:?} y at row {start}");
+            assert_eq!(
+                means,
+                mean[start..start + 9],
+                "{dtype:?} mean at row {start}"
+            );
+            assert_eq!(dxs, dx[e], "{dtype:?} dx at row {start}");
+        }
+    }
+}

@@ -33,6 +33,14 @@ pub(crate) trait Float: Element + Copy + Default {
             );
         }
     }
+    /// [`Float::store_stream`] when `streaming`, else [`Float::store`].
+    fn store_or_stream(src: &[f32], dst: &mut [Self], streaming: bool) {
+        if streaming {
+            Self::store_stream(src, dst);
+        } else {
+            Self::store(src, dst);
+        }
+    }
     /// The slice itself when the storage is f32 (no conversion needed).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
     /// Writable form of [`Float::as_f32`].

@@ -4,11 +4,16 @@
 //! the arithmetic closure directly and 16-bit storage is converted a [`BLOCK`] at a time into
 //! stack buffers. The closures run inside functions compiled for each instruction set
 //! ([`crate::cpu::isa`], chosen at run time), so their simple loops become vector code.
-//! Arithmetic never uses fused multiply-add, so results are the same bits on every processor.
+//! Arithmetic fuses multiply-adds only through `f32::mul_add`, which is correctly rounded on every
+//! processor (a library call where the hardware has none), so results are the same bits on
+//! every processor.
+//! Write-only outputs above [`super::stream::STREAM_MIN_BYTES`] are computed a block at a time
+//! into a stack buffer and streamed out ([`super::stream::streams`]).
 
 use super::float::{BLOCK, Float};
 use super::isa::vectorized;
 use super::par::CHUNK;
+use super::stream::{fence, streams};
 use rayon::prelude::*;
 
 vectorized! {
@@ -82,18 +87,28 @@ pub(crate) fn unary<X: Float, Y: Float>(
     y: &mut [Y],
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) {
+    let streaming = streams(y);
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| {
-            if let (Some(x), Some(y)) = (X::as_f32(x), Y::as_f32_mut(&mut *y)) {
+            if !streaming && let (Some(x), Some(y)) = (X::as_f32(x), Y::as_f32_mut(&mut *y)) {
                 return run2(&f, x, y);
             }
             let (mut bx, mut by) = ([0f32; BLOCK], [0f32; BLOCK]);
             for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
-                let (bx, by) = (&mut bx[..x.len()], &mut by[..y.len()]);
-                X::load(x, bx);
-                run2(&f, bx, by);
-                Y::store(by, y);
+                let by = &mut by[..y.len()];
+                match X::as_f32(x) {
+                    Some(x) => run2(&f, x, by),
+                    None => {
+                        let bx = &mut bx[..x.len()];
+                        X::load(x, bx);
+                        run2(&f, bx, by);
+                    }
+                }
+                Y::store_or_stream(by, y, streaming);
+            }
+            if streaming {
+                fence();
             }
         });
 }
@@ -105,10 +120,12 @@ pub(crate) fn binary<T: Float>(
     y: &mut [T],
     f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
 ) {
+    let streaming = streams(y);
     y.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(y, (a, b))| {
-            if let (Some(a), Some(b)) = (T::as_f32(a), T::as_f32(b))
+            if !streaming
+                && let (Some(a), Some(b)) = (T::as_f32(a), T::as_f32(b))
                 && let Some(y) = T::as_f32_mut(&mut *y)
             {
                 return run3(&f, a, b, y);
@@ -120,10 +137,18 @@ pub(crate) fn binary<T: Float>(
                 .zip(b.chunks(BLOCK))
             {
                 let n = y.len();
-                T::load(a, &mut ba[..n]);
-                T::load(b, &mut bb[..n]);
-                run3(&f, &ba[..n], &bb[..n], &mut by[..n]);
-                T::store(&by[..n], y);
+                match (T::as_f32(a), T::as_f32(b)) {
+                    (Some(a), Some(b)) => run3(&f, a, b, &mut by[..n]),
+                    _ => {
+                        T::load(a, &mut ba[..n]);
+                        T::load(b, &mut bb[..n]);
+                        run3(&f, &ba[..n], &bb[..n], &mut by[..n]);
+                    }
+                }
+                T::store_or_stream(&by[..n], y, streaming);
+            }
+            if streaming {
+                fence();
             }
         });
 }

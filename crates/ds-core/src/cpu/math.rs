@@ -4,8 +4,9 @@
 //! It follows the classic Cephes single-precision algorithm: range reduction `x = n ln2 + r`,
 //! a degree-6 polynomial for `e^r` and a two-step scale by `2^n` (so subnormal results come
 //! out right). Errors are within 2 ulp over the whole range; infinities and NaN behave as in
-//! libm. The conformance suite holds the kernels built on it (softmax, GELU through
-//! `sigmoid(2u) = 0.5 (1 + tanh u)`, attention) to the f64 oracle like every kernel.
+//! libm. Two cheaper forms serve callers that know their argument's range: softmax's
+//! [`exp_nonpositive`] and GELU's base-2 [`exp2_in_range`]. The conformance suite holds the
+//! kernels built on them (softmax, GELU, attention) to the f64 oracle like every kernel.
 
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two so `n * LN2_HI` is exact for every reachable n.
@@ -90,6 +91,51 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     if x < EXP_NORMAL_MIN { 0.0 } else { y }
 }
 
+/// The polynomial for `2^f` on |f| <= 1/2, lowest degree first: a relative-error minimax fit
+/// of degree 6 (Lawson's iteration on Chebyshev nodes, constant term pinned to 1), within 1
+/// ulp in f32 evaluated by fused multiply-adds.
+pub(crate) const EXP2_POLY: [f32; 7] = [
+    1.0,
+    0.693_147_2,
+    0.240_226_46,
+    0.055_503_286,
+    0.009_618_489,
+    0.001_339_993_2,
+    0.000_153_458_08,
+];
+/// The lower end of [`exp2_in_range`]'s domain: 2^-126, the smallest normal f32.
+pub(crate) const EXP2_LO: f32 = -126.0;
+/// The upper end of [`exp2_in_range`]'s domain: 2^128 reads as +inf.
+pub(crate) const EXP2_HI: f32 = 128.0;
+
+/// `z` clamped to `[EXP2_LO, hi]` by two compare-and-selects (one `vmaxps` and one `vminps`
+/// each); NaN comes out as `EXP2_LO`, so callers that must propagate NaN do so through
+/// another operand.
+#[inline(always)]
+pub(crate) fn clamp_exp2_arg(z: f32, hi: f32) -> f32 {
+    let z = if z > EXP2_LO { z } else { EXP2_LO };
+    if z < hi { z } else { hi }
+}
+
+/// `2^z` for `z` in `[EXP2_LO, EXP2_HI]` (the caller clamps, [`clamp_exp2_arg`]): the integer
+/// part goes to the exponent bits, the fraction through [`EXP2_POLY`]. Within 2 ulp where the
+/// result is normal; `z >= 127.5` gives +inf (2^128 is its scale). Cheaper than [`exp`]
+/// (about 13 vector operations against 21: no range checks, one scale, no Cody-Waite split)
+/// for callers whose argument is already in base 2 and bounded.
+#[inline(always)]
+pub(crate) fn exp2_in_range(z: f32) -> f32 {
+    // t's low mantissa bits hold round(z) (see ROUNDER); shifted to the exponent field and
+    // biased, they are 2^round(z), with 2^128 = +inf's bits.
+    let t = z + ROUNDER;
+    let n = t - ROUNDER;
+    let f = z - n;
+    let mut p = EXP2_POLY[6];
+    for &c in EXP2_POLY[..6].iter().rev() {
+        p = p.mul_add(f, c);
+    }
+    p * f32::from_bits((t.to_bits() << 23).wrapping_add(127 << 23))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +159,29 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn exp2_in_range_is_within_two_ulp_over_its_normal_range() {
+        let mut z = EXP2_LO;
+        let mut worst = 0;
+        while z < 127.4 {
+            let want = 2f64.powf(f64::from(z)) as f32;
+            let got = exp2_in_range(z);
+            worst = worst.max(ulps(got, want));
+            assert!(
+                ulps(got, want) <= 2,
+                "exp2_in_range({z}) = {got} want {want}"
+            );
+            z += 0.000_37;
+        }
+        assert!(worst >= 1, "the sweep compared nothing inexact");
+        assert_eq!(exp2_in_range(0.0), 1.0);
+        assert_eq!(exp2_in_range(EXP2_LO), f32::MIN_POSITIVE);
+        assert_eq!(exp2_in_range(EXP2_HI), f32::INFINITY);
+        assert_eq!(clamp_exp2_arg(f32::NAN, EXP2_HI), EXP2_LO);
+        assert_eq!(clamp_exp2_arg(f32::INFINITY, 126.0), 126.0);
+        assert_eq!(clamp_exp2_arg(f32::NEG_INFINITY, 126.0), EXP2_LO);
     }
 
     #[test]

@@ -50,6 +50,13 @@ impl Ahead {
     }
 }
 
+/// Prefetches the whole of the `len` elements from `start` at once (the next row, before a row
+/// kernel starts on this one; it may lie past the buffer's end). For rows of a few kilobytes,
+/// whose passes are too short to spread the prefetches over.
+pub(crate) fn next_row<T>(start: *const T, len: usize) {
+    Ahead::read(start, len, 1).touch(0);
+}
+
 /// Prefetches the cache line holding `p` (for writing when `write`); any address is allowed.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

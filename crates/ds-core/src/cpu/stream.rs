@@ -11,6 +11,14 @@
 /// Outputs at least this large are written with streaming stores.
 pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
 
+/// Whether a write-only output is large enough for streaming stores. Kernels that stream
+/// compute a block or row into a buffer in cache and stream it out, so the output's lines
+/// are never read: a unary map or LayerNorm forward then moves 8 bytes per f32 instead of 12,
+/// a binary map or LayerNorm backward 12 instead of 16.
+pub(crate) fn streams<T>(out: &[T]) -> bool {
+    std::mem::size_of_val(out) >= STREAM_MIN_BYTES
+}
+
 /// Makes this thread's streaming stores visible before anything it writes next: call once at
 /// the end of every task that streamed, before it reports completion.
 pub(crate) fn fence() {

@@ -5,6 +5,8 @@ use super::bias::{store_sums, widen};
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::isa::vectorized;
+use crate::cpu::prefetch::next_row;
+use crate::cpu::stream::{fence, streams};
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::{LayerNormArgs, LayerNormBackwardArgs};
@@ -118,24 +120,40 @@ pub(super) fn forward(
         let mean = typed_mut::<f32>(args.mean)?;
         let rstd = typed_mut::<f32>(args.rstd)?;
         let cols = shape.cols;
+        let streaming = streams(y);
+        let block = cols * ROW_BLOCK;
         be.run(|| {
-            y.par_chunks_mut(cols)
-                .zip(x.par_chunks(cols))
-                .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+            y.par_chunks_mut(block)
+                .zip(x.par_chunks(block))
+                .zip(mean.par_chunks_mut(ROW_BLOCK).zip(rstd.par_chunks_mut(ROW_BLOCK)))
                 .for_each_init(
                     || (vec![0f32; cols], vec![0f32; cols]),
                     |(xr, yr), ((y, x), (mean, rstd))| {
-                        let (mu, rs) = match (T::as_f32(x), T::as_f32_mut(&mut *y)) {
-                            (Some(x), Some(y)) => normalize_row(x, &gamma, &beta, eps, y),
-                            _ => {
-                                T::load(x, xr);
-                                let stats = normalize_row(xr, &gamma, &beta, eps, yr);
-                                T::store(yr, y);
-                                stats
-                            }
-                        };
-                        *mean = mu;
-                        *rstd = rs;
+                        let rows = y.chunks_mut(cols).zip(x.chunks(cols));
+                        for ((y, x), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
+                            // Memory fetches the next row while this one is worked in cache.
+                            next_row(x.as_ptr().wrapping_add(cols), cols);
+                            let x = match T::as_f32(x) {
+                                Some(x) => x,
+                                None => {
+                                    T::load(x, xr);
+                                    &xr[..]
+                                }
+                            };
+                            let (mu, rs) = match T::as_f32_mut(&mut *y) {
+                                Some(y) if !streaming => normalize_row(x, &gamma, &beta, eps, y),
+                                _ => {
+                                    let stats = normalize_row(x, &gamma, &beta, eps, yr);
+                                    T::store_or_stream(yr, y, streaming);
+                                    stats
+                                }
+                            };
+                            *mean = mu;
+                            *rstd = rs;
+                        }
+                        if streaming {
+                            fence();
+                        }
                     },
                 )
         });
@@ -164,6 +182,7 @@ fn backward_typed<T: Float>(
         return Ok(());
     }
     let block = cols * ROW_BLOCK;
+    let streaming = streams(dx);
     // Each block of rows yields its dx rows and its partial dgamma and dbeta.
     let partials: Vec<(Vec<f32>, Vec<f32>)> = be.run(|| {
         dx.par_chunks_mut(block)
@@ -171,7 +190,7 @@ fn backward_typed<T: Float>(
             .enumerate()
             .map(|(b, (dx, (x, dy)))| {
                 let (mut dg, mut db) = (vec![0f32; cols], vec![0f32; cols]);
-                let (mut xr, mut gr, mut dr) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut xr, mut gr, mut dr) = (Vec::new(), Vec::new(), vec![0f32; cols]);
                 for (r, (dx, (x, dy))) in dx
                     .chunks_mut(cols)
                     .zip(x.chunks(cols).zip(dy.chunks(cols)))
@@ -179,19 +198,30 @@ fn backward_typed<T: Float>(
                 {
                     let row = b * ROW_BLOCK + r;
                     let stats = (mean[row], rstd[row]);
-                    if let (Some(x), Some(dy)) = (T::as_f32(x), T::as_f32(dy))
-                        && let Some(dx) = T::as_f32_mut(&mut *dx)
-                    {
-                        backward_row(x, dy, &gamma, stats, &mut dg, &mut db, dx);
-                        continue;
+                    next_row(x.as_ptr().wrapping_add(cols), cols);
+                    next_row(dy.as_ptr().wrapping_add(cols), cols);
+                    let (x, dy) = match (T::as_f32(x), T::as_f32(dy)) {
+                        (Some(x), Some(dy)) => (x, dy),
+                        _ => {
+                            xr.resize(cols, 0.0);
+                            gr.resize(cols, 0.0);
+                            T::load(x, &mut xr);
+                            T::load(dy, &mut gr);
+                            (&xr[..], &gr[..])
+                        }
+                    };
+                    match T::as_f32_mut(&mut *dx) {
+                        Some(dx) if !streaming => {
+                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, dx);
+                        }
+                        _ => {
+                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, &mut dr);
+                            T::store_or_stream(&dr, dx, streaming);
+                        }
                     }
-                    xr.resize(cols, 0.0);
-                    gr.resize(cols, 0.0);
-                    dr.resize(cols, 0.0);
-                    T::load(x, &mut xr);
-                    T::load(dy, &mut gr);
-                    backward_row(&xr, &gr, &gamma, stats, &mut dg, &mut db, &mut dr);
-                    T::store(&dr, dx);
+                }
+                if streaming {
+                    fence();
                 }
                 (dg, db)
             })

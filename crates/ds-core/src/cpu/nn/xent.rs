@@ -12,8 +12,9 @@ use crate::kernels::{View, ViewMut};
 use crate::params::Shape2;
 use rayon::prelude::*;
 
-/// Independent accumulator lanes of the row reductions: four AVX-512 (eight AVX2) registers,
-/// so the reductions run at the vector units' throughput instead of one add's latency.
+/// Values per chunk of the row passes (the prefetch slice), and the maximum's independent
+/// lanes: four AVX-512 (eight AVX2) registers, so it runs at the vector units' throughput
+/// instead of one comparison's latency.
 const LANES: usize = 64;
 
 /// The maximum of a row (vectorizes); NaN is skipped here and propagates through the
@@ -36,10 +37,15 @@ fn row_max(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
+/// Accumulator lanes of the exponential sums: two AVX2 registers. With [`LANES`] of them the
+/// AVX2 build ran out of its 16 registers (the exponential's constants and temporaries beside
+/// eight accumulators) and spilled every accumulator on every chunk.
+const SUM_LANES: usize = 16;
+
 /// `sum(exp(x - m))`, reading `x` only; touches `ahead` over its chunks.
 #[inline(always)]
 fn exp_sum(x: &[f32], m: f32, ahead: &[Ahead]) -> f32 {
-    let mut lanes = [0f32; LANES];
+    let mut lanes = [0f32; SUM_LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks
         .remainder()
@@ -48,8 +54,10 @@ fn exp_sum(x: &[f32], m: f32, ahead: &[Ahead]) -> f32 {
         .sum();
     for (ci, c) in chunks.enumerate() {
         ahead.iter().for_each(|a| a.touch(ci));
-        for l in 0..LANES {
-            lanes[l] += math::exp_nonpositive(c[l] - m);
+        for part in c.chunks_exact(SUM_LANES) {
+            for l in 0..SUM_LANES {
+                lanes[l] += math::exp_nonpositive(part[l] - m);
+            }
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -58,15 +66,17 @@ fn exp_sum(x: &[f32], m: f32, ahead: &[Ahead]) -> f32 {
 /// `out = exp(x - m)`, returning its sum, in one pass; touches `ahead` over its chunks.
 #[inline(always)]
 fn exp_into(x: &[f32], m: f32, out: &mut [f32], ahead: &[Ahead]) -> f32 {
-    let mut lanes = [0f32; LANES];
+    let mut lanes = [0f32; SUM_LANES];
     let mut chunks = x.chunks_exact(LANES);
     let mut outs = out.chunks_exact_mut(LANES);
     for (ci, (c, o)) in (&mut chunks).zip(&mut outs).enumerate() {
         ahead.iter().for_each(|a| a.touch(ci));
-        for l in 0..LANES {
-            let e = math::exp_nonpositive(c[l] - m);
-            o[l] = e;
-            lanes[l] += e;
+        for (part, o) in c.chunks_exact(SUM_LANES).zip(o.chunks_exact_mut(SUM_LANES)) {
+            for l in 0..SUM_LANES {
+                let e = math::exp_nonpositive(part[l] - m);
+                o[l] = e;
+                lanes[l] += e;
+            }
         }
     }
     let mut tail = 0f32;
