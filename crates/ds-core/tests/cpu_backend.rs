@@ -276,8 +276,8 @@ fn large_gelu_outputs_are_streamed_with_the_same_bits_as_small_ones() {
             typed_input(&dev, dtype, &dhost),
         );
         let (mut y, mut dx) = (
-            dev.alloc(dtype, LARGE).unwrap(),
-            dev.alloc(dtype, LARGE).unwrap(),
+            dev.alloc(dtype, LARGE).expect("alloc"),
+            dev.alloc(dtype, LARGE).expect("alloc"),
         );
         dev.gelu(x.all(), y.all_mut()).expect("gelu");
         dev.gelu_backward(x.all(), dy.all(), dx.all_mut())
@@ -287,8 +287,8 @@ fn large_gelu_outputs_are_streamed_with_the_same_bits_as_small_ones() {
         for start in [0, 12_345, LARGE - 4099] {
             let r = start..start + 4099;
             let (mut ys, mut dxs) = (
-                dev.alloc(dtype, 4099).unwrap(),
-                dev.alloc(dtype, 4099).unwrap(),
+                dev.alloc(dtype, 4099).expect("alloc"),
+                dev.alloc(dtype, 4099).expect("alloc"),
             );
             dev.gelu(x.range(r.clone()), ys.all_mut()).expect("gelu");
             dev.gelu_backward(x.range(r.clone()), dy.range(r.clone()), dxs.all_mut())
@@ -331,15 +331,15 @@ fn large_layer_norm_outputs_are_streamed_with_the_same_bits_as_small_ones() {
         );
         let run = |rows: usize, r: std::ops::Range<usize>| {
             let e = r.start * cols..r.end * cols;
-            let mut y = dev.alloc(dtype, rows * cols).unwrap();
-            let mut dx = dev.alloc(dtype, rows * cols).unwrap();
+            let mut y = dev.alloc(dtype, rows * cols).expect("alloc");
+            let mut dx = dev.alloc(dtype, rows * cols).expect("alloc");
             let (mut mean, mut rstd) = (
-                dev.alloc(DType::F32, rows).unwrap(),
-                dev.alloc(DType::F32, rows).unwrap(),
+                dev.alloc(DType::F32, rows).expect("alloc"),
+                dev.alloc(DType::F32, rows).expect("alloc"),
             );
             let (mut dg, mut db) = (
-                dev.alloc(dtype, cols).unwrap(),
-                dev.alloc(dtype, cols).unwrap(),
+                dev.alloc(dtype, cols).expect("alloc"),
+                dev.alloc(dtype, cols).expect("alloc"),
             );
             let shape = Shape2::new(rows, cols);
             dev.layer_norm(

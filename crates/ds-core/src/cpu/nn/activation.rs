@@ -46,14 +46,8 @@ fn gelu_one(x: f32) -> f32 {
 #[inline(always)]
 fn gelu_grad_one(x: f32) -> f32 {
     // x clamped first: beyond the clamp the slope term is below 2^-100 and the exponential is
-    // clamped anyway, and x^3 cannot overflow into `inf * 0`. The comparisons keep NaN.
-    let xc = if x > SLOPE_X_MAX {
-        SLOPE_X_MAX
-    } else if x < -SLOPE_X_MAX {
-        -SLOPE_X_MAX
-    } else {
-        x
-    };
+    // clamped anyway, and x^3 cannot overflow into `inf * 0`. `clamp` keeps NaN.
+    let xc = x.clamp(-SLOPE_X_MAX, SLOPE_X_MAX);
     let x2 = xc * xc;
     // e stays finite (z <= 126), so 1 - s = e s holds.
     let e = math::exp2_in_range(math::clamp_exp2_arg(xc * x2.mul_add(Z3, Z1), 126.0));
