@@ -5,7 +5,7 @@ use super::bias::{store_sums, widen};
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::isa::vectorized;
-use crate::cpu::prefetch::next_row;
+use crate::cpu::prefetch::{Ahead, next_row};
 use crate::cpu::stream::{fence, streams};
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
@@ -63,6 +63,7 @@ vectorized! {
         dg: &mut [f32],
         db: &mut [f32],
         dx: &mut [f32],
+        ahead: &[Ahead],
     ) {
         let (mu, rs) = stats;
         let len = x.len().min(dy.len()).min(gamma.len()).min(dg.len()).min(db.len()).min(dx.len());
@@ -96,9 +97,18 @@ vectorized! {
             l.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(t)
         };
         let (c1, c2) = ((sum(&c1, t1) / n) as f32, (sum(&c2, t2) / n) as f32);
-        for i in 0..len {
-            let xh = (x[i] - mu) * rs;
-            dx[i] = rs * (dy[i] * gamma[i] - c1 - xh * c2);
+        // Memory fetches the next row's x and dy over this pass, which runs from cache.
+        for (ci, ((dx, x), (dy, g))) in dx
+            .chunks_mut(LANES)
+            .zip(x.chunks(LANES))
+            .zip(dy.chunks(LANES).zip(gamma.chunks(LANES)))
+            .enumerate()
+        {
+            ahead.iter().for_each(|a| a.touch(ci));
+            for i in 0..dx.len().min(x.len()).min(dy.len()).min(g.len()) {
+                let xh = (x[i] - mu) * rs;
+                dx[i] = rs * (dy[i] * g[i] - c1 - xh * c2);
+            }
         }
     }
 }
@@ -198,8 +208,11 @@ fn backward_typed<T: Float>(
                 {
                     let row = b * ROW_BLOCK + r;
                     let stats = (mean[row], rstd[row]);
-                    next_row(x.as_ptr().wrapping_add(cols), cols);
-                    next_row(dy.as_ptr().wrapping_add(cols), cols);
+                    let chunks = cols.div_ceil(LANES);
+                    let ahead = [
+                        Ahead::read(x.as_ptr().wrapping_add(cols), cols, chunks),
+                        Ahead::read(dy.as_ptr().wrapping_add(cols), cols, chunks),
+                    ];
                     let (x, dy) = match (T::as_f32(x), T::as_f32(dy)) {
                         (Some(x), Some(dy)) => (x, dy),
                         _ => {
@@ -212,10 +225,10 @@ fn backward_typed<T: Float>(
                     };
                     match T::as_f32_mut(&mut *dx) {
                         Some(dx) if !streaming => {
-                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, dx);
+                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, dx, &ahead);
                         }
                         _ => {
-                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, &mut dr);
+                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, &mut dr, &ahead);
                             T::store_or_stream(&dr, dx, streaming);
                         }
                     }
