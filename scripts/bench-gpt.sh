@@ -38,7 +38,7 @@ for r in $(seq "$pairs"); do
   if [ "$bf16" = yes ]; then
     { echo "bf16 default"; ds_step --bf16; "$py" "$here/peers/bench_torch_gpt_autocast.py" "$peers/bench_torch_gpt.py" "$threads" --steps 10 | sed 's/^/torch /'; } | tee -a "$log"
   fi
-  cargo bench -q -p benches --bench rows | grep -E "heads .* context" | sed 's/^/ds    /'
+  cargo bench -q -p benches --bench rows -- attention | grep -E "heads .* context" | sed 's/^/ds    /'
   "$py" "$here/peers/bench_torch_sdpa.py" "$threads" | sed 's/^/torch /'
   gemm=$(cargo bench -q -p benches --bench ratios -- --gemm-only)
   torch_gemm=$("$py" "$here/peers/bench_torch_matmul.py" "$threads")

@@ -52,7 +52,7 @@ vectorized! {
 
 vectorized! {
     /// One row of the backward: `dx` from the row of `x` and `dy` and the row's `(mean,
-    /// rstd)`; the row's contributions are added to `dg` and `db`. Two passes over the row
+    /// rstd)`; the row's contributions are added to `sums`, `(dgamma, dbeta)`. Two passes over the row
     /// (in cache after the first): the sums `c1 = mean(dy gamma)`, `c2 = mean(dy gamma xhat)`,
     /// then `dx = rstd (dy gamma - c1 - xhat c2)`, recomputing xhat and `dy gamma`.
     fn backward_row(
@@ -60,12 +60,12 @@ vectorized! {
         dy: &[f32],
         gamma: &[f32],
         stats: (f32, f32),
-        dg: &mut [f32],
-        db: &mut [f32],
+        sums: (&mut [f32], &mut [f32]),
         dx: &mut [f32],
         ahead: &[Ahead],
     ) {
         let (mu, rs) = stats;
+        let (dg, db) = sums;
         let len = x.len().min(dy.len()).min(gamma.len()).min(dg.len()).min(db.len()).min(dx.len());
         let (x, dy, gamma) = (&x[..len], &dy[..len], &gamma[..len]);
         let (dg, db, dx) = (&mut dg[..len], &mut db[..len], &mut dx[..len]);
@@ -225,10 +225,10 @@ fn backward_typed<T: Float>(
                     };
                     match T::as_f32_mut(&mut *dx) {
                         Some(dx) if !streaming => {
-                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, dx, &ahead);
+                            backward_row(x, dy, &gamma, stats, (&mut dg, &mut db), dx, &ahead);
                         }
                         _ => {
-                            backward_row(x, dy, &gamma, stats, &mut dg, &mut db, &mut dr, &ahead);
+                            backward_row(x, dy, &gamma, stats, (&mut dg, &mut db), &mut dr, &ahead);
                             T::store_or_stream(&dr, dx, streaming);
                         }
                     }
