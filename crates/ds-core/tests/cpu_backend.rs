@@ -215,10 +215,7 @@ fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
                 let c0: Vec<f64> = (0..m * n).map(|i| round(value(i, 1.3))).collect();
                 let up = |x: &[f64]| {
                     let f: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-                    let src = dev.alloc_from(&f).expect("upload");
-                    let mut out = dev.alloc(dtype, f.len()).expect("alloc");
-                    dev.cast(src.all(), out.all_mut()).expect("cast");
-                    out
+                    typed_input(&dev, dtype, &f)
                 };
                 let (ab, bb, mut cb) = (up(&a), up(&b), up(&c0));
                 let spec = ds_core::params::GemmSpec::new(m, n, k)

@@ -3,7 +3,7 @@
 use super::float::{BLOCK, Float};
 use super::host::{typed, typed_mut, with_float};
 use super::par::CHUNK;
-use super::stream::{STREAM_MIN_BYTES, fence, stream_bytes};
+use super::stream::{fence, stream_bytes, streams};
 use super::{CpuBackend, map};
 use crate::dtype::DType;
 use crate::error::Result;
@@ -105,14 +105,13 @@ impl ElementwiseKernels for CpuBackend {
 /// Converts `x` into `y` directly when either side is f32, else through f32 blocks; large
 /// outputs are written with streaming stores (they are not read back soon).
 fn cast_slices<X: Float, Y: Float>(x: &[X], y: &mut [Y]) {
-    let streaming = std::mem::size_of_val(y) >= STREAM_MIN_BYTES;
+    let streaming = streams(y);
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| {
-            match (X::as_f32(x), streaming) {
-                (Some(x), false) => Y::store(x, y),
-                (Some(x), true) => Y::store_stream(x, y),
-                (None, _) => {
+            match X::as_f32(x) {
+                Some(x) => Y::store_or_stream(x, y, streaming),
+                None => {
                     if !streaming && let Some(y) = Y::as_f32_mut(&mut *y) {
                         return X::load(x, y);
                     }
@@ -120,11 +119,7 @@ fn cast_slices<X: Float, Y: Float>(x: &[X], y: &mut [Y]) {
                     for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
                         let b = &mut buf[..x.len()];
                         X::load(x, b);
-                        if streaming {
-                            Y::store_stream(b, y)
-                        } else {
-                            Y::store(b, y)
-                        }
+                        Y::store_or_stream(b, y, streaming);
                     }
                 }
             }
@@ -136,7 +131,7 @@ fn cast_slices<X: Float, Y: Float>(x: &[X], y: &mut [Y]) {
 
 /// Sets every element of `out` to `v`, with streaming stores for large outputs.
 fn fill_slice<T: bytemuck::Pod + Send + Sync>(out: &mut [T], v: T) {
-    if std::mem::size_of_val(out) < STREAM_MIN_BYTES {
+    if !streams(out) {
         out.par_iter_mut().for_each(|o| *o = v);
         return;
     }

@@ -93,8 +93,7 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
 
 /// The polynomial for `2^f` on |f| <= 1/2, lowest degree first: a relative-error minimax fit
 /// of degree 6 (Lawson's iteration on Chebyshev nodes, constant term pinned to 1; the linear
-/// one came out as ln 2 in f32), within 1
-/// ulp in f32 evaluated by fused multiply-adds.
+/// one came out as ln 2 in f32), within 1 ulp in f32 evaluated by fused multiply-adds.
 pub(crate) const EXP2_POLY: [f32; 7] = [
     1.0,
     std::f32::consts::LN_2,
@@ -109,8 +108,8 @@ pub(crate) const EXP2_LO: f32 = -126.0;
 /// The upper end of [`exp2_in_range`]'s domain: 2^128 reads as +inf.
 pub(crate) const EXP2_HI: f32 = 128.0;
 
-/// `z` clamped to `[EXP2_LO, hi]` by two compare-and-selects (one `vmaxps` and one `vminps`
-/// each); NaN comes out as `EXP2_LO`, so callers that must propagate NaN do so through
+/// `z` clamped to `[EXP2_LO, hi]` by two compare-and-selects (a `vmaxps` and a `vminps` per
+/// vector); NaN comes out as `EXP2_LO`, so callers that must propagate NaN do so through
 /// another operand.
 #[inline(always)]
 pub(crate) fn clamp_exp2_arg(z: f32, hi: f32) -> f32 {

@@ -4,7 +4,7 @@
 //! to rayon; chunk boundaries depend only on the length, so reductions combine partial results
 //! in the same order on every run (deterministic results whatever the thread timing).
 
-use super::stream::{STREAM_MIN_BYTES, fence, stream_bytes};
+use super::stream::{fence, stream_bytes, streams};
 use rayon::prelude::*;
 
 /// Elements per parallel task for streaming kernels: big enough that scheduling costs
@@ -77,7 +77,7 @@ pub(crate) fn copy_bytes(src: &[u8], dst: &mut [u8]) {
         dst.copy_from_slice(src);
         return;
     }
-    let streaming = n >= STREAM_MIN_BYTES;
+    let streaming = streams(dst);
     dst.par_chunks_mut(CHUNK * 4)
         .zip(src.par_chunks(CHUNK * 4))
         .for_each(|(d, s)| {

@@ -38,6 +38,19 @@ impl Ahead {
         }
     }
 
+    /// The row after `row` (rows are contiguous; it may lie past the buffer's end), to be
+    /// read (or, when `write`, written) next, spread over `chunks` chunks of a pass along
+    /// `row`. With one chunk, `touch(0)` fetches it whole: for rows of a few kilobytes whose
+    /// passes are too short to spread the prefetches over.
+    pub(crate) fn next_row<T>(row: &[T], chunks: usize, write: bool) -> Ahead {
+        let next = row.as_ptr().wrapping_add(row.len());
+        if write {
+            Ahead::write(next, row.len(), chunks)
+        } else {
+            Ahead::read(next, row.len(), chunks)
+        }
+    }
+
     /// Issues the prefetches of chunk `chunk`'s slice.
     #[inline(always)]
     pub(crate) fn touch(&self, chunk: usize) {
@@ -48,13 +61,6 @@ impl Ahead {
             off += LINE;
         }
     }
-}
-
-/// Prefetches the whole of the `len` elements from `start` at once (the next row, before a row
-/// kernel starts on this one; it may lie past the buffer's end). For rows of a few kilobytes,
-/// whose passes are too short to spread the prefetches over.
-pub(crate) fn next_row<T>(start: *const T, len: usize) {
-    Ahead::read(start, len, 1).touch(0);
 }
 
 /// Prefetches the cache line holding `p` (for writing when `write`); any address is allowed.

@@ -11,7 +11,8 @@
 /// Outputs at least this large are written with streaming stores.
 pub(crate) const STREAM_MIN_BYTES: usize = 8 << 20;
 
-/// Whether a write-only output is large enough for streaming stores. Kernels that stream
+/// Whether a write-only output is large enough for streaming stores (every streaming kernel
+/// asks this, so the threshold is one policy). Kernels that stream
 /// compute a block or row into a buffer in cache and stream it out, so the output's lines
 /// are never read: a unary map or LayerNorm forward then moves 8 bytes per f32 instead of 12,
 /// a binary map or LayerNorm backward 12 instead of 16.

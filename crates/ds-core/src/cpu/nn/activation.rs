@@ -30,6 +30,8 @@ const Z1: f32 = -2.0 * GELU_C * math::LOG2E;
 const Z3: f32 = Z1 * GELU_A;
 /// The gradient works on `x` clamped to this: beyond it the slope term is below 2^-100.
 const SLOPE_X_MAX: f32 = 30.0;
+/// The gradient's bound on `z`: `e = 2^z` stays finite, so `1 - s = e s` holds.
+const GRAD_Z_MAX: f32 = 126.0;
 
 /// `z` with `e^{-2u} = 2^z`.
 #[inline(always)]
@@ -48,12 +50,10 @@ fn gelu_grad_one(x: f32) -> f32 {
     // x clamped first: beyond the clamp the slope term is below 2^-100 and the exponential is
     // clamped anyway, and x^3 cannot overflow into `inf * 0`. `clamp` keeps NaN.
     let xc = x.clamp(-SLOPE_X_MAX, SLOPE_X_MAX);
-    let x2 = xc * xc;
-    // e stays finite (z <= 126), so 1 - s = e s holds.
-    let e = math::exp2_in_range(math::clamp_exp2_arg(xc * x2.mul_add(Z3, Z1), 126.0));
+    let e = math::exp2_in_range(math::clamp_exp2_arg(gelu_z(xc), GRAD_Z_MAX));
     let s = 1.0 / (1.0 + e);
     // d(2u)/dx = 2c (1 + 3a x^2).
-    let du = x2.mul_add(6.0 * GELU_C * GELU_A, 2.0 * GELU_C);
+    let du = (xc * xc).mul_add(6.0 * GELU_C * GELU_A, 2.0 * GELU_C);
     (xc * du * s).mul_add(e * s, s)
 }
 

@@ -5,7 +5,7 @@ use super::bias::{store_sums, widen};
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::isa::vectorized;
-use crate::cpu::prefetch::{Ahead, next_row};
+use crate::cpu::prefetch::Ahead;
 use crate::cpu::stream::{fence, streams};
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
@@ -52,7 +52,8 @@ vectorized! {
 
 vectorized! {
     /// One row of the backward: `dx` from the row of `x` and `dy` and the row's `(mean,
-    /// rstd)`; the row's contributions are added to `sums`, `(dgamma, dbeta)`. Two passes over the row
+    /// rstd)`; the row's contributions are added to `sums`, `(dgamma, dbeta)`. Two passes over the
+    /// row
     /// (in cache after the first): the sums `c1 = mean(dy gamma)`, `c2 = mean(dy gamma xhat)`,
     /// then `dx = rstd (dy gamma - c1 - xhat c2)`, recomputing xhat and `dy gamma`.
     fn backward_row(
@@ -142,7 +143,7 @@ pub(super) fn forward(
                         let rows = y.chunks_mut(cols).zip(x.chunks(cols));
                         for ((y, x), (mean, rstd)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
                             // Memory fetches the next row while this one is worked in cache.
-                            next_row(x.as_ptr().wrapping_add(cols), cols);
+                            Ahead::next_row(x, 1, false).touch(0);
                             let x = match T::as_f32(x) {
                                 Some(x) => x,
                                 None => {
@@ -193,6 +194,8 @@ fn backward_typed<T: Float>(
     }
     let block = cols * ROW_BLOCK;
     let streaming = streams(dx);
+    // The second pass's chunks, over which the next row's prefetch is spread.
+    let chunks = cols.div_ceil(LANES);
     // Each block of rows yields its dx rows and its partial dgamma and dbeta.
     let partials: Vec<(Vec<f32>, Vec<f32>)> = be.run(|| {
         dx.par_chunks_mut(block)
@@ -200,7 +203,7 @@ fn backward_typed<T: Float>(
             .enumerate()
             .map(|(b, (dx, (x, dy)))| {
                 let (mut dg, mut db) = (vec![0f32; cols], vec![0f32; cols]);
-                let (mut xr, mut gr, mut dr) = (Vec::new(), Vec::new(), vec![0f32; cols]);
+                let (mut xr, mut gr, mut dr) = (Vec::new(), Vec::new(), Vec::new());
                 for (r, (dx, (x, dy))) in dx
                     .chunks_mut(cols)
                     .zip(x.chunks(cols).zip(dy.chunks(cols)))
@@ -208,10 +211,9 @@ fn backward_typed<T: Float>(
                 {
                     let row = b * ROW_BLOCK + r;
                     let stats = (mean[row], rstd[row]);
-                    let chunks = cols.div_ceil(LANES);
                     let ahead = [
-                        Ahead::read(x.as_ptr().wrapping_add(cols), cols, chunks),
-                        Ahead::read(dy.as_ptr().wrapping_add(cols), cols, chunks),
+                        Ahead::next_row(x, chunks, false),
+                        Ahead::next_row(dy, chunks, false),
                     ];
                     let (x, dy) = match (T::as_f32(x), T::as_f32(dy)) {
                         (Some(x), Some(dy)) => (x, dy),
@@ -228,6 +230,7 @@ fn backward_typed<T: Float>(
                             backward_row(x, dy, &gamma, stats, (&mut dg, &mut db), dx, &ahead);
                         }
                         _ => {
+                            dr.resize(cols, 0.0);
                             backward_row(x, dy, &gamma, stats, (&mut dg, &mut db), &mut dr, &ahead);
                             T::store_or_stream(&dr, dx, streaming);
                         }

@@ -140,15 +140,9 @@ const AHEAD_CHUNK: usize = LANES;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(xent_avx512::CHUNK == AHEAD_CHUNK);
 
-/// The prefetch of the row after `row` (rows are contiguous) over a pass along `row`.
+/// The prefetch of the row after `row` over a pass along `row` in [`AHEAD_CHUNK`]s.
 fn next_row<T>(row: &[T], write: bool) -> Ahead {
-    let chunks = row.len() / AHEAD_CHUNK;
-    let next = row.as_ptr().wrapping_add(row.len());
-    if write {
-        Ahead::write(next, row.len(), chunks)
-    } else {
-        Ahead::read(next, row.len(), chunks)
-    }
+    Ahead::next_row(row, row.len() / AHEAD_CHUNK, write)
 }
 
 /// `logsumexp(row) - row[class]`, reading the row twice: the maximum from memory, the

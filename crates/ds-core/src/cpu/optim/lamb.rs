@@ -5,7 +5,7 @@ use crate::cpu::float::{BLOCK, Float};
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::isa::vectorized;
 use crate::cpu::par::{CHUNK, ordered_sum};
-use crate::cpu::stream::{STREAM_MIN_BYTES, fence};
+use crate::cpu::stream::{fence, streams};
 use crate::cpu::{CpuBackend, CpuBuffer};
 use crate::error::Result;
 use crate::kernels::{LambApplyArgs, LambMomentArgs};
@@ -133,7 +133,7 @@ fn apply_typed<C: Float>(
     let v = typed::<f32>(args.exp_avg_sq)?;
     let copy = args.param_copy.map(typed_mut::<C>).transpose()?;
     let chunks = p.len().div_ceil(CHUNK);
-    let streaming = copy.as_ref().map_or(0, |c| std::mem::size_of_val(*c)) >= STREAM_MIN_BYTES;
+    let streaming = copy.as_ref().is_some_and(|c| streams(c));
     let mut copy_parts: Vec<Option<&mut [C]>> = match copy {
         Some(c) => c.chunks_mut(CHUNK).map(Some).collect(),
         None => (0..chunks).map(|_| None).collect(),
