@@ -95,16 +95,27 @@ cargo clippy --workspace --all-targets --features ds/cuda,ds/mpi,ds/rocm,ds/wgpu
 say "tests (cargo test --workspace; WGPU's conformance on lavapipe)"
 cargo test --workspace
 
+# Every later step selects the whole workspace with ds's GPU and MPI features on top. Cargo
+# resolves a shared dependency's features from the packages selected, so `-p ds` or
+# `-p ds-backend-rocm` each resolved `half`, `bytemuck` and `syn` differently from the
+# workspace and rebuilt ds-core and everything above it: five such rebuilds took 14 of the
+# run's 54 minutes on two Zen 3 cores. With the workspace always selected, only ds rebuilds,
+# once.
+features=(--workspace --features ds/wgpu,ds/mpi,ds/rocm)
+# The ds command line as those tests built it (integration tests build their package's binary).
+ds_bin="${CARGO_TARGET_DIR:-target}/debug/ds"
+
 say "with the WGPU and ROCm backends and MPI compiled in (--features wgpu,mpi,rocm): ds report and conformance without a HIP runtime, the engine on WGPU at ZeRO 0-3 on 1-4 threaded ranks, ds train --backend wgpu, ds train under mpirun (ZeRO-2 and ZeRO-3), MPI collectives at 1-4 ranks (host and wgpu buffers), their guards, and the engine under mpirun"
 # The mpirun tests launch the zero_train example (ZeRO 0-3 on 1, 2 and 4 MPI ranks): build it first.
-cargo build -p ds --features wgpu,mpi,rocm --example zero_train
-cargo test -p ds --features wgpu,mpi,rocm --test engine --test train_wgpu --test train_mpi --test mpi_wgpu \
+cargo build "${features[@]}" --example zero_train
+# `--test engine` also selects ds-zero's engine tests (a fraction of a second, run twice).
+cargo test "${features[@]}" --test engine --test train_wgpu --test train_mpi --test mpi_wgpu \
   --test mpirun --test rocm
 
 say "ROCm without an AMD GPU: Debian's HIP runtime says no ROCm device; hiprtc compiles every kernel for gfx90a and gfx1030"
 if [ "$hip_ok" = 1 ]; then
-  cargo test -p ds-backend-rocm --test runtime -- --ignored --nocapture
-  cargo test -p ds --features wgpu,mpi,rocm --test rocm -- --ignored
+  cargo test "${features[@]}" --test runtime -- --ignored --nocapture
+  cargo test "${features[@]}" --test rocm -- --ignored
 else
   echo "NOT RUN: the HIP runtime checks and the hiprtc compile of every kernel (libamdhip64-5 not installed)"
 fi
@@ -116,7 +127,7 @@ if ! PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/nul
   python3 -m pip install -q --target "$pytools" safetensors numpy >/dev/null 2>&1 || true
 fi
 if PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/null 2>&1; then
-  PYTHONPATH="$PWD/$pytools" cargo test -p ds --test zero_to_fp32 -- --ignored --nocapture
+  PYTHONPATH="$PWD/$pytools" cargo test "${features[@]}" --test zero_to_fp32 -- --ignored --nocapture
 else
   echo "NOT RUN: the Python safetensors check (python3 with safetensors and numpy unavailable)"
 fi
@@ -130,27 +141,35 @@ if ! ls "$nvrtc_dir"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
 fi
 if ls "$nvrtc_dir"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
   LD_LIBRARY_PATH="$PWD/$nvrtc_dir/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    cargo test -p ds-backend-cuda --test without_gpu -- --ignored
+    cargo test "${features[@]}" --test without_gpu -- --ignored
 else
   echo "NOT RUN: the NVRTC compile check (could not install nvidia-cuda-nvrtc from PyPI)"
 fi
 
-say "coverage matrix (ds conformance --backend cpu)"
-cargo run -q -p ds -- conformance --backend cpu
+if [ ! -x "$ds_bin" ]; then
+  echo "error: $ds_bin was not built by the tests above (is CARGO_TARGET_DIR relative to another directory?)" >&2
+  exit 1
+fi
+
+# The whole suite already ran at the widest instruction set and on both of lavapipe's f16 paths
+# (conformance/tests/cpu.rs and ds-backend-wgpu/tests/conformance.rs, in cargo test above). The
+# command line's own runs there are a smoke check of `ds conformance` with 4 random inputs per
+# cell; the narrower instruction sets, which only these runs reach, get the full 24.
+say "coverage matrix (ds conformance --backend cpu --cases 4: the command line; the full suite ran in cargo test)"
+"$ds_bin" conformance --backend cpu --cases 4
 # The CPU kernels run the widest instruction set the processor has; run the suite again on
 # each narrower one (DS_CPU_ISA forces it; every set below the widest is available), so every
 # path is tested on this machine.
-best=$(cargo run -q -p ds -- report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
+best=$("$ds_bin" report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
 for isa in baseline avx2 avx512 avx512bf16; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
-  DS_CPU_ISA=$isa cargo run -q -p ds -- conformance --backend cpu
-  DS_CPU_ISA=$isa cargo test -q -p ds-core --test cpu_backend large_gemms
+  DS_CPU_ISA=$isa "$ds_bin" conformance --backend cpu
+  DS_CPU_ISA=$isa cargo test -q "${features[@]}" --test cpu_backend large_gemms
 done
 echo "CPU kernels tested on: every instruction set up to $best (wider ones: not on this processor)"
 
-say "coverage matrix on lavapipe (ds conformance --backend wgpu), f16 native, then packed"
-cargo run -q -p ds --features wgpu,mpi,rocm -- conformance --backend wgpu
-DS_WGPU_F16=packed cargo run -q -p ds --features wgpu,mpi,rocm -- conformance --backend wgpu
+say "coverage matrix on lavapipe (ds conformance --backend wgpu --cases 4: the command line; both f16 paths ran in full in cargo test)"
+"$ds_bin" conformance --backend wgpu --cases 4
 
 say "all checks passed"
