@@ -101,21 +101,21 @@ cargo test --workspace
 # workspace and rebuilt ds-core and everything above it: the four rebuilds cargo timed took
 # 11 of the run's 54 minutes on two Zen 3 cores, and the command-line runs rebuilt too. With
 # the workspace always selected, only ds rebuilds (measured: 71 s, once).
-features=(--workspace --features ds/wgpu,ds/mpi,ds/rocm)
+workspace_with_features=(--workspace --features ds/wgpu,ds/mpi,ds/rocm)
 # The ds command line as those tests built it (integration tests build their package's binary).
 ds_bin="${CARGO_TARGET_DIR:-target}/debug/ds"
 
 say "with the WGPU and ROCm backends and MPI compiled in (--features wgpu,mpi,rocm): ds report and conformance without a HIP runtime, the engine on WGPU at ZeRO 0-3 on 1-4 threaded ranks, ds train --backend wgpu, ds train under mpirun (ZeRO-2 and ZeRO-3), MPI collectives at 1-4 ranks (host and wgpu buffers), their guards, and the engine under mpirun"
 # The mpirun tests launch the zero_train example (ZeRO 0-3 on 1, 2 and 4 MPI ranks): build it first.
-cargo build "${features[@]}" --example zero_train
+cargo build "${workspace_with_features[@]}" --example zero_train
 # `--test engine` also selects ds-zero's engine tests (a fraction of a second, run twice).
-cargo test "${features[@]}" --test engine --test train_wgpu --test train_mpi --test mpi_wgpu \
+cargo test "${workspace_with_features[@]}" --test engine --test train_wgpu --test train_mpi --test mpi_wgpu \
   --test mpirun --test rocm
 
 say "ROCm without an AMD GPU: Debian's HIP runtime says no ROCm device; hiprtc compiles every kernel for gfx90a and gfx1030"
 if [ "$hip_ok" = 1 ]; then
-  cargo test "${features[@]}" --test runtime -- --ignored --nocapture
-  cargo test "${features[@]}" --test rocm -- --ignored
+  cargo test "${workspace_with_features[@]}" --test runtime -- --ignored --nocapture
+  cargo test "${workspace_with_features[@]}" --test rocm -- --ignored
 else
   echo "NOT RUN: the HIP runtime checks and the hiprtc compile of every kernel (libamdhip64-5 not installed)"
 fi
@@ -127,7 +127,7 @@ if ! PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/nul
   python3 -m pip install -q --target "$pytools" safetensors numpy >/dev/null 2>&1 || true
 fi
 if PYTHONPATH="$PWD/$pytools" python3 -c "import safetensors, numpy" >/dev/null 2>&1; then
-  PYTHONPATH="$PWD/$pytools" cargo test "${features[@]}" --test zero_to_fp32 -- --ignored --nocapture
+  PYTHONPATH="$PWD/$pytools" cargo test "${workspace_with_features[@]}" --test zero_to_fp32 -- --ignored --nocapture
 else
   echo "NOT RUN: the Python safetensors check (python3 with safetensors and numpy unavailable)"
 fi
@@ -141,7 +141,7 @@ if ! ls "$nvrtc_dir"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
 fi
 if ls "$nvrtc_dir"/nvidia/cu13/lib/libnvrtc.so.* >/dev/null 2>&1; then
   LD_LIBRARY_PATH="$PWD/$nvrtc_dir/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    cargo test "${features[@]}" --test without_gpu -- --ignored
+    cargo test "${workspace_with_features[@]}" --test without_gpu -- --ignored
 else
   echo "NOT RUN: the NVRTC compile check (could not install nvidia-cuda-nvrtc from PyPI)"
 fi
@@ -165,7 +165,7 @@ for isa in baseline avx2 avx512 avx512bf16; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
   DS_CPU_ISA=$isa "$ds_bin" conformance --backend cpu
-  DS_CPU_ISA=$isa cargo test -q "${features[@]}" --test cpu_backend large_gemms
+  DS_CPU_ISA=$isa cargo test -q "${workspace_with_features[@]}" --test cpu_backend large_gemms
 done
 echo "CPU kernels tested on: every instruction set up to $best (wider ones: not on this processor)"
 
