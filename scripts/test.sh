@@ -161,7 +161,7 @@ say "coverage matrix (ds conformance --backend cpu --cases 4: the command line; 
 # each narrower one (DS_CPU_ISA forces it; every set below the widest is available), so every
 # path is tested on this machine.
 best=$("$ds_bin" report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
-for isa in baseline avx2 avx512 avx512bf16; do
+for isa in baseline avx2 avx512 avx512bf16 amx; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
   DS_CPU_ISA=$isa "$ds_bin" conformance --backend cpu

@@ -10,7 +10,8 @@
 //!   read) over the same bandwidth kernel's bytes/s;
 //! - the fused unscale-and-check and the f32 to f16 cast over 64M values, in milliseconds,
 //!   beside a copy of the same bytes;
-//! - f32 GEMM 1024^3 over the measured FMA peak, and bf16 GEMM over f32.
+//! - f32 GEMM 1024^3 over the measured FMA peak, and bf16 GEMM over f32 (and over the measured
+//!   AMX peak where it runs on AMX).
 //!
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
 //! number of rounds, default 21; `-- --gemm-only` for the GEMM part, which
@@ -237,5 +238,12 @@ fn gemm(dev: &Device<CpuBackend>, rounds: usize, t: usize) -> Result<()> {
         paired_speed(&samples[1], &samples[2]),
         ds_core::cpu::isa::active().name()
     );
+    if let Some(amx) = benches::peak::amx_peak(t, 3) {
+        println!(
+            "  AMX bf16 peak     {:>8.1} GFLOP/s ({t} threads x 4 tdpbf16ps chains): gemm bf16 at {:.1}% of it",
+            amx / 1e9,
+            100.0 * bf16_flops / amx
+        );
+    }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! FMAs at the widest vector width the processor has (16 f32 lanes with AVX-512, 8 with
 //! AVX2+FMA, 4 otherwise), enough chains to cover the FMA latency, so the result is what the
 //! cores can retire, not a number from a data sheet. Measuring 8-wide chains on an AVX-512
-//! machine would understate the peak and overstate every "% of peak".
+//! machine would understate the peak and overstate every "% of peak". Where the bf16 GEMM runs
+//! on AMX tiles, [`amx_peak`] measures the tile multiply's rate the same way.
 
 use ds_core::cpu::isa::Isa;
 use std::time::Instant;
@@ -66,7 +67,7 @@ fn chains_avx2(iters: u64, seed: f32) -> f32 {
 /// f32 lanes per FMA the peak is measured at.
 pub fn peak_lanes() -> usize {
     match Isa::best() {
-        Isa::Avx512 | Isa::Avx512Bf16 => 16,
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => 16,
         Isa::Avx2 => 8,
         Isa::Baseline => 4,
     }
@@ -77,7 +78,7 @@ fn chains(iters: u64, seed: f32) -> f32 {
     match Isa::best() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::best() is Avx512 only when the processor has AVX-512F, AVX2 and FMA.
-        Isa::Avx512 | Isa::Avx512Bf16 => unsafe { chains_avx512(iters, seed) },
+        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe { chains_avx512(iters, seed) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::best() is Avx2 only when the processor has AVX2 and FMA.
         Isa::Avx2 => unsafe { chains_avx2(iters, seed) },
@@ -93,18 +94,106 @@ fn flops(iters: u64) -> f64 {
 /// Measured FMA peak of `threads` threads running at once, in FLOP/s (best of `rounds`).
 pub fn fma_peak(threads: usize, rounds: usize) -> f64 {
     const ITERS: u64 = 20_000_000;
+    best_of(threads, rounds, flops(ITERS), |t| {
+        chains(ITERS, t as f32 + 1.0)
+    })
+}
+
+/// FLOP/s of `threads` threads each running `work(thread)` (`flop` each) at once, best of
+/// `rounds`.
+fn best_of(threads: usize, rounds: usize, flop: f64, work: impl Fn(usize) -> f32 + Sync) -> f64 {
     let mut best: f64 = 0.0;
     for _ in 0..rounds.max(1) {
         let start = Instant::now();
         let sink: f32 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
-                .map(|t| s.spawn(move || chains(ITERS, t as f32 + 1.0)))
+                .map(|t| {
+                    let work = &work;
+                    s.spawn(move || work(t))
+                })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
         });
         let secs = start.elapsed().as_secs_f64();
         std::hint::black_box(sink);
-        best = best.max(flops(ITERS) * threads as f64 / secs);
+        best = best.max(flop * threads as f64 / secs);
     }
     best
+}
+
+/// Measured AMX bf16 peak of `threads` threads, in FLOP/s (best of `rounds`): every thread
+/// runs four independent `tdpbf16ps` (16 x 16 f32 += 16 x 32 bf16 times 32 x 16) on tiles
+/// already loaded. `None` unless the CPU kernels run AMX ([`Isa::Amx`] active, which also
+/// means the OS granted the tile state).
+pub fn amx_peak(threads: usize, rounds: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if ds_core::cpu::isa::active() >= Isa::Amx {
+        const ITERS: u64 = 1_000_000;
+        let flop = (ITERS * 4 * 16 * 16 * 32 * 2) as f64;
+        // SAFETY: AMX is active, so the processor has it and Linux granted this process the
+        // tile state.
+        return Some(best_of(threads, rounds, flop, |_| unsafe {
+            amx_chains(ITERS)
+        }));
+    }
+    let _ = (threads, rounds);
+    None
+}
+
+/// Four chains of `tdpbf16ps` for `iters` rounds on this thread; returns one result element.
+///
+/// # Safety
+/// The processor must have AMX-BF16 and the OS must have granted the tile state.
+#[cfg(target_arch = "x86_64")]
+unsafe fn amx_chains(iters: u64) -> f32 {
+    use std::arch::asm;
+    // Palette 1, eight tiles of 16 rows x 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+    let mut cfg = Config([0; 64]);
+    cfg.0[0] = 1;
+    for t in 0..8 {
+        cfg.0[16 + 2 * t] = 64;
+        cfg.0[48 + t] = 16;
+    }
+    // 1 KiB of small bf16 values (0x3c00 is 2^-7) for the operand tiles, and one result tile.
+    let operands = vec![0x3c00u16; 512];
+    let mut out = vec![0f32; 256];
+    // SAFETY: the configuration is 64 readable bytes; each tile load reads 16 rows of 64 bytes
+    // at stride 64 from `operands` (1 KiB); the store writes 16 rows of 64 bytes to `out`
+    // (1 KiB); the tile registers are ours (the compiler never allocates them) until
+    // `tilerelease`. AMX is usable: the caller's contract.
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tileloadd tmm4, [{x} + {s}*1]",
+            "tileloadd tmm5, [{x} + {s}*1]",
+            "tileloadd tmm6, [{x} + {s}*1]",
+            "tileloadd tmm7, [{x} + {s}*1]",
+            x = in(reg) operands.as_ptr(),
+            s = in(reg) 64usize,
+            options(nostack, readonly)
+        );
+        for _ in 0..iters {
+            asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            );
+        }
+        asm!(
+            "tilestored [{x} + {s}*1], tmm0",
+            "tilerelease",
+            x = in(reg) out.as_mut_ptr(),
+            s = in(reg) 64usize,
+            options(nostack)
+        );
+    }
+    out[0]
 }

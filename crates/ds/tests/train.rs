@@ -143,7 +143,7 @@ fn bad_input_gets_one_line_saying_what_to_do() {
         &bad_isa,
         &[
             "DS_CPU_ISA",
-            "`avx9` is none of baseline, avx2, avx512, avx512bf16",
+            "`avx9` is none of baseline, avx2, avx512, avx512bf16, amx",
         ],
     );
     // A thread-binding policy that does not exist.

@@ -2,8 +2,9 @@
 //! ([`super::gemm_avx512`], which measured faster than the crates'), elsewhere through the
 //! `matrixmultiply` crate's f32 kernels (BLIS-style packing, microkernels chosen at run time
 //! for AVX2/FMA or NEON), called single-threaded on blocks of C that the backend's own thread
-//! pool spreads over its threads. bf16 runs on
-//! AVX512-BF16's dot products where the processor has them ([`super::gemm_bf16`]); other
+//! pool spreads over its threads. bf16 runs on AMX tiles where the processor and the OS allow
+//! them (`super::gemm_amx`, x86-64 only), else on AVX512-BF16's dot products where the
+//! processor has them ([`super::gemm_bf16`]); other
 //! 16-bit storage is widened to f32 before the product and rounded once after it, so every
 //! dtype accumulates in f32.
 //!
@@ -200,7 +201,7 @@ fn gemm_f32(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], threads: usize
     })
 }
 
-/// Every batch entry of a bf16 product (`k > 0`) on the dot-product kernel.
+/// Every batch entry of a bf16 product (`k > 0`) on the tile or the dot-product kernel.
 fn gemm_bf16(
     spec: &GemmSpec,
     a: &[bf16],
@@ -215,6 +216,11 @@ fn gemm_bf16(
     each_entry(spec, a, b, c, threads, |a, b, c, threads| {
         let c = entry_c(spec, c)?;
         check_operands(spec, a, b)?;
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm_amx::available() {
+            super::gemm_amx::gemm_entry(spec, a, b, c, split(spec, threads));
+            return Ok(());
+        }
         gemm_bf16::gemm_entry(spec, a, b, c, split(spec, threads));
         Ok(())
     })

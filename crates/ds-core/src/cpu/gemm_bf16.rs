@@ -13,7 +13,6 @@
 //! The instruction treats subnormal inputs and results as zero (DAZ/FTZ); the products of two
 //! bf16 are exact in f32, so otherwise each pair adds as two f32 additions.
 
-use super::float::Float;
 use super::isa::{self, Isa};
 use super::par::{for_chunks, rows_per_task};
 use super::prefetch::prefetch;
@@ -23,8 +22,8 @@ use half::bf16;
 
 /// Rows of the register tile.
 const MR: usize = 8;
-/// Columns of the register tile (two zmm of f32).
-const NR: usize = 32;
+/// Columns of the register tile (two zmm of f32), and of each packed panel of B.
+pub(super) const NR: usize = 32;
 
 /// k-pairs of a row of A per cache line, and how far ahead `pack_a` prefetches its rows.
 const PAIRS_PER_LINE: usize = 16;
@@ -35,14 +34,22 @@ pub(super) fn available() -> bool {
     isa::active() >= Isa::Avx512Bf16
 }
 
-/// Packs op(B) as `ceil(n / NR)` panels of `pairs x NR x 2` bf16 (zero beyond k and n), each
-/// copy along B's contiguous dimension; in parallel when `parallel`.
-fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: bool) {
+/// Packs op(B) as `ceil(n / NR)` panels of `padded x NR x 2` bf16 (`padded >= pairs =
+/// ceil(k / 2)`; zero beyond k and n), each copy along B's contiguous dimension; in parallel
+/// when `parallel`. The AMX kernel reads the same panels as tiles of 16 pairs (padded to
+/// them), 16 columns at a time.
+pub(super) fn pack_b(
+    spec: &GemmSpec,
+    b: &[u16],
+    (pairs, padded): (usize, usize),
+    out: &mut [u16],
+    parallel: bool,
+) {
     let (n, k) = (spec.n, spec.k);
     let pack = |_: &mut (), panel: usize, dst: &mut [u16]| {
         let j0 = panel * NR;
         let cols = NR.min(n - j0);
-        if cols < NR || k % 2 == 1 {
+        if cols < NR || k % 2 == 1 || padded > pairs {
             dst.fill(0);
         }
         if spec.trans_b {
@@ -56,7 +63,7 @@ fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: b
             // Two rows of B interleaved per pair (a loop that vectorizes, where writing every
             // other element row by row did not: 8% of a 1024^3 product).
             let zeros = [0u16; NR];
-            for (p, out) in dst.chunks_exact_mut(NR * 2).enumerate() {
+            for (p, out) in dst.chunks_exact_mut(NR * 2).take(pairs).enumerate() {
                 let even = &b[2 * p * n + j0..][..cols];
                 let odd = if 2 * p + 1 < k {
                     &b[(2 * p + 1) * n + j0..][..cols]
@@ -70,7 +77,7 @@ fn pack_b(spec: &GemmSpec, b: &[u16], pairs: usize, out: &mut [u16], parallel: b
             }
         }
     };
-    for_chunks(out, pairs * NR * 2, parallel, || (), pack);
+    for_chunks(out, padded * NR * 2, parallel, || (), pack);
 }
 
 /// Packs rows `i0 .. i0 + live` of op(A) as `pairs x MR` k-pairs (low half the even k; zero
@@ -294,6 +301,75 @@ fn kernel_to_c(
     }
 }
 
+/// The live part of a block of f32 results: `rows x cols` at row stride `stride`.
+#[derive(Clone, Copy)]
+pub(super) struct Block {
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+}
+
+/// `C = alpha results + beta C` for a block of results, C at row stride `ldc`, each element
+/// rounded to bf16 once (as [`kernel_to_c`]; partial rows through masked loads and stores).
+pub(super) fn store_block(
+    results: &[f32],
+    block: Block,
+    spec: &GemmSpec,
+    c: &mut [bf16],
+    ldc: usize,
+) {
+    assert!(
+        block.rows == 0
+            || (block.cols <= block.stride
+                && results.len() >= (block.rows - 1) * block.stride + block.cols
+                && ldc >= block.cols
+                && c.len() >= (block.rows - 1) * ldc + block.cols),
+        "bf16 GEMM block out of bounds (a bug in the bf16 kernels)"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the bf16 kernels run only where `available()` holds (AVX512-BF16 with
+    // AVX-512F/BW/VL); the bounds the stores need are asserted above.
+    unsafe {
+        store_block_avx512(results, block, spec.alpha, spec.beta, c, ldc)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (results, spec, c, ldc);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")]
+fn store_block_avx512(
+    results: &[f32],
+    block: Block,
+    alpha: f32,
+    beta: f32,
+    c: &mut [bf16],
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    let (alpha, beta_v) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+    for r in 0..block.rows {
+        for j in (0..block.cols).step_by(16) {
+            let mask: __mmask16 = (u32::MAX >> (32 - 16.min(block.cols - j))) as u16;
+            // SAFETY: lanes beyond `mask` are neither read nor written, and the masked lanes
+            // are columns j .. cols of row r, inside `results` and `c` (the caller asserted
+            // their extents); the transmute reinterprets 16 bf16 lanes as 256 bits.
+            unsafe {
+                let at = c.as_mut_ptr().add(r * ldc + j).cast::<i16>();
+                let v = _mm512_maskz_loadu_ps(mask, results.as_ptr().add(r * block.stride + j));
+                let mut v = _mm512_mul_ps(alpha, v);
+                if beta != 0.0 {
+                    let old = _mm256_maskz_loadu_epi16(mask, at);
+                    let old = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(old));
+                    v = _mm512_fmadd_ps(beta_v, _mm512_castsi512_ps(old), v);
+                }
+                let packed = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+                _mm256_mask_storeu_epi16(at, mask, packed);
+            }
+        }
+    }
+}
+
 /// `C = alpha op(A) op(B) + beta C` for one batch entry (`a`, `b`, `c` start at its matrices
 /// and hold them whole; `m, n, k > 0`): op(B) packed once, C's rows split over the current
 /// thread pool when `parallel`.
@@ -306,7 +382,7 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
     // no clearing.
     let mut b_scratch = Scratch::new();
     let packed_b = b_scratch.slice::<u16>(n.div_ceil(NR) * pairs * NR * 2);
-    pack_b(spec, b, pairs, packed_b, parallel);
+    pack_b(spec, b, (pairs, pairs), packed_b, parallel);
     let packed_b = &*packed_b;
     // Whole strips per task, four tasks per thread (each packs its rows of A for all of k).
     let task_rows = rows_per_task(m, MR, 4, parallel);
@@ -321,7 +397,6 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
             let live = MR.min(rows - s * MR);
             pack_a(spec, a, i_start + s * MR, live, strip);
         }
-        let mut old = [0f32; NR];
         let mut tile = [0f32; MR * NR];
         for (panel, b_panel) in packed_b.chunks_exact(pairs * NR * 2).enumerate() {
             let (j0, cols) = (panel * NR, NR.min(n - panel * NR));
@@ -350,20 +425,12 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
                 unsafe {
                     kernel_to_tile(pairs, a_strip, b_panel, &mut tile)
                 };
-                for r in 0..live {
-                    let at = (s * MR + r) * n + j0;
-                    let out = &mut c_rows[at..at + cols];
-                    let acc = &mut tile[r * NR..r * NR + cols];
-                    if spec.beta != 0.0 {
-                        bf16::load(out, &mut old[..cols]);
-                        acc.iter_mut()
-                            .zip(&old)
-                            .for_each(|(v, o)| *v = spec.alpha * *v + spec.beta * o);
-                    } else if spec.alpha != 1.0 {
-                        acc.iter_mut().for_each(|v| *v *= spec.alpha);
-                    }
-                    bf16::store(acc, out);
-                }
+                let block = Block {
+                    rows: live,
+                    cols,
+                    stride: NR,
+                };
+                store_block(&tile, block, spec, &mut c_rows[s * MR * n + j0..], n);
             }
         }
     };

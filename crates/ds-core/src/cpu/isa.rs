@@ -1,5 +1,6 @@
 //! Which vector instruction set the CPU kernels run: each hot loop is compiled three times
-//! (baseline x86-64 / other architectures, AVX2+FMA, AVX-512) by [`vectorized!`], and every call
+//! (baseline x86-64 / other architectures, AVX2+FMA, AVX-512) by [`vectorized!`] (the bf16
+//! GEMM has two more kernels, AVX512-BF16 and AMX), and every call
 //! runs the version of [`active`], the widest the processor has unless `DS_CPU_ISA` (or
 //! [`force`], for tests) picks a narrower one. So one binary is fast on new processors, runs on
 //! old ones, and each path can be tested on a machine that has a wider one.
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The environment variable that caps the instruction set (`baseline`, `avx2`, `avx512`,
-/// `avx512bf16`).
+/// `avx512bf16`, `amx`).
 pub const ISA_ENV: &str = "DS_CPU_ISA";
 
 /// A vector instruction set the CPU kernels are compiled for, narrowest first.
@@ -26,11 +27,20 @@ pub enum Isa {
     /// AVX-512 plus AVX512-BF16's dot products (AMD Zen 4/5, Intel Cooper Lake, Sapphire
     /// Rapids and later): the bf16 GEMM multiplies bf16 directly instead of widening to f32.
     Avx512Bf16,
+    /// AVX512-BF16 plus AMX-BF16's tile multiply (Intel Sapphire Rapids and later): the bf16
+    /// GEMM runs on the tile registers, 16 x 16 f32 results per instruction.
+    Amx,
 }
 
 impl Isa {
     /// Every instruction set, narrowest first.
-    pub const ALL: [Isa; 4] = [Isa::Baseline, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+    pub const ALL: [Isa; 5] = [
+        Isa::Baseline,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
 
     /// The name `DS_CPU_ISA` takes.
     pub fn name(self) -> &'static str {
@@ -39,6 +49,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
         }
     }
 
@@ -62,6 +73,8 @@ impl Isa {
             Isa::Avx512Bf16 => {
                 Isa::Avx512.available() && std::arch::is_x86_feature_detected!("avx512bf16")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => Isa::Avx512Bf16.available() && amx_usable(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -100,7 +113,7 @@ impl Isa {
                 Error::invalid(
                     "cpu instruction set",
                     ISA_ENV,
-                    format!("`{value}` is none of baseline, avx2, avx512, avx512bf16"),
+                    format!("`{value}` is none of baseline, avx2, avx512, avx512bf16, amx"),
                 )
             })?;
         if !isa.available() {
@@ -115,6 +128,44 @@ impl Isa {
         }
         Ok(isa)
     }
+}
+
+/// Whether the processor has AMX-BF16 and the operating system lets this process use the tile
+/// registers. Linux keeps their 8 KiB of state off until a process asks for it
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; a tile instruction before that is
+/// SIGILL), so the first call asks, once per process; the grant lasts for the process and every
+/// thread. Other systems report no AMX here, so their bf16 GEMM uses AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+fn amx_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        // CPUID leaf 7, sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let has_tiles = leaf7.edx >> 22 & 1 == 1 && leaf7.edx >> 24 & 1 == 1;
+        has_tiles && request_tile_state()
+    })
+}
+
+/// Asks Linux for the tile data state (true when granted; the kernel refuses where the
+/// processor or the kernel lacks it).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_state() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM takes two integers and touches no memory of
+    // ours; an unsupported request returns an error code.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_state() -> bool {
+    false
 }
 
 /// 0: not chosen yet; otherwise 1 + the index in [`Isa::ALL`].
@@ -191,13 +242,16 @@ macro_rules! vectorized {
             }
             match $crate::cpu::isa::active() {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `active` only returns an instruction set the processor runs
-                // (`Isa::available`), which is what these target features require.
-                $crate::cpu::isa::Isa::Avx512 | $crate::cpu::isa::Isa::Avx512Bf16 => unsafe {
-                    avx512($($arg),*)
-                },
+                $crate::cpu::isa::Isa::Avx512
+                | $crate::cpu::isa::Isa::Avx512Bf16
+                | $crate::cpu::isa::Isa::Amx => {
+                    // SAFETY: `active` only returns an instruction set the processor runs
+                    // (`Isa::available`), and each of these includes AVX-512F/BW/VL, AVX2 and
+                    // FMA, which is what these target features require.
+                    unsafe { avx512($($arg),*) }
+                }
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
+                // SAFETY: `active` returns Avx2 only where the processor runs AVX2 and FMA.
                 $crate::cpu::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
                 _ => body($($arg),*),
             }

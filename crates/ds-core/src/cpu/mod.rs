@@ -12,6 +12,8 @@ mod buffer;
 mod elementwise;
 pub(crate) mod float;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_amx;
 mod gemm_avx512;
 mod gemm_bf16;
 mod host;
