@@ -16,6 +16,7 @@
 //! Like `vdpbf16ps`, the instruction treats subnormal inputs and results as zero and rounds
 //! to nearest even; the products of two bf16 are exact in f32.
 
+use super::gemm_avx512::copy_run;
 use super::gemm_bf16::{Block, NR, pack_b, store_block};
 use super::isa::{self, Isa};
 use super::par::{for_chunks, rows_per_task};
@@ -70,7 +71,7 @@ fn pack_a(spec: &GemmSpec, a: &[u16], i0: usize, live: usize, steps: usize, out:
             let row = &a[(i0 + r) * k..][..k];
             for (step, src) in row.chunks(TILE_K).enumerate() {
                 let start = at(r, step * TILE_K);
-                out[start..start + src.len()].copy_from_slice(src);
+                copy_run(&mut out[start..start + src.len()], src);
             }
         }
     }
