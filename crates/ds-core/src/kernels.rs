@@ -43,6 +43,17 @@ pub trait Memory: Clone + Send + Sync + 'static {
     fn info(&self) -> &DeviceInfo;
     /// A zero-filled buffer of `len` elements.
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<Self::Buffer>;
+    /// A buffer of `len` elements the caller overwrites whole before reading any of it (a
+    /// kernel's output): a backend may skip the zero fill, leaving stale values of its own
+    /// earlier buffers (never uninitialised memory). The default allocates zero-filled.
+    fn alloc_for_overwrite(
+        &self,
+        dtype: DType,
+        len: usize,
+        checked: Validated,
+    ) -> Result<Self::Buffer> {
+        self.alloc(dtype, len, checked)
+    }
     /// Copies host bytes (exactly `dst.len() * dtype size`) into `dst`.
     fn upload(&self, src: &[u8], dst: SliceMut<'_, Self::Buffer>, _: Validated) -> Result<()>;
     /// Copies `src` into host bytes (exactly `src.len() * dtype size`).

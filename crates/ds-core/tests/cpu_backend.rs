@@ -387,3 +387,27 @@ fn large_layer_norm_outputs_are_streamed_with_the_same_bits_as_small_ones() {
         }
     }
 }
+
+#[test]
+fn a_buffer_for_overwrite_holds_no_zeros_promise_but_a_plain_alloc_always_does() {
+    // 1 MiB: a cached mapping, which the next buffer of its size reuses.
+    let dev = dev();
+    let len = 1 << 18;
+    let mut first = dev.alloc(DType::F32, len).expect("alloc");
+    dev.upload(&vec![7.0f32; len], first.all_mut()).expect("upload");
+    drop(first);
+    let out = dev.alloc_for_overwrite(DType::F32, len).expect("alloc");
+    let stale: Vec<f32> = dev.to_vec(out.all()).expect("download");
+    // Debug builds (the tests) poison it with NaN, so a kernel reading its output before
+    // writing it fails here instead of reading the 7s a release build would leave.
+    assert!(stale.iter().all(|v| v.is_nan()), "{:?}", &stale[..4]);
+    drop(out);
+    let zeroed = dev.alloc(DType::F32, len).expect("alloc");
+    let zeros: Vec<f32> = dev.to_vec(zeroed.all()).expect("download");
+    assert!(zeros.iter().all(|&v| v == 0.0), "{:?}", &zeros[..4]);
+    let e = dev
+        .alloc_for_overwrite(DType::F32, usize::MAX)
+        .expect_err("overflow")
+        .to_string();
+    assert!(e.contains("alloc_for_overwrite") && e.contains("len"), "{e}");
+}

@@ -31,7 +31,7 @@ pub fn mean_cross_entropy<B: Backend>(
     labels: View<'_, B>,
     counted: usize,
 ) -> Result<f32> {
-    let mut losses = dev.alloc(DType::F32, shape.rows)?;
+    let mut losses = dev.alloc_for_overwrite(DType::F32, shape.rows)?;
     profile::timed(dev, Part::Loss, || {
         dev.softmax_cross_entropy(shape, IGNORE_INDEX, logits, labels, losses.all_mut())
     })?;
@@ -53,7 +53,7 @@ pub fn mean_cross_entropy_backward<B: Backend>(
     labels: View<'_, B>,
     counted: usize,
 ) -> Result<B::Buffer> {
-    let mut dlogits = dev.alloc(logits.dtype(), shape.rows * shape.cols)?;
+    let mut dlogits = dev.alloc_for_overwrite(logits.dtype(), shape.rows * shape.cols)?;
     // Ignored rows get a zero gradient whatever the scale; with none counted there is nothing
     // to divide.
     let rows = counted.max(1);

@@ -21,8 +21,10 @@
 //! free, so every step faulted them in again (16% of a step's time, measured with perf). The
 //! mapped size covers every stagger offset, so one size of buffer always maps one size.
 //!
-//! Smaller buffers come from the global allocator. Every buffer is zero-filled and at least
-//! 64-byte aligned.
+//! Smaller buffers come from the global allocator. Every buffer is zero-filled, except a
+//! reused mapping asked for through `alloc_for_overwrite` (a kernel's output, written whole
+//! before it is read), which keeps the stale bytes of the buffer dropped before it; every
+//! buffer is at least 64-byte aligned.
 
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
@@ -125,7 +127,8 @@ enum Backing {
     Mapped(Option<Mapping>, usize),
 }
 
-/// A zero-initialised host allocation holding `len` elements of one dtype.
+/// A host allocation holding `len` elements of one dtype, initialised (zero-filled, or a reused
+/// mapping's earlier bytes) from the start.
 #[derive(Debug)]
 pub struct CpuBuffer {
     ptr: NonNull<u8>,
@@ -143,9 +146,10 @@ unsafe impl Send for CpuBuffer {}
 unsafe impl Sync for CpuBuffer {}
 
 impl CpuBuffer {
-    /// Allocates and zero-fills. For a mapped buffer `prepare(bytes, reused)` runs once: on a
-    /// fresh mapping (`reused == false`, already zero) it should pre-fault the pages; on a
-    /// reused one it must zero `bytes` (both in parallel when called inside a thread pool).
+    /// Allocates, zero-filled but for what `prepare` leaves. For a mapped buffer
+    /// `prepare(bytes, reused)` runs once: on a fresh mapping (`reused == false`, already
+    /// zero) it should pre-fault the pages; on a reused one it zeroes `bytes` unless the
+    /// caller overwrites them whole (both in parallel when called inside a thread pool).
     pub(crate) fn new(
         dtype: DType,
         len: usize,
@@ -202,8 +206,9 @@ impl CpuBuffer {
 
     /// The whole buffer as bytes.
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `bytes` initialised (zero-filled at allocation) bytes for
-        // the buffer's lifetime, or dangling-but-aligned with bytes == 0.
+        // SAFETY: ptr is valid for `bytes` bytes, initialised at allocation (zeros, or a reused
+        // mapping's stale bytes), for the buffer's lifetime, or dangling-but-aligned with
+        // bytes == 0.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.bytes) }
     }
 

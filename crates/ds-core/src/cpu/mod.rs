@@ -61,6 +61,37 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
+    /// A buffer from the backend's pool: zero-filled when `zeroed`, else a reused mapping
+    /// keeps its stale bytes (fresh mappings and heap buffers are zero either way).
+    fn alloc_filled(&self, dtype: DType, len: usize, zeroed: bool) -> Result<CpuBuffer> {
+        if let Some(capacity) = self.inner.capacity {
+            let bytes = (len as u64).saturating_mul(dtype.size_bytes() as u64);
+            let in_use = self.inner.memory.stats().in_use;
+            if in_use.saturating_add(bytes) > capacity {
+                return Err(Error::OutOfMemory {
+                    device: "cpu".into(),
+                    requested: bytes,
+                    available: capacity.saturating_sub(in_use),
+                });
+            }
+        }
+        CpuBuffer::new(
+            dtype,
+            len,
+            Arc::clone(&self.inner.memory),
+            |bytes, reused| {
+                if reused && !zeroed {
+                    // Stale values of a dropped buffer: the caller overwrites them (5-7% of
+                    // the GPT step was this fill).
+                } else if bytes.len() < par::PARALLEL_BYTES {
+                    par::prepare_mapping(bytes, reused);
+                } else {
+                    self.run(|| par::prepare_mapping(bytes, reused));
+                }
+            },
+        )
+    }
+
     /// A backend using `DS_CPU_THREADS` threads, or every available core.
     ///
     /// # Errors
@@ -178,29 +209,17 @@ impl Memory for CpuBackend {
     }
 
     fn alloc(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
-        if let Some(capacity) = self.inner.capacity {
-            let bytes = (len as u64).saturating_mul(dtype.size_bytes() as u64);
-            let in_use = self.inner.memory.stats().in_use;
-            if in_use.saturating_add(bytes) > capacity {
-                return Err(Error::OutOfMemory {
-                    device: "cpu".into(),
-                    requested: bytes,
-                    available: capacity.saturating_sub(in_use),
-                });
-            }
+        self.alloc_filled(dtype, len, true)
+    }
+
+    fn alloc_for_overwrite(&self, dtype: DType, len: usize, _: Validated) -> Result<CpuBuffer> {
+        let mut buffer = self.alloc_filled(dtype, len, false)?;
+        if cfg!(debug_assertions) {
+            // All-ones bytes: NaN in f32, bf16 and f16, so a kernel that reads its output
+            // before writing it fails the tests instead of reading stale values in release.
+            buffer.bytes_mut().fill(0xFF);
         }
-        CpuBuffer::new(
-            dtype,
-            len,
-            Arc::clone(&self.inner.memory),
-            |bytes, reused| {
-                if bytes.len() < par::PARALLEL_BYTES {
-                    par::prepare_mapping(bytes, reused);
-                } else {
-                    self.run(|| par::prepare_mapping(bytes, reused));
-                }
-            },
-        )
+        Ok(buffer)
     }
 
     fn upload(&self, src: &[u8], dst: ViewMut<'_, Self>, _: Validated) -> Result<()> {

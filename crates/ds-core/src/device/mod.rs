@@ -52,6 +52,19 @@ impl<B: Backend> Device<B> {
         self.backend.alloc(dtype, len, Validated::new())
     }
 
+    /// A buffer of `len` elements of `dtype` for a kernel's output that the caller overwrites
+    /// whole before reading any of it: its contents are unspecified (the CPU backend hands
+    /// back a cached mapping without zeroing it; debug builds fill it with all-ones bytes, NaN
+    /// in every float dtype, so a read before the write shows in the tests).
+    ///
+    /// # Errors
+    /// As [`Device::alloc`].
+    pub fn alloc_for_overwrite(&self, dtype: DType, len: usize) -> Result<B::Buffer> {
+        Check::named("alloc_for_overwrite").product("len", &[len, dtype.size_bytes()])?;
+        self.backend
+            .alloc_for_overwrite(dtype, len, Validated::new())
+    }
+
     /// A buffer holding a copy of `data`.
     ///
     /// # Errors

@@ -90,9 +90,9 @@ impl CausalSelfAttention {
         let w = params.get(self.qkv_weight)?;
         let bias = params.get(self.qkv_bias)?;
         let mut qkv = [
-            dev.alloc(dtype, n * c)?,
-            dev.alloc(dtype, n * c)?,
-            dev.alloc(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
         ];
         for (s, out) in qkv.iter_mut().enumerate() {
             // q, k or v = x W[s] + b[s].
@@ -113,8 +113,8 @@ impl CausalSelfAttention {
         }
         let [q, k, v] = qkv;
         let shape = AttentionShape::new(t.batch, h, t.seq, hd);
-        let mut o = dev.alloc(dtype, n * c)?;
-        let mut lse = dev.alloc(DType::F32, shape.lse_len())?;
+        let mut o = dev.alloc_for_overwrite(dtype, n * c)?;
+        let mut lse = dev.alloc_for_overwrite(DType::F32, shape.lse_len())?;
         crate::profile::attention(
             dev,
             &shape,
@@ -126,7 +126,7 @@ impl CausalSelfAttention {
                 lse: lse.all_mut(),
             },
         )?;
-        let mut y = dev.alloc(dtype, n * c)?;
+        let mut y = dev.alloc_for_overwrite(dtype, n * c)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(n, c, c),
@@ -173,7 +173,7 @@ impl CausalSelfAttention {
         )?;
         grads.done(self.proj_weight)?;
         // do = dy W_o^T.
-        let mut d_o = dev.alloc(dtype, n * c)?;
+        let mut d_o = dev.alloc_for_overwrite(dtype, n * c)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(n, c, c).transpose(false, true),
@@ -183,9 +183,9 @@ impl CausalSelfAttention {
         )?;
         let shape = AttentionShape::new(t.batch, h, t.seq, hd);
         let mut dqkv = [
-            dev.alloc(dtype, n * c)?,
-            dev.alloc(dtype, n * c)?,
-            dev.alloc(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
+            dev.alloc_for_overwrite(dtype, n * c)?,
         ];
         {
             let [dq, dk, dv] = &mut dqkv;
@@ -230,7 +230,7 @@ impl CausalSelfAttention {
         }
         grads.done(self.qkv_weight)?;
         let w = params.get(self.qkv_weight)?;
-        let mut dx = dev.alloc(dtype, n * c)?;
+        let mut dx = dev.alloc_for_overwrite(dtype, n * c)?;
         for (s, d) in dqkv.iter().enumerate() {
             // dx (+)= d W[s]^T.
             crate::profile::gemm(

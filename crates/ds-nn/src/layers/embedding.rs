@@ -39,7 +39,7 @@ impl Embedding {
         ids: View<'_, B>,
     ) -> Result<B::Buffer> {
         let table = params.get(self.table)?;
-        let mut out = dev.alloc(table.dtype(), ids.len() * self.dim)?;
+        let mut out = dev.alloc_for_overwrite(table.dtype(), ids.len() * self.dim)?;
         profile::timed(dev, Part::Embedding, || {
             dev.embedding(Shape2::new(self.rows, self.dim), ids, table, out.all_mut())
         })?;

@@ -50,9 +50,9 @@ impl LayerNorm {
         x: View<'_, B>,
         rows: usize,
     ) -> Result<LayerNormSaved<B>> {
-        let mut y = dev.alloc(x.dtype(), rows * self.dim)?;
-        let mut mean = dev.alloc(DType::F32, rows)?;
-        let mut rstd = dev.alloc(DType::F32, rows)?;
+        let mut y = dev.alloc_for_overwrite(x.dtype(), rows * self.dim)?;
+        let mut mean = dev.alloc_for_overwrite(DType::F32, rows)?;
+        let mut rstd = dev.alloc_for_overwrite(DType::F32, rows)?;
         profile::timed(dev, Part::LayerNorm, || {
             dev.layer_norm(
                 Shape2::new(rows, self.dim),
@@ -85,7 +85,7 @@ impl LayerNorm {
         dy: View<'_, B>,
         rows: usize,
     ) -> Result<B::Buffer> {
-        let mut dx = dev.alloc(dy.dtype(), rows * self.dim)?;
+        let mut dx = dev.alloc_for_overwrite(dy.dtype(), rows * self.dim)?;
         // The kernel writes both parameter gradients in one call: give it scratch for the
         // bias and fold that in, since a sink hands out one gradient view at a time.
         let mut dbeta = dev.alloc(dy.dtype(), self.dim)?;

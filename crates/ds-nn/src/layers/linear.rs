@@ -42,7 +42,7 @@ impl Linear {
         x: View<'_, B>,
         rows: usize,
     ) -> Result<B::Buffer> {
-        let mut y = dev.alloc(x.dtype(), rows * self.outputs)?;
+        let mut y = dev.alloc_for_overwrite(x.dtype(), rows * self.outputs)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(rows, self.outputs, self.inputs),
@@ -88,7 +88,7 @@ impl Linear {
             grads.grad(self.weight)?,
         )?;
         grads.done(self.weight)?;
-        let mut dx = dev.alloc(dy.dtype(), rows * i)?;
+        let mut dx = dev.alloc_for_overwrite(dy.dtype(), rows * i)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(rows, i, o).transpose(false, true),

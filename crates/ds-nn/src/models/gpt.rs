@@ -257,17 +257,17 @@ impl<B: Backend> Gpt<B> {
         let (c, n) = (self.config.dim, t.batch * t.seq);
         let ln1 = blk.ln1.forward(dev, params, x.all(), n)?;
         let (att, attn) = blk.attn.forward(dev, params, ln1.y.all(), t)?;
-        let mut x1 = dev.alloc(self.dtype, n * c)?;
+        let mut x1 = dev.alloc_for_overwrite(self.dtype, n * c)?;
         profile::timed(dev, Part::Elementwise, || {
             dev.add(x.all(), att.all(), x1.all_mut())
         })?;
         drop(att);
         let ln2 = blk.ln2.forward(dev, params, x1.all(), n)?;
         let f = blk.fc.forward(dev, params, ln2.y.all(), n)?;
-        let mut g = dev.alloc(self.dtype, n * 4 * c)?;
+        let mut g = dev.alloc_for_overwrite(self.dtype, n * 4 * c)?;
         profile::timed(dev, Part::Activation, || dev.gelu(f.all(), g.all_mut()))?;
         let p = blk.proj.forward(dev, params, g.all(), n)?;
-        let mut x2 = dev.alloc(self.dtype, n * c)?;
+        let mut x2 = dev.alloc_for_overwrite(self.dtype, n * c)?;
         profile::timed(dev, Part::Elementwise, || {
             dev.add(x1.all(), p.all(), x2.all_mut())
         })?;
@@ -394,7 +394,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
         let tok = self.wte.forward(dev, params, ids.all())?;
         let posd = self.wpe.forward(dev, params, pos.all())?;
         params.close(self.embed_group)?;
-        let mut x = dev.alloc(self.dtype, n * c)?;
+        let mut x = dev.alloc_for_overwrite(self.dtype, n * c)?;
         profile::timed(dev, Part::Elementwise, || {
             dev.add(tok.all(), posd.all(), x.all_mut())
         })?;
@@ -416,7 +416,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             params.close(blk.group)?;
         }
         let ln_f = params.scoped(self.ln_f_group, |p| self.ln_f.forward(dev, p, x.all(), n))?;
-        let mut logits = dev.alloc(self.dtype, n * v)?;
+        let mut logits = dev.alloc_for_overwrite(self.dtype, n * v)?;
         params.scoped(self.embed_group, |p| {
             crate::profile::gemm(
                 dev,
@@ -486,7 +486,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             s.ln_f.y.all(),
             grads.grad(self.wte.table)?,
         )?;
-        let mut dh = dev.alloc(self.dtype, n * c)?;
+        let mut dh = dev.alloc_for_overwrite(self.dtype, n * c)?;
         crate::profile::gemm(
             dev,
             &GemmSpec::new(n, c, v),
@@ -518,7 +518,7 @@ impl<B: Backend> Model<B> for Gpt<B> {
             let dg = blk
                 .proj
                 .backward(dev, params, grads, bs.g.all(), dx.all(), n)?;
-            let mut df = dev.alloc(self.dtype, n * 4 * c)?;
+            let mut df = dev.alloc_for_overwrite(self.dtype, n * 4 * c)?;
             profile::timed(dev, Part::Activation, || {
                 dev.gelu_backward(bs.f.all(), dg.all(), df.all_mut())
             })?;

@@ -118,7 +118,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             if i == last {
                 logits = Some(z);
             } else {
-                let mut h = dev.alloc(self.dtype, rows * layer.outputs)?;
+                let mut h = dev.alloc_for_overwrite(self.dtype, rows * layer.outputs)?;
                 profile::timed(dev, Part::Activation, || dev.relu(z.all(), h.all_mut()))?;
                 pre.push(z);
                 inputs.push(h);
@@ -179,7 +179,7 @@ impl<B: Backend> Model<B> for MlpClassifier<B> {
             if i == 0 {
                 break;
             }
-            let mut dz = dev.alloc(self.dtype, rows * layer.inputs)?;
+            let mut dz = dev.alloc_for_overwrite(self.dtype, rows * layer.inputs)?;
             profile::timed(dev, Part::Activation, || {
                 dev.relu_backward(s.pre[i - 1].all(), dx.all(), dz.all_mut())
             })?;
