@@ -394,7 +394,8 @@ fn a_buffer_for_overwrite_holds_no_zeros_promise_but_a_plain_alloc_always_does()
     let dev = dev();
     let len = 1 << 18;
     let mut first = dev.alloc(DType::F32, len).expect("alloc");
-    dev.upload(&vec![7.0f32; len], first.all_mut()).expect("upload");
+    dev.upload(&vec![7.0f32; len], first.all_mut())
+        .expect("upload");
     drop(first);
     let out = dev.alloc_for_overwrite(DType::F32, len).expect("alloc");
     let stale: Vec<f32> = dev.to_vec(out.all()).expect("download");
@@ -409,5 +410,8 @@ fn a_buffer_for_overwrite_holds_no_zeros_promise_but_a_plain_alloc_always_does()
         .alloc_for_overwrite(DType::F32, usize::MAX)
         .expect_err("overflow")
         .to_string();
-    assert!(e.contains("alloc_for_overwrite") && e.contains("len"), "{e}");
+    assert!(
+        e.contains("alloc_for_overwrite") && e.contains("len"),
+        "{e}"
+    );
 }
