@@ -105,7 +105,8 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], alpha: f32, update: Update, c: &mut [
 }
 
 /// `dst = src` (equal lengths): a whole tile row or strip column as one fixed-size copy the
-/// compiler inlines, since a `memmove` call per 32 or 128 bytes took a tenth of the GPT step.
+/// compiler inlines instead of a `memmove` call per 32 or 128 bytes (measured on the AMX Xeon,
+/// three alternated pairs: the GPT step's GEMM time 46.9-47.6 ms with it, 48.0-48.9 without).
 #[inline]
 pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T]) -> bool {
