@@ -158,10 +158,13 @@ fi
 say "coverage matrix (ds conformance --backend cpu --cases 4: the command line; the full suite ran in cargo test)"
 "$ds_bin" conformance --backend cpu --cases 4
 # The CPU kernels run the widest instruction set the processor has; run the suite again on
-# each narrower one (DS_CPU_ISA forces it; every set below the widest is available), so every
-# path is tested on this machine.
-best=$("$ds_bin" report | sed -n 's/^ *kernels: \([a-z0-9]*\) .*/\1/p')
-for isa in baseline avx2 avx512 avx512bf16 amx; do
+# each narrower one (DS_CPU_ISA forces it), so every path is tested on this machine. `ds report`
+# names the active set and every set this processor offers, narrowest first:
+#   kernels: amx (of baseline, avx2, avx512, avx512bf16, amx; DS_CPU_ISA caps it)
+kernels=$("$ds_bin" report | sed -n 's/^ *kernels: //p')
+best=${kernels%% *}
+offered=$(echo "$kernels" | sed -n 's/.*(of \([^;]*\);.*/\1/p' | tr -d ',')
+for isa in $offered; do
   [ "$isa" = "$best" ] && break
   say "coverage matrix with the CPU kernels forced to $isa (DS_CPU_ISA=$isa)"
   DS_CPU_ISA=$isa "$ds_bin" conformance --backend cpu
