@@ -40,14 +40,6 @@ pub(super) fn available() -> bool {
     isa::active() >= Isa::Amx
 }
 
-/// The first `len` u16 of `scratch` that start on a 64-byte boundary (a tile row that
-/// straddles two cache lines loads at half speed).
-fn aligned(scratch: &mut Scratch, len: usize) -> &mut [u16] {
-    let all = scratch.slice::<u16>(len + 32);
-    let skip = all.as_ptr().align_offset(64).min(32);
-    &mut all[skip..skip + len]
-}
-
 /// Packs rows `i0 .. i0 + live` of op(A) (`live <= MR`) as `steps` tile steps of two 16 x 32
 /// tiles (rows 0-15, then 16-31), zero beyond k and the live rows.
 fn pack_a(spec: &GemmSpec, a: &[u16], i0: usize, live: usize, steps: usize, out: &mut [u16]) {
@@ -195,7 +187,8 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
     // Every element of the packed operands is written by the packing (zeros included), so
     // reused scratch needs no clearing.
     let mut b_scratch = Scratch::new();
-    let packed_b = aligned(&mut b_scratch, n.div_ceil(NR) * panel_len);
+    // Scratch slices start on a cache line: a tile row that straddles two loads at half speed.
+    let packed_b = b_scratch.slice::<u16>(n.div_ceil(NR) * panel_len);
     pack_b(
         spec,
         b,
@@ -210,7 +203,7 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[u16], b: &[u16], c: &mut [bf16], 
         let i_start = blk * task_rows;
         let rows = c_rows.len() / n;
         let strips = rows.div_ceil(MR);
-        let packed_a = aligned(a_scratch, strips * strip_len);
+        let packed_a = a_scratch.slice::<u16>(strips * strip_len);
         for (s, strip) in packed_a.chunks_exact_mut(strip_len).enumerate() {
             let live = MR.min(rows - s * MR);
             pack_a(spec, a, i_start + s * MR, live, steps, strip);
