@@ -117,24 +117,55 @@ fn scatter<T: Float>(tile: &[f32], head: usize, d: usize, stride: usize, seq_row
     }
 }
 
-/// Largest of `x` (NaN if any element is NaN, as the scores' NaN must reach the output).
+/// Independent lanes of the row reductions (one AVX-512 register, two AVX2). A single running
+/// maximum or sum is a serial chain that LLVM must keep in order, so such a loop compiles to
+/// scalar code; per-lane partials let it use whole vectors.
+const LANES: usize = 16;
+
+/// `m` raised to `v` where `v` is larger, or NaN where `v` is NaN (the scores' NaN must reach
+/// the output).
 #[inline(always)]
-fn row_max(x: &[f32], start: f32) -> f32 {
-    x.iter()
-        .fold(start, |m, &v| if v > m || v.is_nan() { v } else { m })
+fn max_keep_nan(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() { v } else { m }
 }
 
 vectorized! {
-    /// `p[j] = exp(p[j] - m)` for the first `valid` entries, 0 after; returns the sum.
+    /// Largest of `start` and `x` (NaN if any element is NaN).
+    fn row_max(x: &[f32], start: f32) -> f32 {
+        let mut lanes = [start; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l = max_keep_nan(*l, v);
+            }
+        }
+        let tail = chunks.remainder().iter().fold(start, |m, &v| max_keep_nan(m, v));
+        lanes.iter().fold(tail, |m, &v| max_keep_nan(m, v))
+    }
+}
+
+vectorized! {
+    /// `p[j] = exp(p[j] - m)` for the first `valid` entries, 0 after; returns the sum. `m` is
+    /// at least every live entry (the running maximum), so the argument is never positive and
+    /// softmax's cheaper exponential applies (results below e^-87.3 flush to zero, nothing next
+    /// to the maximum's 1).
     fn exp_row(p: &mut [f32], valid: usize, m: f32) -> f32 {
         let (live, masked) = p.split_at_mut(valid.min(p.len()));
+        let mut lanes = [0f32; LANES];
+        let mut chunks = live.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (l, x) in lanes.iter_mut().zip(c.iter_mut()) {
+                *x = math::exp_nonpositive(*x - m);
+                *l += *x;
+            }
+        }
         let mut sum = 0f32;
-        for x in live.iter_mut() {
-            *x = math::exp(*x - m);
+        for x in chunks.into_remainder() {
+            *x = math::exp_nonpositive(*x - m);
             sum += *x;
         }
         masked.fill(0.0);
-        sum
+        lanes.iter().sum::<f32>() + sum
     }
 }
 
@@ -142,8 +173,10 @@ vectorized! {
     /// `p[j] = exp(s[j] - lse)` masked after `valid`, then `ds[j] = p[j] (dp[j] - delta) scale`.
     fn grad_row(p: &mut [f32], dp: &mut [f32], valid: usize, lse: f32, delta: f32, scale: f32) {
         let valid = valid.min(p.len());
+        // s - lse <= 0 up to rounding (lse is at least the row's largest score), well inside
+        // the cheaper exponential's range (valid up to 88).
         for (p, dp) in p[..valid].iter_mut().zip(&mut dp[..valid]) {
-            *p = math::exp(*p - lse);
+            *p = math::exp_nonpositive(*p - lse);
             *dp = *p * (*dp - delta) * scale;
         }
         p[valid..].fill(0.0);
@@ -259,6 +292,21 @@ fn forward_typed<T: Float>(
     Ok(())
 }
 
+vectorized! {
+    /// `sum(a[j] b[j])` over per-lane partials (see [`LANES`]).
+    fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; LANES];
+        let (mut ac, mut bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+        for (x, y) in (&mut ac).zip(&mut bc) {
+            for ((l, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+                *l += x * y;
+            }
+        }
+        let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
 /// Per-task scratch of the backward.
 struct BackwardTiles {
     q: Vec<f32>,
@@ -296,8 +344,7 @@ impl BackwardTiles {
 /// One head of one sequence: `t.dq`, `t.dk`, `t.dv` from the forward's tiles and `lse`.
 fn backward_head(t: &mut BackwardTiles, s: usize, d: usize, scale: f32, lse: &[f32]) {
     for (r, delta) in t.delta.iter_mut().enumerate() {
-        let (o, g) = (&t.out[r * d..(r + 1) * d], &t.dout[r * d..(r + 1) * d]);
-        *delta = o.iter().zip(g).map(|(o, g)| o * g).sum();
+        *delta = row_dot(&t.out[r * d..(r + 1) * d], &t.dout[r * d..(r + 1) * d]);
     }
     t.dq.fill(0.0);
     t.dk.fill(0.0);
