@@ -15,7 +15,9 @@
 //!
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
 //! number of rounds, default 21; `-- --gemm-only` for the GEMM part, which
-//! `scripts/bench-gpt.sh` alternates with PyTorch's matmul, `scripts/peers/bench_torch_matmul.py`).
+//! `scripts/bench-gpt.sh` alternates with PyTorch's matmul, `scripts/peers/bench_torch_matmul.py`;
+//! `-- --gpt-gemms` for the default GPT's twelve f32 products instead, each in GFLOP/s, which
+//! the same peer times with `--gpt`).
 
 use benches::peak::fma_peak;
 use benches::setup::{cpu, filled, rounds, threads, varied};
@@ -39,10 +41,73 @@ fn main() -> Result<()> {
         "ds ratios: {t} threads, {rounds} interleaved rounds; times are medians, ratios are medians of per-round ratios"
     );
 
+    if std::env::args().any(|a| a == "--gpt-gemms") {
+        return gpt_gemms(&dev, rounds);
+    }
     if !std::env::args().any(|a| a == "--gemm-only") {
         bandwidth(&dev, rounds)?;
     }
     gemm(&dev, rounds, t)
+}
+
+/// The default GPT's f32 products (tokens 2048, width 128, MLP 512, vocab 256) as its layers
+/// call them (`W` stored inputs x outputs): forward `x W`, weight gradient `x^T dy` (added
+/// into the gradient), input gradient `dy W^T`. `(name, m, n, k, trans_a, trans_b, beta)`.
+pub const GPT_GEMMS: [(&str, usize, usize, usize, bool, bool, f32); 12] = [
+    ("qkv fwd", 2048, 384, 128, false, false, 0.0),
+    ("qkv dW", 128, 384, 2048, true, false, 1.0),
+    ("qkv dX", 2048, 128, 384, false, true, 0.0),
+    ("proj fwd", 2048, 128, 128, false, false, 0.0),
+    ("proj dW", 128, 128, 2048, true, false, 1.0),
+    ("proj dX", 2048, 128, 128, false, true, 0.0),
+    ("up fwd", 2048, 512, 128, false, false, 0.0),
+    ("up dW", 128, 512, 2048, true, false, 1.0),
+    ("up dX", 2048, 128, 512, false, true, 0.0),
+    ("down fwd", 2048, 128, 512, false, false, 0.0),
+    ("down dW", 512, 128, 2048, true, false, 1.0),
+    ("down dX", 2048, 512, 128, false, true, 0.0),
+];
+
+/// Each of [`GPT_GEMMS`] in GFLOP/s, all interleaved round after round
+/// (`scripts/peers/bench_torch_matmul.py --gpt` times the same products in PyTorch).
+fn gpt_gemms(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
+    let mut cases = Vec::new();
+    for &(name, m, n, k, ta, tb, beta) in &GPT_GEMMS {
+        let spec = GemmSpec::new(m, n, k).transpose(ta, tb).scaled(1.0, beta);
+        let a = varied(dev, DType::F32, m * k)?;
+        let b = varied(dev, DType::F32, k * n)?;
+        let c = varied(dev, DType::F32, m * n)?;
+        cases.push((name, spec, a, b, c));
+    }
+    let mut runs: Vec<Box<dyn FnMut() -> Result<()> + '_>> = cases
+        .iter_mut()
+        .map(|(_, spec, a, b, c)| {
+            let d = dev.clone();
+            Box::new(move || d.gemm(spec, a.all(), b.all(), c.all_mut()))
+                as Box<dyn FnMut() -> Result<()>>
+        })
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> Result<()>> =
+        runs.iter_mut().map(|r| &mut **r as _).collect();
+    let samples = interleaved(rounds, &mut refs)?;
+    drop(refs);
+    drop(runs);
+    println!(
+        "\nthe default GPT's f32 products ({} kernels)",
+        ds_core::cpu::isa::active().name()
+    );
+    for ((name, spec, ..), s) in cases.iter().zip(&samples) {
+        let flop = 2.0 * (spec.m * spec.n * spec.k) as f64;
+        println!(
+            "  gemm {name:<9} {:>5} x {:>4} x {:>5}  {:>7.1} GFLOP/s  {:>7.3} ms",
+            spec.m,
+            spec.n,
+            spec.k,
+            flop / median(s) / 1e9,
+            median(s) * 1e3
+        );
+    }
+    Ok(())
 }
 
 /// AdamW and the 64M-value passes against their bandwidth references.
