@@ -11,7 +11,7 @@
 //! - the fused unscale-and-check and the f32 to f16 cast over 64M values, in milliseconds,
 //!   beside a copy of the same bytes;
 //! - f32 GEMM 1024^3 over the measured FMA peak, and bf16 GEMM over f32 (and over the measured
-//!   AMX peak where it runs on AMX).
+//!   AMX or `vdpbf16ps` peak, whichever it runs on).
 //!
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
 //! number of rounds, default 21; `-- --gemm-only` for the GEMM part, which
@@ -303,6 +303,17 @@ fn gemm(dev: &Device<CpuBackend>, rounds: usize, t: usize) -> Result<()> {
         paired_speed(&samples[1], &samples[2]),
         ds_core::cpu::isa::active().name()
     );
+    if ds_core::cpu::isa::active() == ds_core::cpu::isa::Isa::Avx512Bf16
+        && let Some(dp) = benches::peak::dpbf16_peak(t, 3)
+    {
+        println!(
+            "  vdpbf16ps peak    {:>8.1} GFLOP/s ({t} threads x {}-chain vdpbf16ps; {:.2}x the FMA peak): gemm bf16 at {:.1}% of it",
+            dp / 1e9,
+            benches::peak::CHAINS,
+            dp / peak_median,
+            100.0 * bf16_flops / dp
+        );
+    }
     if let Some(amx) = benches::peak::amx_peak(t, 3) {
         println!(
             "  AMX bf16 peak     {:>8.1} GFLOP/s ({t} threads x 4 tdpbf16ps chains): gemm bf16 at {:.1}% of it",

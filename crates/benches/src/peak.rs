@@ -3,13 +3,15 @@
 //! AVX2+FMA, 4 otherwise), enough chains to cover the FMA latency, so the result is what the
 //! cores can retire, not a number from a data sheet. Measuring 8-wide chains on an AVX-512
 //! machine would understate the peak and overstate every "% of peak". Where the bf16 GEMM runs
-//! on AMX tiles, [`amx_peak`] measures the tile multiply's rate the same way.
+//! on AMX tiles, [`amx_peak`] measures the tile multiply's rate the same way; where it runs on
+//! AVX512-BF16's `vdpbf16ps`, [`dpbf16_peak`] does. That instruction is not twice the f32 FMA
+//! everywhere: on an Emerald Rapids Xeon its chains ran at 0.47-0.52x the f32 FMA peak.
 
 use ds_core::cpu::isa::Isa;
 use std::time::Instant;
 
 /// Independent accumulator chains per thread (12 of the 16 AVX2 / 32 AVX-512 registers).
-const CHAINS: usize = 12;
+pub const CHAINS: usize = 12;
 
 #[inline(always)]
 fn chains_of<const LANES: usize>(iters: u64, seed: f32) -> f32 {
@@ -119,6 +121,39 @@ fn best_of(threads: usize, rounds: usize, flop: f64, work: impl Fn(usize) -> f32
         best = best.max(flop * threads as f64 / secs);
     }
     best
+}
+
+/// Measured `vdpbf16ps` peak of `threads` threads, in FLOP/s (best of `rounds`): [`CHAINS`]
+/// independent chains per thread, each instruction 32 bf16 products added in pairs into 16 f32
+/// lanes (64 FLOP). `None` unless the CPU kernels run AVX512-BF16 or wider.
+pub fn dpbf16_peak(threads: usize, rounds: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if ds_core::cpu::isa::active() >= Isa::Avx512Bf16 {
+        const ITERS: u64 = 10_000_000;
+        let flop = (ITERS as usize * CHAINS * 64) as f64;
+        // SAFETY: the active instruction set is Avx512Bf16 or wider, so the processor has
+        // AVX-512F and AVX512-BF16.
+        return Some(best_of(threads, rounds, flop, |t| unsafe {
+            dpbf16_chains(ITERS, t as f32 + 1.0)
+        }));
+    }
+    let _ = (threads, rounds);
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dpbf16_chains(iters: u64, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(seed); CHAINS];
+    // bf16 pairs of 2^-7 (0x3c00), so the sums stay finite.
+    let x: __m512bh = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.0078125), _mm512_set1_ps(0.0078125));
+    for _ in 0..iters {
+        for c in acc.iter_mut() {
+            *c = _mm512_dpbf16_ps(*c, x, x);
+        }
+    }
+    acc.iter().map(|&c| _mm512_reduce_add_ps(c)).sum()
 }
 
 /// Measured AMX bf16 peak of `threads` threads, in FLOP/s (best of `rounds`): every thread
