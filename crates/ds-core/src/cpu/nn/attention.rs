@@ -69,6 +69,47 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// One head's rows of a sequence: row `r` is the `d` values at `r * ld` (`ld = d` in a gathered
+/// tile; `heads * d` read in place from a token-major f32 tensor).
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    ld: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The head whose values start `offset` into each row of `data` (rows `ld` apart).
+    fn head(data: &'a [f32], offset: usize, ld: usize) -> Self {
+        Rows {
+            data: &data[offset..],
+            ld,
+        }
+    }
+
+    /// Rows `r0 .. r0 + rows` as a `rows x d` matrix.
+    fn mat(self, r0: usize, rows: usize, d: usize) -> Mat<'a> {
+        Mat::new(&self.data[r0 * self.ld..], rows, d, self.ld)
+    }
+
+    /// Row `r`.
+    fn row(self, r: usize, d: usize) -> &'a [f32] {
+        &self.data[r * self.ld..r * self.ld + d]
+    }
+}
+
+/// Sets row `r` (`d` wide, row stride `ld`) of `out` to `f(row)`.
+fn each_row(
+    out: &mut [f32],
+    rows: std::ops::Range<usize>,
+    d: usize,
+    ld: usize,
+    f: impl Fn(&mut [f32]),
+) {
+    for r in rows {
+        f(&mut out[r * ld..r * ld + d]);
+    }
+}
+
 /// `c = alpha a b + beta c` for an `m x n` block of `c` at row stride `ldc`, single-threaded.
 fn product(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, a_rs, a_cs) = a.shape();
@@ -184,50 +225,74 @@ vectorized! {
     }
 }
 
-/// Per-task scratch of the forward.
+/// Per-task scratch of the forward: the gathered tiles (used only when the tensors are not
+/// f32, which the products read in place) and the block's scores and running statistics.
 struct ForwardTiles {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
     out: Vec<f32>,
+    work: BlockWork,
+}
+
+/// One query block's scores, running maxima and sums.
+struct BlockWork {
     scores: Vec<f32>,
     max: Vec<f32>,
     sum: Vec<f32>,
 }
 
 impl ForwardTiles {
-    fn new(s: usize, d: usize) -> Self {
+    fn new(s: usize, d: usize, gathered: bool) -> Self {
+        let tile = || {
+            if gathered {
+                vec![0f32; s * d]
+            } else {
+                Vec::new()
+            }
+        };
         ForwardTiles {
-            q: vec![0.0; s * d],
-            k: vec![0.0; s * d],
-            v: vec![0.0; s * d],
-            out: vec![0.0; s * d],
-            scores: vec![0.0; BLOCK * BLOCK],
-            max: vec![0.0; BLOCK],
-            sum: vec![0.0; BLOCK],
+            q: tile(),
+            k: tile(),
+            v: tile(),
+            out: tile(),
+            work: BlockWork {
+                scores: vec![0.0; BLOCK * BLOCK],
+                max: vec![0.0; BLOCK],
+                sum: vec![0.0; BLOCK],
+            },
         }
     }
 }
 
-/// One head of one sequence: `t.out` and `lse` from `t.q`, `t.k`, `t.v`.
-fn forward_head(t: &mut ForwardTiles, s: usize, d: usize, scale: f32, lse: &mut [f32]) {
+/// One head of one sequence: `out` (row stride `ldo`) and `lse` from `q`, `k`, `v`.
+#[allow(clippy::too_many_arguments)]
+fn forward_head(
+    (q, k, v): (Rows<'_>, Rows<'_>, Rows<'_>),
+    out: &mut [f32],
+    ldo: usize,
+    w: &mut BlockWork,
+    s: usize,
+    d: usize,
+    scale: f32,
+    lse: &mut [f32],
+) {
     for r0 in (0..s).step_by(BLOCK) {
         let rows = BLOCK.min(s - r0);
-        let q = Mat::new(&t.q[r0 * d..], rows, d, d);
-        let out = &mut t.out[r0 * d..(r0 + rows) * d];
-        out.fill(0.0);
-        t.max[..rows].fill(f32::NEG_INFINITY);
-        t.sum[..rows].fill(0.0);
+        let q = q.mat(r0, rows, d);
+        let out = &mut out[r0 * ldo..];
+        each_row(out, 0..rows, d, ldo, |o| o.fill(0.0));
+        w.max[..rows].fill(f32::NEG_INFINITY);
+        w.sum[..rows].fill(0.0);
         // Key blocks up to and including the diagonal one (blocks are aligned, so every query
         // row sees at least its block's first key).
         for j0 in (0..r0 + rows).step_by(BLOCK) {
             let keys = BLOCK.min(s - j0);
-            let k = Mat::new(&t.k[j0 * d..], keys, d, d);
-            product(scale, q, k.t(), 0.0, &mut t.scores, BLOCK);
+            product(scale, q, k.mat(j0, keys, d).t(), 0.0, &mut w.scores, BLOCK);
             for r in 0..rows {
                 let valid = (r0 + r + 1).saturating_sub(j0).min(keys);
-                let p = &mut t.scores[r * BLOCK..r * BLOCK + keys];
-                let old = t.max[r];
+                let p = &mut w.scores[r * BLOCK..r * BLOCK + keys];
+                let old = w.max[r];
                 let m = row_max(&p[..valid], old);
                 let kept = if old == f32::NEG_INFINITY {
                     0.0
@@ -235,20 +300,21 @@ fn forward_head(t: &mut ForwardTiles, s: usize, d: usize, scale: f32, lse: &mut 
                     math::exp(old - m)
                 };
                 let block_sum = exp_row(p, valid, m);
-                t.sum[r] = t.sum[r] * kept + block_sum;
-                t.max[r] = m;
+                w.sum[r] = w.sum[r] * kept + block_sum;
+                w.max[r] = m;
                 if kept != 1.0 {
-                    out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= kept);
+                    out[r * ldo..r * ldo + d]
+                        .iter_mut()
+                        .for_each(|o| *o *= kept);
                 }
             }
-            let p = Mat::new(&t.scores, rows, keys, BLOCK);
-            let v = Mat::new(&t.v[j0 * d..], keys, d, d);
-            product(1.0, p, v, 1.0, out, d);
+            let p = Mat::new(&w.scores, rows, keys, BLOCK);
+            product(1.0, p, v.mat(j0, keys, d), 1.0, out, ldo);
         }
         for r in 0..rows {
-            let inv = 1.0 / t.sum[r];
-            out[r * d..(r + 1) * d].iter_mut().for_each(|o| *o *= inv);
-            lse[r0 + r] = t.max[r] + t.sum[r].ln();
+            let inv = 1.0 / w.sum[r];
+            out[r * ldo..r * ldo + d].iter_mut().for_each(|o| *o *= inv);
+            lse[r0 + r] = w.max[r] + w.sum[r].ln();
         }
     }
 }
@@ -271,19 +337,44 @@ fn forward_typed<T: Float>(
         lse.fill(f32::NEG_INFINITY);
         return Ok(());
     }
+    // f32 tensors are read and written in place (the products take any row stride); other
+    // types go through f32 tiles.
+    let in_place = T::as_f32(q).is_some();
     be.run(|| {
         out.par_chunks_mut(seq_len)
             .zip(lse.par_chunks_mut(h * s))
             .enumerate()
             .for_each_init(
-                || ForwardTiles::new(s, d),
+                || ForwardTiles::new(s, d, !in_place),
                 |t, (b, (out_b, lse_b))| {
                     let rows = b * seq_len..(b + 1) * seq_len;
+                    let (q, k, v) = (&q[rows.clone()], &k[rows.clone()], &v[rows]);
                     for head in 0..h {
-                        gather(&q[rows.clone()], head, d, stride, &mut t.q);
-                        gather(&k[rows.clone()], head, d, stride, &mut t.k);
-                        gather(&v[rows.clone()], head, d, stride, &mut t.v);
-                        forward_head(t, s, d, sh.scale, &mut lse_b[head * s..(head + 1) * s]);
+                        let lse_h = &mut lse_b[head * s..(head + 1) * s];
+                        if let (Some(q), Some(k), Some(v)) =
+                            (T::as_f32(q), T::as_f32(k), T::as_f32(v))
+                            && let Some(out_b) = T::as_f32_mut(&mut *out_b)
+                        {
+                            let at = |x| Rows::head(x, head * d, stride);
+                            let qkv = (at(q), at(k), at(v));
+                            forward_head(
+                                qkv,
+                                &mut out_b[head * d..],
+                                stride,
+                                &mut t.work,
+                                s,
+                                d,
+                                sh.scale,
+                                lse_h,
+                            );
+                            continue;
+                        }
+                        gather(q, head, d, stride, &mut t.q);
+                        gather(k, head, d, stride, &mut t.k);
+                        gather(v, head, d, stride, &mut t.v);
+                        let tile = |x| Rows::head(x, 0, d);
+                        let qkv = (tile(&t.q), tile(&t.k), tile(&t.v));
+                        forward_head(qkv, &mut t.out, d, &mut t.work, s, d, sh.scale, lse_h);
                         scatter(&t.out, head, d, stride, out_b);
                     }
                 },
@@ -307,7 +398,8 @@ vectorized! {
     }
 }
 
-/// Per-task scratch of the backward.
+/// Per-task scratch of the backward: the gathered tiles (only for tensors that are not f32)
+/// and one block's probabilities and their gradients.
 struct BackwardTiles {
     q: Vec<f32>,
     k: Vec<f32>,
@@ -317,14 +409,25 @@ struct BackwardTiles {
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
+    work: GradWork,
+}
+
+/// Per-query `delta = out . dout`, and one block's probabilities and their gradients.
+struct GradWork {
     delta: Vec<f32>,
     p: Vec<f32>,
     dp: Vec<f32>,
 }
 
 impl BackwardTiles {
-    fn new(s: usize, d: usize) -> Self {
-        let tile = || vec![0f32; s * d];
+    fn new(s: usize, d: usize, gathered: bool) -> Self {
+        let tile = || {
+            if gathered {
+                vec![0f32; s * d]
+            } else {
+                Vec::new()
+            }
+        };
         BackwardTiles {
             q: tile(),
             k: tile(),
@@ -334,50 +437,73 @@ impl BackwardTiles {
             dq: tile(),
             dk: tile(),
             dv: tile(),
-            delta: vec![0.0; s],
-            p: vec![0.0; BLOCK * BLOCK],
-            dp: vec![0.0; BLOCK * BLOCK],
+            work: GradWork {
+                delta: vec![0.0; s],
+                p: vec![0.0; BLOCK * BLOCK],
+                dp: vec![0.0; BLOCK * BLOCK],
+            },
         }
     }
 }
 
-/// One head of one sequence: `t.dq`, `t.dk`, `t.dv` from the forward's tiles and `lse`.
-fn backward_head(t: &mut BackwardTiles, s: usize, d: usize, scale: f32, lse: &[f32]) {
-    for (r, delta) in t.delta.iter_mut().enumerate() {
-        *delta = row_dot(&t.out[r * d..(r + 1) * d], &t.dout[r * d..(r + 1) * d]);
+/// One head's forward tensors, as the backward reads them.
+#[derive(Clone, Copy)]
+struct HeadInputs<'a> {
+    q: Rows<'a>,
+    k: Rows<'a>,
+    v: Rows<'a>,
+    out: Rows<'a>,
+    dout: Rows<'a>,
+}
+
+/// One head of one sequence: `dq`, `dk`, `dv` (row stride `ldg`, overwritten) from the
+/// forward's tensors and `lse`.
+#[allow(clippy::too_many_arguments)]
+fn backward_head(
+    x: HeadInputs<'_>,
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+    ldg: usize,
+    w: &mut GradWork,
+    s: usize,
+    d: usize,
+    scale: f32,
+    lse: &[f32],
+) {
+    for (r, delta) in w.delta.iter_mut().enumerate() {
+        *delta = row_dot(x.out.row(r, d), x.dout.row(r, d));
     }
-    t.dq.fill(0.0);
-    t.dk.fill(0.0);
-    t.dv.fill(0.0);
+    for g in [&mut *dq, &mut *dk, &mut *dv] {
+        each_row(g, 0..s, d, ldg, |row| row.fill(0.0));
+    }
     for r0 in (0..s).step_by(BLOCK) {
         let rows = BLOCK.min(s - r0);
-        let q = Mat::new(&t.q[r0 * d..], rows, d, d);
-        let dout = Mat::new(&t.dout[r0 * d..], rows, d, d);
+        let q = x.q.mat(r0, rows, d);
+        let dout = x.dout.mat(r0, rows, d);
         for j0 in (0..r0 + rows).step_by(BLOCK) {
             let keys = BLOCK.min(s - j0);
-            let k = Mat::new(&t.k[j0 * d..], keys, d, d);
-            let v = Mat::new(&t.v[j0 * d..], keys, d, d);
-            product(scale, q, k.t(), 0.0, &mut t.p, BLOCK);
-            product(1.0, dout, v.t(), 0.0, &mut t.dp, BLOCK);
+            let k = x.k.mat(j0, keys, d);
+            let v = x.v.mat(j0, keys, d);
+            product(scale, q, k.t(), 0.0, &mut w.p, BLOCK);
+            product(1.0, dout, v.t(), 0.0, &mut w.dp, BLOCK);
             for r in 0..rows {
                 let i = r0 + r;
                 let valid = (i + 1).saturating_sub(j0).min(keys);
                 let at = r * BLOCK..r * BLOCK + keys;
                 grad_row(
-                    &mut t.p[at.clone()],
-                    &mut t.dp[at],
+                    &mut w.p[at.clone()],
+                    &mut w.dp[at],
                     valid,
                     lse[i],
-                    t.delta[i],
+                    w.delta[i],
                     scale,
                 );
             }
-            let p = Mat::new(&t.p, rows, keys, BLOCK);
-            let ds = Mat::new(&t.dp, rows, keys, BLOCK);
+            let p = Mat::new(&w.p, rows, keys, BLOCK);
+            let ds = Mat::new(&w.dp, rows, keys, BLOCK);
             // dv[j] += p^T dout; dk[j] += ds^T q; dq[i] += ds k.
-            product(1.0, p.t(), dout, 1.0, &mut t.dv[j0 * d..], d);
-            product(1.0, ds.t(), q, 1.0, &mut t.dk[j0 * d..], d);
-            product(1.0, ds, k, 1.0, &mut t.dq[r0 * d..], d);
+            product(1.0, p.t(), dout, 1.0, &mut dv[j0 * ldg..], ldg);
+            product(1.0, ds.t(), q, 1.0, &mut dk[j0 * ldg..], ldg);
+            product(1.0, ds, k, 1.0, &mut dq[r0 * ldg..], ldg);
         }
     }
 }
@@ -401,22 +527,62 @@ fn backward_typed<T: Float>(
     if seq_len == 0 {
         return Ok(());
     }
+    // As in the forward: f32 in place, other types through f32 tiles.
+    let in_place = T::as_f32(q).is_some();
     be.run(|| {
         dq.par_chunks_mut(seq_len)
             .zip(dk.par_chunks_mut(seq_len).zip(dv.par_chunks_mut(seq_len)))
             .enumerate()
             .for_each_init(
-                || BackwardTiles::new(s, d),
+                || BackwardTiles::new(s, d, !in_place),
                 |t, (b, (dq_b, (dk_b, dv_b)))| {
                     let rows = b * seq_len..(b + 1) * seq_len;
+                    let (q, k, v) = (&q[rows.clone()], &k[rows.clone()], &v[rows.clone()]);
+                    let (out, dout) = (&out[rows.clone()], &dout[rows]);
                     for head in 0..h {
-                        gather(&q[rows.clone()], head, d, stride, &mut t.q);
-                        gather(&k[rows.clone()], head, d, stride, &mut t.k);
-                        gather(&v[rows.clone()], head, d, stride, &mut t.v);
-                        gather(&out[rows.clone()], head, d, stride, &mut t.out);
-                        gather(&dout[rows.clone()], head, d, stride, &mut t.dout);
                         let lse_h = &lse[(b * h + head) * s..(b * h + head + 1) * s];
-                        backward_head(t, s, d, sh.scale, lse_h);
+                        if let (Some(q), Some(k), Some(v), Some(out), Some(dout)) = (
+                            T::as_f32(q),
+                            T::as_f32(k),
+                            T::as_f32(v),
+                            T::as_f32(out),
+                            T::as_f32(dout),
+                        ) && let (Some(dq_b), Some(dk_b), Some(dv_b)) = (
+                            T::as_f32_mut(&mut *dq_b),
+                            T::as_f32_mut(&mut *dk_b),
+                            T::as_f32_mut(&mut *dv_b),
+                        ) {
+                            let at = |x| Rows::head(x, head * d, stride);
+                            let x = HeadInputs {
+                                q: at(q),
+                                k: at(k),
+                                v: at(v),
+                                out: at(out),
+                                dout: at(dout),
+                            };
+                            let g = (
+                                &mut dq_b[head * d..],
+                                &mut dk_b[head * d..],
+                                &mut dv_b[head * d..],
+                            );
+                            backward_head(x, g, stride, &mut t.work, s, d, sh.scale, lse_h);
+                            continue;
+                        }
+                        gather(q, head, d, stride, &mut t.q);
+                        gather(k, head, d, stride, &mut t.k);
+                        gather(v, head, d, stride, &mut t.v);
+                        gather(out, head, d, stride, &mut t.out);
+                        gather(dout, head, d, stride, &mut t.dout);
+                        let tile = |x| Rows::head(x, 0, d);
+                        let x = HeadInputs {
+                            q: tile(&t.q),
+                            k: tile(&t.k),
+                            v: tile(&t.v),
+                            out: tile(&t.out),
+                            dout: tile(&t.dout),
+                        };
+                        let g = (&mut t.dq[..], &mut t.dk[..], &mut t.dv[..]);
+                        backward_head(x, g, d, &mut t.work, s, d, sh.scale, lse_h);
                         scatter(&t.dq, head, d, stride, dq_b);
                         scatter(&t.dk, head, d, stride, dk_b);
                         scatter(&t.dv, head, d, stride, dv_b);
