@@ -194,13 +194,20 @@ fn gemm_reference(
 
 #[test]
 fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
-    // m past two row blocks and not a multiple of the 8-row tile, n past one 32-column panel
-    // and not a multiple of it, k past two 256-deep blocks and odd (the bf16 kernel pairs k):
-    // whatever instruction set is active (DS_CPU_ISA), the product matches f64.
+    // m past two row blocks and not a multiple of the 8-row tile; n past one column panel
+    // (48 wide for f32 on AVX-512, 32 for bf16) with a last panel that is ragged (70), 32 wide
+    // (80) or 16 wide (64), which the f32 tile runs without the edge copy; k past two 256-deep
+    // blocks and odd (the bf16 kernel pairs k): whatever instruction set is active
+    // (DS_CPU_ISA), the product matches f64.
     let dev = dev();
-    let (m, n, k) = (203, 70, 531);
+    let (m, k) = (203, 531);
     let value = |i: usize, s: f64| ((i as f64 * s).sin() * 0.5).clamp(-1.0, 1.0);
-    for dtype in [DType::F32, DType::BF16] {
+    for (n, dtype) in [
+        (70, DType::F32),
+        (80, DType::F32),
+        (64, DType::F32),
+        (70, DType::BF16),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.25)] {
                 let round = |v: f64| -> f64 {
@@ -238,7 +245,7 @@ fn large_gemms_cross_every_block_edge_of_the_active_kernels() {
                     let tol = 1e-4 + out_eps * w.abs();
                     assert!(
                         (f64::from(*g) - w).abs() <= tol,
-                        "{dtype} ta={ta} tb={tb} alpha={alpha} beta={beta}: C[{at}] = {g}, want {w}"
+                        "{dtype} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta}: C[{at}] = {g}, want {w}"
                     );
                 }
             }

@@ -1,16 +1,21 @@
-//! f32 GEMM on AVX-512 with an `8 x 32` register tile (16 zmm accumulators: per k, two loads
-//! of B, eight broadcasts of A, sixteen FMAs), BLIS-style blocking and one packed copy of each
-//! block of B shared by every thread. On the Zen 5 this was written on, `matrixmultiply`'s
-//! AVX-512 kernel (16 x 16: sixteen broadcasts per sixteen FMAs, load-bound) ran 1024^3 at
-//! 202 GFLOP/s on one thread and 69% of the two threads' FMA peak; this tile runs 236
-//! GFLOP/s on one thread (90% of that thread's peak). AVX2 and baseline processors keep
-//! `matrixmultiply` (see [`super::gemm`]).
+//! f32 GEMM on AVX-512 with an `8 x 48` register tile (24 zmm accumulators: per k, three loads
+//! of B, eight broadcasts of A, twenty-four FMAs), BLIS-style blocking and one packed copy of
+//! each block of B shared by every thread. On the Zen 5 the first tile (8 x 32) was written
+//! on, `matrixmultiply`'s AVX-512 kernel (16 x 16: sixteen broadcasts per sixteen FMAs,
+//! load-bound) ran 1024^3 at 202 GFLOP/s on one thread and 69% of the two threads' FMA peak;
+//! the 8 x 32 tile ran 236 GFLOP/s on one thread (90% of that thread's peak). On an Emerald
+//! Rapids Xeon the tile ran below 80% of the FMA peak, and fewer loads per FMA helped: in one
+//! interleaved single-thread run of tile shapes, 8 x 48 ran 7-16% faster than 8 x 32 (12 x 32
+//! and 14 x 32: 2-10%), and in place the GPT's twelve products took 7% less time (median of
+//! five alternated runs of `ratios --gpt-gemms`). A panel with only 32 or 16 columns of n left
+//! runs a two- or one-zmm form of the same tile, so n = 128 or 512 wastes nothing. AVX2 and
+//! baseline processors keep `matrixmultiply` (see [`super::gemm`]).
 //!
 //! Per block of [`KC`] k's: op(B) is packed (in parallel) as panels of [`NR`] columns, then
 //! C's rows are split into blocks of at most [`MC`] rows over the threads; each task packs its
-//! rows of op(A) as strips of [`MR`] and multiplies every strip against every panel. Tiles
-//! land in a small buffer first and are added into C with `alpha` (and `beta` on the first
-//! block), so edges need no special kernel.
+//! rows of op(A) as strips of [`MR`] and multiplies every strip against every panel. Ragged
+//! edges land in a small buffer first and are added into C with `alpha` (and `beta` on the
+//! first block), so they need no special kernel.
 
 use super::isa::{self, Isa};
 use super::par::{for_chunks, rows_per_task};
@@ -20,10 +25,11 @@ use crate::params::GemmSpec;
 
 /// Rows of the register tile.
 const MR: usize = 8;
-/// Columns of the register tile (two zmm of f32).
-const NR: usize = 32;
-/// k's per block: a strip of A (8 x 256 f32, 8 KiB) and a panel of B (256 x 32, 32 KiB) stay in
-/// L1 and L2 while the tile runs.
+/// Columns of the register tile (three zmm of f32).
+const NR: usize = 48;
+/// k's per block: a strip of A (8 x 256 f32, 8 KiB) stays in L1 and a panel of B (256 x 48, 48
+/// KiB) in L2 while the tile runs (128 measured no better in place on the Emerald Rapids, with
+/// the 8 x 32 tile).
 const KC: usize = 256;
 /// f32 per cache line, and how far ahead (in f32) `pack_a` prefetches its rows.
 const LINE_F32: usize = 16;
@@ -49,43 +55,58 @@ enum Update {
     Accumulate,
 }
 
-/// `c = update(alpha * A_strip B_panel)` for one `MR x NR` block of C at row stride `ldc`
-/// (`a`: kc x MR, `b`: kc x NR packed).
+/// `c = update(alpha * A_strip B_panel)` for the first `16 * NV` columns of one `MR x NR`
+/// block of C at row stride `ldc` (`a`: kc x MR, `b`: kc x NR packed; `NV` of the panel's
+/// three zmm columns, so a panel whose last 32 or 16 columns are all that is left of n runs
+/// without the edge copy).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f")]
-fn kernel(kc: usize, a: &[f32], b: &[f32], alpha: f32, update: Update, c: &mut [f32], ldc: usize) {
+fn kernel<const NV: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    alpha: f32,
+    update: Update,
+    c: &mut [f32],
+    ldc: usize,
+) {
     use std::arch::x86_64::*;
+    const { assert!(NV >= 1 && 16 * NV <= NR) };
+    let width = 16 * NV;
     assert!(
-        a.len() >= kc * MR && b.len() >= kc * NR && ldc >= NR && c.len() >= (MR - 1) * ldc + NR,
+        a.len() >= kc * MR
+            && b.len() >= kc * NR
+            && ldc >= width
+            && c.len() >= (MR - 1) * ldc + width,
         "f32 GEMM tile out of bounds (a bug in this file)"
     );
     // The tile of C is needed only after the k loop: fetch it (for ownership) meanwhile.
     for r in 0..MR {
         let row = c[r * ldc..].as_ptr().cast::<u8>();
-        prefetch(row, true);
-        prefetch(row.wrapping_add(64), true);
+        for v in 0..NV {
+            prefetch(row.wrapping_add(64 * v), true);
+        }
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for p in 0..kc {
-        // SAFETY: b holds at least kc * NR f32 and a at least kc * MR (asserted), so the two
-        // 16-lane loads at p * NR and p * NR + 16 and the MR scalars at p * MR stay inside them;
-        // unaligned loads have no alignment requirement.
+        // SAFETY: b holds at least kc * NR f32 and a at least kc * MR (asserted), so the NV
+        // 16-lane loads from p * NR (16 NV <= NR) and the MR scalars at p * MR stay inside
+        // them; unaligned loads have no alignment requirement.
         unsafe {
-            let (b0, b1) = (
-                _mm512_loadu_ps(bp.add(p * NR)),
-                _mm512_loadu_ps(bp.add(p * NR + 16)),
-            );
+            let bv: [__m512; NV] =
+                std::array::from_fn(|v| _mm512_loadu_ps(bp.add(p * NR + 16 * v)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*ap.add(p * MR + r));
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                for (acc, &b) in row.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, b, *acc);
+                }
             }
         }
     }
     let alpha = _mm512_set1_ps(alpha);
     for (r, row) in acc.iter().enumerate() {
-        // SAFETY: row r of the block is NR = 32 f32 at r * ldc, inside c (asserted).
+        // SAFETY: row r of the block is 16 NV f32 at r * ldc, inside c (asserted).
         unsafe {
             let at = c.as_mut_ptr().add(r * ldc);
             for (h, &v) in row.iter().enumerate() {
@@ -121,6 +142,7 @@ pub(super) fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
     let done = match src.len() {
         8 => fixed::<T, 8>(dst, src),
         32 => fixed::<T, 32>(dst, src),
+        48 => fixed::<T, 48>(dst, src),
         _ => false,
     };
     if !done {
@@ -311,20 +333,23 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
                     for (s, a_strip) in packed_a.chunks_exact(kc * MR).enumerate() {
                         let live = MR.min(rows - s * MR);
                         let at = s * MR * n + j0;
-                        if live == MR && cols == NR {
+                        if live == MR && cols % 16 == 0 {
+                            let c_block = &mut c_rows[at..];
                             #[cfg(target_arch = "x86_64")]
                             // SAFETY: callers only reach this when the processor runs AVX-512F,
                             // AVX2 and FMA (the active instruction set is Avx512 or wider).
                             unsafe {
-                                kernel(
-                                    kc,
-                                    a_strip,
-                                    b_panel,
-                                    spec.alpha,
-                                    update,
-                                    &mut c_rows[at..],
-                                    n,
-                                )
+                                match cols {
+                                    NR => kernel::<3>(
+                                        kc, a_strip, b_panel, spec.alpha, update, c_block, n,
+                                    ),
+                                    32 => kernel::<2>(
+                                        kc, a_strip, b_panel, spec.alpha, update, c_block, n,
+                                    ),
+                                    _ => kernel::<1>(
+                                        kc, a_strip, b_panel, spec.alpha, update, c_block, n,
+                                    ),
+                                }
                             };
                             continue;
                         }
@@ -332,7 +357,7 @@ pub(super) fn gemm_entry(spec: &GemmSpec, a: &[f32], b: &[f32], c: &mut [f32], p
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: as above.
                         unsafe {
-                            kernel(kc, a_strip, b_panel, 1.0, Update::Assign, &mut tile, NR)
+                            kernel::<3>(kc, a_strip, b_panel, 1.0, Update::Assign, &mut tile, NR)
                         };
                         for r in 0..live {
                             let out = &mut c_rows[at + r * n..at + r * n + cols];
