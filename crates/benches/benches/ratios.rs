@@ -16,8 +16,8 @@
 //! Run: `DS_CPU_THREADS=2 cargo bench -p benches --bench ratios` (`ROUNDS=n` to change the
 //! number of rounds, default 21; `-- --gemm-only` for the GEMM part, which
 //! `scripts/bench-gpt.sh` alternates with PyTorch's matmul, `scripts/peers/bench_torch_matmul.py`;
-//! `-- --gpt-gemms` for the default GPT's twelve f32 products instead, each in GFLOP/s, which
-//! the same peer times with `--gpt`).
+//! `-- --gpt-gemms [NAME]` for the default GPT's twelve f32 products instead (or those whose
+//! name contains NAME, e.g. `dW`), each in GFLOP/s, which the same peer times with `--gpt`).
 
 use benches::peak::fma_peak;
 use benches::setup::{cpu, filled, rounds, threads, varied};
@@ -72,7 +72,12 @@ pub const GPT_GEMMS: [(&str, usize, usize, usize, bool, bool, f32); 12] = [
 /// (`scripts/peers/bench_torch_matmul.py --gpt` times the same products in PyTorch).
 fn gpt_gemms(dev: &Device<CpuBackend>, rounds: usize) -> Result<()> {
     let mut cases = Vec::new();
-    for &(name, m, n, k, ta, tb, beta) in &GPT_GEMMS {
+    // A later argument that is not a flag keeps the products whose name contains it.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let kept = GPT_GEMMS
+        .iter()
+        .filter(|g| only.as_ref().is_none_or(|f| g.0.contains(f.as_str())));
+    for &(name, m, n, k, ta, tb, beta) in kept {
         let spec = GemmSpec::new(m, n, k).transpose(ta, tb).scaled(1.0, beta);
         let a = varied(dev, DType::F32, m * k)?;
         let b = varied(dev, DType::F32, k * n)?;
