@@ -235,6 +235,15 @@ struct ForwardTiles {
     work: BlockWork,
 }
 
+/// A `len`-element f32 tile when the tensors are gathered, else nothing (f32 is read in place).
+fn gather_tile(len: usize, gathered: bool) -> Vec<f32> {
+    if gathered {
+        vec![0f32; len]
+    } else {
+        Vec::new()
+    }
+}
+
 /// One query block's scores, running maxima and sums.
 struct BlockWork {
     scores: Vec<f32>,
@@ -244,13 +253,7 @@ struct BlockWork {
 
 impl ForwardTiles {
     fn new(s: usize, d: usize, gathered: bool) -> Self {
-        let tile = || {
-            if gathered {
-                vec![0f32; s * d]
-            } else {
-                Vec::new()
-            }
-        };
+        let tile = || gather_tile(s * d, gathered);
         ForwardTiles {
             q: tile(),
             k: tile(),
@@ -421,13 +424,7 @@ struct GradWork {
 
 impl BackwardTiles {
     fn new(s: usize, d: usize, gathered: bool) -> Self {
-        let tile = || {
-            if gathered {
-                vec![0f32; s * d]
-            } else {
-                Vec::new()
-            }
-        };
+        let tile = || gather_tile(s * d, gathered);
         BackwardTiles {
             q: tile(),
             k: tile(),
