@@ -18,6 +18,7 @@ mod gemm_avx512;
 mod gemm_bf16;
 mod host;
 pub mod isa;
+mod lanes;
 mod map;
 mod math;
 mod nn;

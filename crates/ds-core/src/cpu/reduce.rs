@@ -3,30 +3,14 @@
 
 use super::float::Float;
 use super::host::{typed, typed_mut, with_float};
+use super::lanes::lane_sum;
 use super::{CpuBackend, map, par};
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::kernels::{ReductionKernels, Validated, View, ViewMut};
 
+/// Accumulator lanes of a chunk's sum (one AVX-512 register, two AVX2).
 const LANES: usize = 16;
-
-/// Sum of `x` (or of its squares) with 16 independent f32 lanes, widened at the end.
-#[inline(always)]
-fn lane_sum(x: &[f32], square: bool) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l += if square { v * v } else { *v };
-        }
-    }
-    let mut total: f64 = lanes.iter().map(|&l| f64::from(l)).sum();
-    for v in rest {
-        total += f64::from(if square { v * v } else { *v });
-    }
-    total
-}
 
 /// 1 when any value's magnitude is not below `limit` (infinity, NaN, or overflow on store).
 #[inline(always)]
@@ -44,7 +28,7 @@ fn write_sum(
 ) -> Result<()> {
     let total = with_float!(x.dtype(), T => {
         let x = typed::<T>(x)?;
-        Ok(backend.run(|| par::ordered_sum(map::fold(x, |acc: f64, x| acc + lane_sum(x, square)))))
+        Ok(backend.run(|| par::ordered_sum(map::fold(x, |acc: f64, x| acc + lane_sum::<LANES>(x, |v| if square { v * v } else { v })))))
     })?;
     typed_mut::<f32>(out)?[0] = total as f32;
     Ok(())

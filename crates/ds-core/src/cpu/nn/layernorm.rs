@@ -5,6 +5,7 @@ use super::bias::{store_sums, widen};
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
 use crate::cpu::isa::vectorized;
+use crate::cpu::lanes::lane_sum;
 use crate::cpu::prefetch::Ahead;
 use crate::cpu::stream::{fence, streams};
 use crate::cpu::{CpuBackend, CpuBuffer};
@@ -17,29 +18,14 @@ use rayon::prelude::*;
 /// sum runs at the vector units' throughput rather than one add's latency.
 const LANES: usize = 32;
 
-/// Sum of `f(x)` over [`LANES`] f32 lanes (vectorizes), widened at the end.
-#[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut lanes = [0f32; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..LANES {
-            lanes[l] += f(c[l]);
-        }
-    }
-    let tail: f32 = rest.iter().map(|&v| f(v)).sum();
-    lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)
-}
-
 vectorized! {
     /// `y = (x - mean) * rstd * gamma + beta` over one row; returns its mean and
     /// `1/sqrt(var + eps)` (biased variance), computed in two passes, mean then squared
     /// deviations, so a large mean does not cost the variance its precision.
     fn normalize_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) -> (f32, f32) {
         let n = x.len() as f64;
-        let mean = (lane_sum(x, |v| v) / n) as f32;
-        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+        let mean = (lane_sum::<LANES>(x, |v| v) / n) as f32;
+        let var = lane_sum::<LANES>(x, |v| (v - mean) * (v - mean)) / n;
         let rs = (1.0 / (var + f64::from(eps)).sqrt()) as f32;
         let len = x.len().min(gamma.len()).min(beta.len()).min(y.len());
         let (x, gamma, beta, y) = (&x[..len], &gamma[..len], &beta[..len], &mut y[..len]);
