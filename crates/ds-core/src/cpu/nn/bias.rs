@@ -4,6 +4,7 @@ use super::ROW_BLOCK;
 use crate::cpu::CpuBackend;
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
+use crate::cpu::isa::vectorized;
 use crate::error::Result;
 use crate::kernels::{View, ViewMut};
 use crate::params::Shape2;
@@ -14,6 +15,17 @@ pub(crate) fn widen<T: Float>(x: &[T]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     T::load(x, &mut out);
     out
+}
+
+vectorized! {
+    /// `row += bias` (equal lengths, or the shorter one's).
+    fn add_row(row: &mut [f32], bias: &[f32]) {
+        let len = row.len().min(bias.len());
+        let (row, bias) = (&mut row[..len], &bias[..len]);
+        for i in 0..len {
+            row[i] += bias[i];
+        }
+    }
 }
 
 pub(super) fn add(
@@ -32,8 +44,12 @@ pub(super) fn add(
             x.par_chunks_mut(shape.cols).for_each_init(
                 || vec![0f32; shape.cols],
                 |row32, row| {
+                    // f32 rows take the bias in place; 16-bit ones through an f32 copy.
+                    if let Some(row) = T::as_f32_mut(row) {
+                        return add_row(row, &b);
+                    }
                     T::load(row, row32);
-                    row32.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
+                    add_row(row32, &b);
                     T::store(row32, row);
                 },
             )
@@ -55,8 +71,15 @@ pub(crate) fn column_sums<T: Float>(
             let mut acc = vec![0f32; cols];
             let mut row32 = vec![0f32; cols];
             for (r, row) in rows.chunks(cols).enumerate() {
-                T::load(row, &mut row32);
-                term(block * ROW_BLOCK + r, &row32, &mut acc);
+                // f32 rows are read in place; 16-bit ones through an f32 copy.
+                let row = match T::as_f32(row) {
+                    Some(row) => row,
+                    None => {
+                        T::load(row, &mut row32);
+                        &row32
+                    }
+                };
+                term(block * ROW_BLOCK + r, row, &mut acc);
             }
             acc
         })
