@@ -1,14 +1,17 @@
 //! Causal softmax self-attention, forward and backward, in blocks (the flash-attention
 //! schedule): each sequence is one task; for each head its q, k, v rows are gathered into f32
 //! tiles, and each block of [`BLOCK`] queries meets the key blocks up to its own with small
-//! GEMMs (`matrixmultiply`'s kernels, AVX-512 or AVX2 chosen at run time) and an online
+//! GEMMs (on AVX2 [`super::small_gemm`]'s unpacked tile, elsewhere `matrixmultiply`'s
+//! kernels, AVX-512 or baseline chosen at run time) and an online
 //! softmax, so no score matrix larger than `BLOCK x BLOCK` is ever held. The forward saves only
 //! the per-query log-sum-exp; the backward recomputes each block's probabilities from it.
 //!
 //! Tensors are token-major, `[batch, seq, heads, head_dim]` (a row of a `[tokens, dim]`
 //! activation holds every head of one token), which is what the projections produce and read
 //! with one GEMM each.
+use super::small_gemm;
 use crate::cpu::isa::vectorized;
+use crate::cpu::scratch::Scratch;
 
 use crate::cpu::float::Float;
 use crate::cpu::host::{typed, typed_mut, with_float};
@@ -119,6 +122,26 @@ fn product(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: &mut [f32], ldc: us
         k == kb && a.fits() && b.fits() && c_fits,
         "attention tile product out of bounds (a bug in this file)"
     );
+    if small_gemm::takes(n) {
+        let a = small_gemm::Strided {
+            data: a.data,
+            rs: a_rs as usize,
+            cs: a_cs as usize,
+        };
+        if b_cs == 1 && b_rs as usize >= n {
+            return small_gemm::product((m, n, k), alpha, a, b.data, b_rs as usize, beta, c, ldc);
+        }
+        // B read transposed (K^T, V^T), or rows that overlap (one-wide heads): its k x n copy
+        // by rows first.
+        let mut scratch = Scratch::new();
+        let bt = scratch.slice::<f32>(k * n);
+        for (p, row) in bt.chunks_exact_mut(n).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = b.data[p * b_rs as usize + j * b_cs as usize];
+            }
+        }
+        return small_gemm::product((m, n, k), alpha, a, bt, n, beta, c, ldc);
+    }
     // SAFETY: the assertion above proves every element matrixmultiply reads (a: m x k, b:
     // k x n at their strides) and writes (c: m x n at row stride ldc) lies inside the slices;
     // `c` is borrowed mutably, so nothing else touches it meanwhile.

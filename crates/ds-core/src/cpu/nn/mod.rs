@@ -7,6 +7,7 @@ mod attention;
 mod bias;
 mod embedding;
 mod layernorm;
+mod small_gemm;
 mod xent;
 #[cfg(target_arch = "x86_64")]
 mod xent_avx512;
