@@ -42,12 +42,14 @@ pub(super) fn add(
         let b = widen(bias);
         be.run(|| {
             x.par_chunks_mut(shape.cols).for_each_init(
-                || vec![0f32; shape.cols],
-                |row32, row| {
-                    // f32 rows take the bias in place; 16-bit ones through an f32 copy.
+                Vec::new,
+                |row32: &mut Vec<f32>, row| {
+                    // f32 rows take the bias in place; 16-bit ones through an f32 copy (made
+                    // once per task, on first use).
                     if let Some(row) = T::as_f32_mut(row) {
                         return add_row(row, &b);
                     }
+                    row32.resize(shape.cols, 0.0);
                     T::load(row, row32);
                     add_row(row32, &b);
                     T::store(row32, row);
@@ -69,12 +71,13 @@ pub(crate) fn column_sums<T: Float>(
         .enumerate()
         .map(|(block, rows)| {
             let mut acc = vec![0f32; cols];
-            let mut row32 = vec![0f32; cols];
+            let mut row32 = Vec::new();
             for (r, row) in rows.chunks(cols).enumerate() {
                 // f32 rows are read in place; 16-bit ones through an f32 copy.
                 let row = match T::as_f32(row) {
                     Some(row) => row,
                     None => {
+                        row32.resize(cols, 0.0);
                         T::load(row, &mut row32);
                         &row32
                     }
