@@ -38,10 +38,13 @@ vectorized! {
 
 vectorized! {
     /// One row of the backward: `dx` from the row of `x` and `dy` and the row's `(mean,
-    /// rstd)`; the row's contributions are added to `sums`, `(dgamma, dbeta)`. Two passes over the
-    /// row
-    /// (in cache after the first): the sums `c1 = mean(dy gamma)`, `c2 = mean(dy gamma xhat)`,
-    /// then `dx = rstd (dy gamma - c1 - xhat c2)`, recomputing xhat and `dy gamma`.
+    /// rstd)`; the row's contributions are added to `sums`, `(dgamma, dbeta)`. Two passes over
+    /// the row (in cache after the first): the sums `c1 = mean(dy gamma)` and
+    /// `c2 = mean(dy gamma xhat)`, then `dx = rstd (dy gamma - c1 - xhat c2)` with xhat and
+    /// `dy gamma` recomputed and `dgamma += dy xhat`, `dbeta += dy` on the way. The first pass
+    /// stores nothing, so its lane sums stay in registers: with the dgamma and dbeta updates
+    /// in it, LLVM vectorized its lane loop over the sums in memory and every chunk waited
+    /// on the previous chunk's stores.
     fn backward_row(
         x: &[f32],
         dy: &[f32],
@@ -58,26 +61,19 @@ vectorized! {
         let (dg, db, dx) = (&mut dg[..len], &mut db[..len], &mut dx[..len]);
         let (mut c1, mut c2) = ([0f32; LANES], [0f32; LANES]);
         let (xs, ys, gs) = (x.chunks_exact(LANES), dy.chunks_exact(LANES), gamma.chunks_exact(LANES));
-        let (mut dgs, mut dbs) = (dg.chunks_exact_mut(LANES), db.chunks_exact_mut(LANES));
         let (x_tail, y_tail, g_tail) = (xs.remainder(), ys.remainder(), gs.remainder());
-        for ((x, y), (g, (dg, db))) in xs.zip(ys).zip(gs.zip((&mut dgs).zip(&mut dbs))) {
-            for l in 0..LANES {
-                let xh = (x[l] - mu) * rs;
-                dg[l] += y[l] * xh;
-                db[l] += y[l];
-                let gg = y[l] * g[l];
-                c1[l] += gg;
-                c2[l] += gg * xh;
+        for ((x, y), g) in xs.zip(ys).zip(gs) {
+            for (((a1, a2), x), (y, g)) in c1.iter_mut().zip(c2.iter_mut()).zip(x).zip(y.iter().zip(g)) {
+                let gg = y * g;
+                *a1 += gg;
+                *a2 += gg * ((x - mu) * rs);
             }
         }
         let (mut t1, mut t2) = (0f32, 0f32);
-        let tails = x_tail.iter().zip(y_tail).zip(g_tail);
-        for ((((x, y), g), dg), db) in tails.zip(dgs.into_remainder()).zip(dbs.into_remainder()) {
-            let xh = (x - mu) * rs;
-            *dg += y * xh;
-            *db += y;
-            t1 += y * g;
-            t2 += y * g * xh;
+        for ((x, y), g) in x_tail.iter().zip(y_tail).zip(g_tail) {
+            let gg = y * g;
+            t1 += gg;
+            t2 += gg * ((x - mu) * rs);
         }
         let n = len as f64;
         let sum = |l: &[f32; LANES], t: f32| {
@@ -85,16 +81,16 @@ vectorized! {
         };
         let (c1, c2) = ((sum(&c1, t1) / n) as f32, (sum(&c2, t2) / n) as f32);
         // Memory fetches the next row's x and dy over this pass, which runs from cache.
-        for (ci, ((dx, x), (dy, g))) in dx
-            .chunks_mut(LANES)
-            .zip(x.chunks(LANES))
-            .zip(dy.chunks(LANES).zip(gamma.chunks(LANES)))
-            .enumerate()
-        {
+        let out = dx.chunks_mut(LANES).zip(dg.chunks_mut(LANES).zip(db.chunks_mut(LANES)));
+        let rows = x.chunks(LANES).zip(dy.chunks(LANES).zip(gamma.chunks(LANES)));
+        for (ci, ((dx, (dg, db)), (x, (dy, g)))) in out.zip(rows).enumerate() {
             ahead.iter().for_each(|a| a.touch(ci));
-            for i in 0..dx.len().min(x.len()).min(dy.len()).min(g.len()) {
-                let xh = (x[i] - mu) * rs;
-                dx[i] = rs * (dy[i] * g[i] - c1 - xh * c2);
+            let lanes = dx.iter_mut().zip(dg.iter_mut().zip(db.iter_mut()));
+            for ((dx, (dg, db)), (x, (dy, g))) in lanes.zip(x.iter().zip(dy.iter().zip(g))) {
+                let xh = (x - mu) * rs;
+                *dg += dy * xh;
+                *db += dy;
+                *dx = rs * (dy * g - c1 - xh * c2);
             }
         }
     }
