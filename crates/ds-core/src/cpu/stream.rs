@@ -43,6 +43,19 @@ pub(crate) fn stream_bytes(src: &[u8], dst: &mut [u8]) {
     dst[..n].copy_from_slice(&src[..n]);
 }
 
+/// `dst = k src` (equal lengths) with streaming stores where the processor has them: a
+/// scale on the way out of a row computed in cache. Call [`fence`] after the last streaming
+/// write of a task.
+pub(crate) fn stream_scaled(src: &[f32], k: f32, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is available (checked just above), the only requirement.
+        unsafe { x86::stream_scaled(src, k, dst) };
+        return;
+    }
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s * k);
+}
+
 /// f32 to f16 bits with streaming stores (F16C when available); call [`fence`] after.
 pub(crate) fn f32_to_f16_stream(src: &[f32], dst: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
@@ -58,8 +71,33 @@ pub(crate) fn f32_to_f16_stream(src: &[f32], dst: &mut [u16]) {
 mod x86 {
     use std::arch::x86_64::{
         __m256i, _MM_FROUND_TO_NEAREST_INT, _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_loadu_si256,
-        _mm256_set_m128i, _mm256_stream_si256,
+        _mm256_mul_ps, _mm256_set_m128i, _mm256_set1_ps, _mm256_stream_ps, _mm256_stream_si256,
     };
+
+    /// # Safety
+    /// The processor must support AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn stream_scaled(src: &[f32], k: f32, dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let scale = |d: &mut [f32], s: &[f32]| d.iter_mut().zip(s).for_each(|(d, s)| *d = s * k);
+        // Plain stores up to the first 32-byte aligned destination address.
+        let head = dst.as_ptr().align_offset(32).min(n);
+        scale(&mut dst[..head], &src[..head]);
+        let body = (n - head) / 8 * 8;
+        let kv = _mm256_set1_ps(k);
+        let mut i = head;
+        while i < head + body {
+            // SAFETY: i + 8 <= n, so 8 f32 are readable at src[i] and writable at dst[i];
+            // dst + i is 32-byte aligned (head aligned it and i advances by 8 f32), as the
+            // streaming store requires; the load is the unaligned variant.
+            unsafe {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(i)), kv);
+                _mm256_stream_ps(dst.as_mut_ptr().add(i), v);
+            }
+            i += 8;
+        }
+        scale(&mut dst[head + body..n], &src[head + body..n]);
+    }
 
     /// # Safety
     /// The processor must support AVX.
@@ -123,7 +161,28 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::{f32_to_f16_stream, stream_bytes};
+    use super::{f32_to_f16_stream, stream_bytes, stream_scaled};
+
+    #[test]
+    fn scaled_streaming_matches_the_product_at_any_alignment() {
+        let src: Vec<f32> = (0..100).map(|i| i as f32 * 0.37 - 11.0).collect();
+        for offset in [0usize, 1, 3, 8, 9] {
+            for len in [0usize, 1, 7, 8, 9, 90] {
+                let mut dst = vec![-1f32; 110];
+                stream_scaled(&src[..len], 0.3, &mut dst[offset..offset + len]);
+                super::fence();
+                for (i, s) in src[..len].iter().enumerate() {
+                    assert_eq!(
+                        dst[offset + i],
+                        s * 0.3,
+                        "offset {offset} len {len} index {i}"
+                    );
+                }
+                assert!(dst[..offset].iter().all(|&v| v == -1.0));
+                assert!(dst[offset + len..].iter().all(|&v| v == -1.0));
+            }
+        }
+    }
 
     #[test]
     fn f16_streaming_matches_rounding_at_any_alignment() {
