@@ -82,6 +82,9 @@ fn main() -> Result<()> {
     let dy = varied(&dev, DType::F32, n)?;
     let mut y = filled(&dev, DType::F32, n, 0.0)?;
     println!("\nrows x cols = {rows} x {cols} (f32)");
+    against_copy(&dev, rounds, "add (reference)", n, 12.0, &mut || {
+        dev.add(x.all(), dy.all(), y.all_mut())
+    })?;
     against_copy(&dev, rounds, "GELU forward", n, 8.0, &mut || {
         dev.gelu(x.all(), y.all_mut())
     })?;
