@@ -396,6 +396,50 @@ fn large_layer_norm_outputs_are_streamed_with_the_same_bits_as_small_ones() {
 }
 
 #[test]
+fn large_cross_entropy_gradients_are_streamed_with_the_same_bits_as_small_ones() {
+    use ds_core::params::Shape2;
+    let dev = dev();
+    let cols = 1000;
+    let rows = LARGE / cols + 1;
+    let host: Vec<f32> = (0..rows * cols)
+        .map(|i| (i as f32 * 0.377).sin() * 4.0)
+        .collect();
+    // Every seventh row ignored (-100), so the fill path sits between streamed rows.
+    let labels: Vec<i32> = (0..rows)
+        .map(|r| {
+            if r % 7 == 3 {
+                -100
+            } else {
+                (r * 31 % cols) as i32
+            }
+        })
+        .collect();
+    let labels = dev.alloc_from(&labels).expect("upload");
+    for dtype in [DType::F32, DType::BF16] {
+        let logits = typed_input(&dev, dtype, &host);
+        let run = |r: std::ops::Range<usize>| {
+            let e = r.start * cols..r.end * cols;
+            let mut d = dev.alloc(dtype, e.len()).expect("alloc");
+            dev.softmax_cross_entropy_backward(
+                Shape2::new(r.len(), cols),
+                -100,
+                0.25,
+                logits.range(e),
+                labels.range(r),
+                d.all_mut(),
+            )
+            .expect("cross-entropy backward");
+            bits(&dev, d.all())
+        };
+        let all = run(0..rows);
+        for start in [0, 1234, rows - 9] {
+            let e = start * cols..(start + 9) * cols;
+            assert_eq!(run(start..start + 9), all[e], "{dtype:?} at row {start}");
+        }
+    }
+}
+
+#[test]
 fn a_buffer_for_overwrite_holds_no_zeros_promise_but_a_plain_alloc_always_does() {
     // 1 MiB: a cached mapping, which the next buffer of its size reuses.
     let dev = dev();
